@@ -1,0 +1,3 @@
+from tbspark.cli import main
+
+main()

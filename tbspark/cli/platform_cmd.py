@@ -1,0 +1,3 @@
+"""`tbspark platform` — command registration (filled in by the platform work)."""
+
+from tbspark.cli import app  # noqa: F401

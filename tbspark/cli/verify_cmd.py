@@ -1,0 +1,92 @@
+"""`tbspark verify` — read the zone aggregates back and judge them (see tbspark/verify.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from tbspark.cli import app
+from tbspark.cli._common import console, handle_errors, print_json
+
+
+def render_report(report, chart: bool = True) -> None:
+    """The verdict as a person reads it: one row per zone, the failing windows, a chart."""
+    from tbspark.verify import _iso
+
+    table = Table(title=f"{report.scenario}: zone aggregates, {report.window_s:g}-second windows")
+    for col in ("zone", "windows expected", "found", "matching", "messages", "mean", "expected", "deviation"):
+        table.add_column(col, justify="left" if col == "zone" else "right")
+    for z in report.zones:
+        exp = "-" if z.expected_mean is None else f"{z.expected_mean:g} ± {z.tolerance:g}"
+        dev = "-" if z.deviation is None else f"{z.deviation:+.3f}"
+        if z.mean_ok is not None:
+            dev = f"[{'green' if z.mean_ok else 'red'}]{dev}[/]"
+        wins_ok = report.exact and z.windows_matching == z.windows_expected == z.windows_found
+        table.add_row(
+            z.zone, str(z.windows_expected) if report.exact else "-", str(z.windows_found),
+            (f"[{'green' if wins_ok else 'red'}]{z.windows_matching}[/]" if report.exact else "-"),
+            "-" if z.messages_found is None else str(z.messages_found),
+            "-" if z.mean is None else f"{z.mean:.3f}", exp, dev)
+    console.print(table)
+    if report.mismatches:
+        console.print(f"[red]{len(report.mismatches)} mismatching window(s):[/red]")
+        for m in report.mismatches[:50]:
+            console.print(f"  • {m.describe()}", highlight=False)
+        if len(report.mismatches) > 50:
+            console.print(f"  … and {len(report.mismatches) - 50} more (see --json)")
+    for note in report.notes:
+        console.print(f"[dim]note: {note}[/dim]", highlight=False)
+    if chart and any(z.series for z in report.zones):
+        console.print(zone_chart(report), highlight=False, markup=False)
+    when = f"run {_iso(report.started_ms)} – {_iso(report.ended_ms)} UTC" if report.started_ms else ""
+    if report.holds:
+        console.print(f"[bold green]HOLDS[/bold green] — {report.windows_verified} window(s) verified {when}")
+    else:
+        console.print(f"[bold red]DOES NOT HOLD[/bold red] {when}")
+
+
+def zone_chart(report, width: int = 80, height: int = 15) -> str:
+    """Zone averages over time as a terminal chart (plotext), seconds since the first window."""
+    import plotext as plt
+
+    plt.clear_figure()
+    plt.plotsize(width, height)
+    plt.theme("clear")
+    t0 = min(ts for z in report.zones for ts, _ in z.series)
+    for z in report.zones:
+        if z.series:
+            plt.plot([(ts - t0) / 1000 for ts, _ in z.series], [v for _, v in z.series],
+                     label=z.zone, marker="braille")
+    plt.title("zone averages per window")
+    plt.xlabel("seconds since the first window")
+    return plt.build()
+
+
+@app.command()
+@handle_errors
+def verify(
+    scenario: Path = typer.Argument(..., help="Scenario YAML file.", show_default=False),
+    since: Optional[str] = typer.Option(None, "--since", help="Judge only windows from this time "
+                                        "(epoch ms or ISO-8601)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the facts as JSON instead of tables."),
+    state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="State directory of the run."),
+) -> None:
+    """Read the zone aggregates back and judge them: exit 0 when they hold, 1 when not."""
+    from tbspark import settings
+    from tbspark.scenario import load_scenario
+    from tbspark.state import StateDir
+    from tbspark.verify import connection_for, parse_since
+    from tbspark.verify import verify as run_verify
+
+    since_ms = parse_since(since) if since else None
+    sc = load_scenario(scenario)
+    state = StateDir(settings.state_dir(state_dir))
+    report = run_verify(sc, connection_for(sc, state), state, since_ms=since_ms)
+    if json_out:
+        print_json(report.to_dict())
+    else:
+        render_report(report)
+    raise typer.Exit(0 if report.holds else 1)

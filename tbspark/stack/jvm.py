@@ -1,0 +1,162 @@
+"""The JVM side of the stack: find Java and Maven, and resolve the jars listed in tbspark/jvm/pom.xml
+(the Kafka broker, Spark's Kafka connector) into the jar cache, once per version of the pom."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from importlib import metadata, resources
+from pathlib import Path
+
+from tbspark import settings
+from tbspark.errors import JvmMissingError, StackError
+
+KINDS = ("kafka", "spark")
+STAMP_NAME = ".tbspark-pom-sha256"
+JAVA_INSTALL_HINT = "install a Java 17+ runtime (e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
+MAVEN_INSTALL_HINT = "install Maven (e.g. apt-get install maven), or run `make jars` where Maven is installed"
+
+
+def find_java(environ: dict[str, str] | None = None) -> Path:
+    """The java executable: $JAVA_HOME/bin/java if JAVA_HOME is set, else the one on PATH."""
+    java_home = settings.env("JAVA_HOME", environ)
+    if java_home:
+        candidate = Path(java_home) / "bin" / "java"
+        if os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which("java", path=_path(environ))
+    if found:
+        return Path(found)
+    where = f"JAVA_HOME={java_home} has no bin/java, and none on PATH" if java_home else "not on PATH"
+    raise JvmMissingError(f"java not found ({where})", JAVA_INSTALL_HINT)
+
+
+def find_mvn(environ: dict[str, str] | None = None) -> Path:
+    """The mvn executable: $MAVEN_HOME/bin/mvn if set, else the one on PATH."""
+    maven_home = settings.env("MAVEN_HOME", environ)
+    if maven_home and os.access(Path(maven_home) / "bin" / "mvn", os.X_OK):
+        return Path(maven_home) / "bin" / "mvn"
+    found = shutil.which("mvn", path=_path(environ))
+    if found:
+        return Path(found)
+    raise JvmMissingError("mvn (Apache Maven) not found on PATH", MAVEN_INSTALL_HINT)
+
+
+def _path(environ: dict[str, str] | None) -> str | None:
+    return (environ if environ is not None else os.environ).get("PATH")
+
+
+def pom_path() -> Path:
+    """The Maven project, shipped as package data so an installed tbspark can resolve its jars."""
+    return Path(str(resources.files("tbspark") / "jvm" / "pom.xml"))
+
+
+def pom_sha256() -> str:
+    return hashlib.sha256(pom_path().read_bytes()).hexdigest()
+
+
+def jar_dir(kind: str, cache_dir: Path | None = None) -> Path:
+    _check_kind(kind)
+    return (cache_dir or settings.jar_cache_dir()) / kind
+
+
+def jars_are_current(kind: str, cache_dir: Path | None = None) -> bool:
+    """True when <cache>/<kind> was filled from this very pom (its stamp holds the pom's hash)."""
+    stamp = jar_dir(kind, cache_dir) / STAMP_NAME
+    try:
+        return stamp.read_text().strip() == pom_sha256()
+    except OSError:
+        return False
+
+
+def resolve_jars(kind: str, cache_dir: Path | None = None, environ: dict[str, str] | None = None) -> list[Path]:
+    """The jars of one profile of the pom ("kafka" or "spark"), running Maven only when the cache is
+    missing or was filled from another version of the pom. The new folder is built aside and renamed
+    into place, so a reader never sees half a copy; a lock keeps two resolvers from racing."""
+    target = jar_dir(kind, cache_dir)
+    if not jars_are_current(kind, cache_dir):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target.parent / f".{kind}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not jars_are_current(kind, cache_dir):  # another process may have done it meanwhile
+                _copy_dependencies(kind, target, environ)
+    jars = sorted(target.glob("*.jar"))
+    if not jars:
+        raise StackError(f"no jars in {target} after resolving the {kind} profile",
+                         f"delete {target} and run `make jars`")
+    return jars
+
+
+def _copy_dependencies(kind: str, target: Path, environ: dict[str, str] | None) -> None:
+    mvn = find_mvn(environ)
+    find_java(environ)  # Maven needs a JDK too; say so before Maven's own less helpful message
+    staging = Path(tempfile.mkdtemp(prefix=f".{kind}.", dir=target.parent))
+    cmd = [str(mvn), "-q", "-B", "-f", str(pom_path()), "-P", kind,
+           "dependency:copy-dependencies", f"-DoutputDirectory={staging}"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, env=environ)
+        if done.returncode != 0:
+            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:])
+            raise StackError(f"Maven could not resolve the {kind} jars (exit {done.returncode}):\n{tail}",
+                             "check network access to Maven Central (or ~/.m2 settings) and run `make jars`")
+        (staging / STAMP_NAME).write_text(pom_sha256() + "\n")
+        staging.chmod(0o755)  # mkdtemp makes it private; the cache is shared by every user of the repo
+        old = None
+        if target.exists():
+            old = target.with_name(f".{kind}.old.{os.getpid()}")
+            target.rename(old)
+        staging.rename(target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def kafka_classpath(cache_dir: Path | None = None) -> str:
+    """The broker's classpath (kafka_2.13, its dependencies and log4j2), resolved if needed."""
+    return os.pathsep.join(str(p) for p in resolve_jars("kafka", cache_dir))
+
+
+def spark_connector_jars(cache_dir: Path | None = None) -> list[Path]:
+    """Spark's Kafka connector and its dependencies, for ``spark.jars``. The connector must be built
+    for the installed pyspark's version, or Spark fails late with a NoSuchMethodError."""
+    jars = resolve_jars("spark", cache_dir)
+    want = metadata.version("pyspark")
+    connector = [p for p in jars if p.name.startswith("spark-sql-kafka-0-10_")]
+    if not connector or not connector[0].name.endswith(f"-{want}.jar"):
+        have = connector[0].name if connector else "none"
+        raise StackError(f"Spark's Kafka connector in the jar cache ({have}) does not match pyspark {want}",
+                         "set spark.version in tbspark/jvm/pom.xml to the pinned pyspark version, then `make jars`")
+    return jars
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tbspark.stack.jvm [kind ...]`: resolve the jars (used by `make jars`)."""
+    from tbspark.errors import TbsparkError
+
+    kinds = (argv if argv is not None else sys.argv[1:]) or list(KINDS)
+    try:
+        for kind in kinds:
+            fresh = jars_are_current(kind)
+            jars = resolve_jars(kind)
+            note = "up to date" if fresh else "resolved with Maven"
+            print(f"{kind}: {len(jars)} jars in {jar_dir(kind)} ({note})")
+    except TbsparkError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown jar kind {kind!r}; expected one of {KINDS}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

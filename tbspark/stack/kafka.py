@@ -1,0 +1,303 @@
+"""The local Apache Kafka broker: one KRaft node (broker + controller) in a JVM that tbspark starts,
+waits on, and stops by PID. Its config, data and log live under <state>/kafka/."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tbspark.errors import KafkaError, PortInUseError, ServiceStartError, StackError
+from tbspark.stack import jvm, procs
+from tbspark.state import StateDir, write_json_atomic
+
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 20.0
+# Enough for a development broker; the JVM's default (a quarter of RAM) would take 6 GiB here.
+JVM_OPTS = ["-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true"]
+
+LOG4J2 = """\
+# Written by tbspark: the broker logs to stdout, which tbspark sends to kafka.log.
+status = warn
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.out.ref = OUT
+logger.kafka.name = kafka
+logger.kafka.level = info
+logger.state.name = state.change.logger
+logger.state.level = warn
+logger.controller.name = org.apache.kafka.controller
+logger.controller.level = warn
+logger.authorizer.name = kafka.authorizer.logger
+logger.authorizer.level = warn
+"""
+
+
+@dataclass(frozen=True)
+class Broker:
+    """A running broker as recorded in services.json under "kafka"."""
+
+    bootstrap: str
+    port: int
+    controller_port: int
+    pid: int
+    log: str
+    config: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def broker_paths(state: StateDir) -> dict[str, Path]:
+    d = state.kafka_dir
+    return {"dir": d, "data": d / "data", "config": d / "server.properties", "log": d / "kafka.log",
+            "log4j": d / "log4j2.properties", "pid": d / "kafka.pid"}
+
+
+def check_port_free(port: int, flag: str, host: str = "127.0.0.1") -> None:
+    """Raise PortInUseError when ``port`` cannot be bound. SO_REUSEADDR as the JVM sets it, so a port
+    held only by TIME_WAIT connections of a previous broker counts as free."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            raise PortInUseError(port, flag, host) from None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def server_properties(data_dir: Path, host: str, port: int, controller_port: int) -> str:
+    """A single-node combined broker+controller. Static quorum (controller.quorum.voters) rather than a
+    dynamic one, so a restart on other ports needs no reformat; replication factors of 1 because
+    there is one node; no initial rebalance delay so the first consumer group starts at once."""
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@{host}:{controller_port}",
+        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(data_dir),
+        "num.partitions": "1",
+        "auto.create.topics.enable": "true",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "4",  # 50 by default: slows the first group join for nothing
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "log.segment.bytes": str(64 * 1024 * 1024),
+        "log.retention.hours": "24",
+        "num.io.threads": "2",
+        "num.network.threads": "2",
+        "num.recovery.threads.per.data.dir": "1",
+    }
+    return "".join(f"{k}={v}\n" for k, v in props.items())
+
+
+def _cluster_id() -> str:
+    # The format Kafka's own `random-uuid` prints: a v4 UUID, URL-safe base64 without padding.
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _java_cmd(java: Path, classpath: str, log4j: Path, main: str, *args: str) -> list[str]:
+    return [str(java), *JVM_OPTS, f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath, main, *args]
+
+
+def find_broker_pids(state: StateDir) -> list[int]:
+    """PIDs of live brokers started on this state dir: the pid file, and (after a crash that lost it)
+    any process whose command line names our server.properties."""
+    paths = broker_paths(state)
+    marker = str(paths["config"])
+    found = []
+    pid = procs.read_pid(paths["pid"])
+    if pid and procs.is_ours(pid, marker):
+        found.append(pid)
+    for p in procs.find_by_arg(marker):
+        if p not in found:
+            found.append(p)
+    return found
+
+
+def start_broker(state: StateDir, port: int = 9092, host: str = "127.0.0.1",
+                 ready_timeout_s: float = READY_TIMEOUT_S) -> Broker:
+    """Start the broker and return once it answers a metadata request. Formats storage on first use;
+    recovers a stale pid file; refuses to start a second broker on the same state dir."""
+    java = jvm.find_java()
+    classpath = jvm.kafka_classpath()
+    paths = broker_paths(state)
+    live = find_broker_pids(state)
+    if live:
+        raise StackError(f"a Kafka broker started by tbspark already runs on {state.root} (pid {live[0]})",
+                         f"use it, or run `tbspark stack down --state-dir {state.root}` first")
+    paths["pid"].unlink(missing_ok=True)  # stale: its process is gone (checked just above)
+    if port:
+        check_port_free(port, "--kafka-port", host)
+    else:
+        port = free_port(host)
+    controller_port = free_port(host)
+    paths["data"].mkdir(parents=True, exist_ok=True)
+    paths["config"].write_text(server_properties(paths["data"], host, port, controller_port))
+    paths["log4j"].write_text(LOG4J2)
+    if not (paths["data"] / "meta.properties").exists():
+        _format_storage(java, classpath, paths)
+    with open(paths["log"], "ab") as log:
+        log.write(f"\n=== tbspark: starting broker on {host}:{port} at {time.strftime('%F %T')} ===\n".encode())
+        log.flush()
+        proc = subprocess.Popen(
+            _java_cmd(java, classpath, paths["log4j"], "kafka.Kafka", str(paths["config"])),
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C in the user's terminal must not reach the broker
+        )
+    paths["pid"].write_text(f"{proc.pid}\n")
+    broker = Broker(bootstrap=f"{host}:{port}", port=port, controller_port=controller_port,
+                    pid=proc.pid, log=str(paths["log"]), config=str(paths["config"]))
+    try:
+        _wait_ready(proc, broker, ready_timeout_s)
+    except BaseException:
+        stop_pid(proc.pid, STOP_TIMEOUT_S, popen=proc)
+        paths["pid"].unlink(missing_ok=True)
+        raise
+    write_json_atomic(paths["dir"] / "broker.json", broker.to_json())
+    return broker
+
+
+def _format_storage(java: Path, classpath: str, paths: dict[str, Path]) -> None:
+    cmd = _java_cmd(java, classpath, paths["log4j"], "kafka.tools.StorageTool", "format",
+                    "--ignore-formatted", "-t", _cluster_id(), "-c", str(paths["config"]))
+    done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    with open(paths["log"], "a") as log:
+        log.write(f"=== tbspark: format storage ===\n{done.stdout}{done.stderr}")
+    if done.returncode != 0:
+        raise ServiceStartError(
+            f"formatting Kafka storage in {paths['data']} failed (exit {done.returncode})",
+            f"see {paths['log']}; if the state dir is damaged, delete {paths['dir']}",
+            log_tail=_tail(paths["log"]))
+
+
+def _wait_ready(proc: subprocess.Popen, broker: Broker, timeout_s: float) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap, "log_level": 0,
+                         "logger": _quiet_logger(), "socket.connection.setup.timeout.ms": 1000,
+                         "reconnect.backoff.max.ms": 200})
+    deadline = time.monotonic() + timeout_s
+    while True:
+        code = proc.poll()
+        if code is not None:
+            raise ServiceStartError(
+                f"the Kafka broker exited during start (exit code {code})",
+                f"see {broker.log}; if the state dir is damaged, run `tbspark stack down` and delete "
+                f"{Path(broker.config).parent}",
+                log_tail=_tail(Path(broker.log)))
+        try:
+            md = admin.list_topics(timeout=1.0)
+            if md.brokers:
+                return
+        except Exception:  # noqa: BLE001 — not answering yet is the normal case while it starts
+            pass
+        if time.monotonic() > deadline:
+            raise ServiceStartError(
+                f"the Kafka broker on {broker.bootstrap} did not answer within {timeout_s:.0f} s",
+                f"see {broker.log}", log_tail=_tail(Path(broker.log)))
+        time.sleep(0.1)  # poll interval between readiness probes, not a wait for the service
+
+
+def _quiet_logger():
+    import logging
+
+    logger = logging.getLogger("tbspark.kafka.admin")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+    return logger
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").rstrip().splitlines()
+    except OSError:
+        return ""
+    return "\n".join(text[-lines:])
+
+
+def stop_pid(pid: int, timeout_s: float = STOP_TIMEOUT_S, popen: subprocess.Popen | None = None) -> str:
+    """SIGTERM, wait, SIGKILL after ``timeout_s``. Returns "stopped", "killed" or "not running"."""
+    return procs.terminate(pid, timeout_s, popen)
+
+
+def stop_broker(state: StateDir, timeout_s: float = STOP_TIMEOUT_S) -> dict:
+    """Stop every broker of this state dir (by PID) and remove the pid file."""
+    paths = broker_paths(state)
+    results = {pid: stop_pid(pid, timeout_s) for pid in find_broker_pids(state)}
+    paths["pid"].unlink(missing_ok=True)
+    (paths["dir"] / "broker.json").unlink(missing_ok=True)
+    return results
+
+
+def ensure_topic(bootstrap: str, topic: str, partitions: int = 1, timeout_s: float = 30.0) -> int:
+    """Create ``topic`` with ``partitions`` partitions, or grow it to that many; returns the count it has.
+    Idempotent: an existing topic with at least as many partitions is left as is."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+
+    if partitions < 1:
+        raise KafkaError(f"a topic needs at least one partition, not {partitions}", "pass --partitions 1 or more")
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _quiet_logger()})
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            have = _partition_count(admin, topic)
+            if have is None:
+                admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(timeout=timeout_s)
+            elif have < partitions:
+                admin.create_partitions([NewPartitions(topic, partitions)])[topic].result(timeout=timeout_s)
+            have = _partition_count(admin, topic)
+            if have is not None and have >= partitions:
+                return have
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.name() not in ("TOPIC_ALREADY_EXISTS", "INVALID_PARTITIONS") and not err.retriable():
+                raise KafkaError(f"cannot create topic {topic!r} on {bootstrap}: {err.str()}",
+                                 "check the topic name and that the broker runs (`tbspark stack status`)") from exc
+        if time.monotonic() > deadline:
+            raise KafkaError(f"topic {topic!r} on {bootstrap} not ready within {timeout_s:.0f} s",
+                             "check the broker's log (`tbspark stack status` shows where)")
+        time.sleep(0.1)  # retry interval while the controller settles
+
+
+def _partition_count(admin, topic: str) -> int | None:
+    # All topics rather than list_topics(topic=...), which could auto-create the topic it asks about.
+    md = admin.list_topics(timeout=5.0).topics.get(topic)
+    if md is None or md.error is not None:
+        return None
+    return len(md.partitions)
+
+
+def broker_record(state: StateDir) -> dict | None:
+    """The last broker started on this state dir (broker.json), or None."""
+    try:
+        return json.loads((broker_paths(state)["dir"] / "broker.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_alive(pid: int | None, config: str) -> bool:
+    return bool(pid) and procs.is_ours(int(pid), config)
+

@@ -1,0 +1,78 @@
+"""Processes the stack started: recognise them by PID and command line, stop them by PID."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import psutil
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def is_ours(pid: int, marker: str) -> bool:
+    """True when ``pid`` is a live (not zombie) process whose command line contains ``marker``:
+    a pid file can outlive its process, and the pid can be reused by something unrelated."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return any(marker in arg for arg in proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
+def find_by_arg(marker: str) -> list[int]:
+    """Live processes with ``marker`` in their command line (to find ours after a lost pid file)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        info = proc.info
+        if info["status"] == psutil.STATUS_ZOMBIE or not info["cmdline"]:
+            continue
+        if any(marker in arg for arg in info["cmdline"]):
+            found.append(info["pid"])
+    return found
+
+
+def terminate(pid: int, timeout_s: float, popen: subprocess.Popen | None = None) -> str:
+    """SIGTERM, wait up to ``timeout_s``, then SIGKILL. Reaps the process when it is our child, so it
+    leaves no zombie. Returns "stopped", "killed" or "not running"."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            _reap(proc, popen)
+            return "not running"
+        proc.send_signal(signal.SIGTERM)
+    except psutil.NoSuchProcess:
+        return "not running"
+    try:
+        _wait(proc, popen, timeout_s)
+        return "stopped"
+    except (psutil.TimeoutExpired, subprocess.TimeoutExpired):
+        pass
+    try:
+        proc.kill()
+        _wait(proc, popen, 10.0)
+    except psutil.NoSuchProcess:
+        pass
+    return "killed"
+
+
+def _wait(proc: psutil.Process, popen: subprocess.Popen | None, timeout_s: float) -> None:
+    if popen is not None:
+        popen.wait(timeout=timeout_s)
+    else:
+        proc.wait(timeout=timeout_s)  # psutil reaps it with waitpid when it is our child
+
+
+def _reap(proc: psutil.Process, popen: subprocess.Popen | None) -> None:
+    try:
+        _wait(proc, popen, 1.0)
+    except (psutil.TimeoutExpired, subprocess.TimeoutExpired, psutil.NoSuchProcess):
+        pass

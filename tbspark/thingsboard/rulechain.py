@@ -1,0 +1,106 @@
+"""The script-free forwarding chain (contract §8): device telemetry → originator attributes →
+check fields → copy/rename keys → Kafka, plus the save nodes a profile chain needs. Runs unchanged
+on ThingsBoard 3.6.2+ and on the embedded platform."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PKG = "org.thingsboard.rule.engine"
+STRING_SERIALIZER = "org.apache.kafka.common.serialization.StringSerializer"
+
+
+def chain_name(scenario: Any) -> str:
+    return f"tbspark {scenario.name} to Kafka"
+
+
+def platform_bootstrap(scenario: Any, resolved_bootstrap: str) -> str:
+    """The Kafka address as the rule node inside ThingsBoard sees it (differs from the host's
+    in docker-compose); defaults to the address tbspark's own clients use."""
+    return getattr(scenario.kafka, "bootstrap_for_platform", None) or resolved_bootstrap
+
+
+def _node(cls: str, name: str, version: int, config: dict, x: int, y: int) -> dict:
+    return {"type": f"{PKG}.{cls}", "name": name, "debugMode": False, "singletonMode": False,
+            "configurationVersion": version, "configuration": config,
+            "additionalInfo": {"layoutX": x, "layoutY": y, "description": ""}}
+
+
+def build_rule_chain(scenario: Any, bootstrap: str) -> dict:
+    """ThingsBoard's import JSON ``{"ruleChain": {...}, "metadata": {...}}`` for ``scenario``;
+    ``bootstrap`` is the platform-side Kafka address (see ``platform_bootstrap``)."""
+    agg = scenario.aggregation
+    value_key = agg.value_key
+    zone_key = agg.zone_key
+    zone_meta = f"cs_{zone_key}"
+    attrs = ["deviceType"] + ([zone_key] if zone_key != "deviceType" else [])
+    nodes = [
+        _node("filter.TbMsgTypeSwitchNode", "Message type switch", 0, {"version": 0}, 250, 150),
+        # Configs below are in the format of the configurationVersion they declare (§8.1): a
+        # 4.x server upgrades them on save; 3.6.2+ and the embedded platform take them as is.
+        _node("telemetry.TbMsgTimeseriesNode", "Save time series", 0,
+              {"defaultTTL": 0, "skipLatestPersistence": False, "useServerTs": False}, 550, 50),
+        _node("telemetry.TbMsgAttributesNode", "Save client attributes", 1,
+              {"scope": "CLIENT_SCOPE", "notifyDevice": False,
+               "sendAttributesUpdatedNotification": False,
+               "updateAttributesOnlyOnValueChange": True}, 550, 150),
+        _node("metadata.TbGetAttributesNode", "Originator attributes", 1,
+              {"clientAttributeNames": attrs, "sharedAttributeNames": [],
+               "serverAttributeNames": [], "latestTsKeyNames": [], "tellFailureIfAbsent": True,
+               "getLatestValueWithTs": False, "fetchTo": "METADATA"}, 550, 250),
+        _node("filter.TbCheckMessageNode", "Has value and zone", 0,
+              {"messageNames": [value_key], "metadataNames": [zone_meta], "checkAllKeys": True},
+              850, 250),
+        # ts travels too, so the aggregation can window on the device's own time.
+        _node("transform.TbCopyKeysNode", "Copy zone and ts into data", 2,
+              {"copyFrom": "METADATA", "keys": [zone_meta, "ts"]}, 850, 350),
+        _node("transform.TbRenameKeysNode", f"Rename {zone_meta}", 2,
+              {"renameIn": "DATA", "renameKeysMapping": {zone_meta: zone_key}}, 850, 450),
+        _node("kafka.TbKafkaNode", f"Kafka {scenario.kafka.topic}", 0,
+              {"topicPattern": scenario.kafka.topic, "keyPattern": "${deviceName}",
+               "bootstrapServers": bootstrap, "retries": 0, "batchSize": 16384, "linger": 0,
+               "bufferMemory": 33554432, "acks": "-1",
+               # Required by the Kafka node up to 3.9; 4.x drops them when it upgrades the config.
+               "keySerializer": STRING_SERIALIZER, "valueSerializer": STRING_SERIALIZER,
+               "otherProperties": {}, "addMetadataKeyValuesAsKafkaHeaders": False,
+               "kafkaHeadersCharset": "UTF-8"}, 1150, 450),
+    ]
+    connections = [
+        {"fromIndex": 0, "toIndex": 1, "type": "Post telemetry"},
+        {"fromIndex": 0, "toIndex": 2, "type": "Post attributes"},
+        {"fromIndex": 0, "toIndex": 3, "type": "Post telemetry"},
+        {"fromIndex": 3, "toIndex": 4, "type": "Success"},
+        {"fromIndex": 4, "toIndex": 5, "type": "True"},
+        {"fromIndex": 5, "toIndex": 6, "type": "Success"},
+        {"fromIndex": 6, "toIndex": 7, "type": "Success"},
+    ]
+    return {
+        "ruleChain": {"name": chain_name(scenario), "type": "CORE", "root": False,
+                      "debugMode": False, "configuration": None,
+                      "additionalInfo": {"description": f"Forwards {value_key} with {zone_key} "
+                                         f"and ts to Kafka topic {scenario.kafka.topic}"}},
+        "metadata": {"firstNodeIndex": 0, "nodes": nodes, "connections": connections,
+                     "ruleChainConnections": None},
+    }
+
+
+def metadata_matches(wanted: dict, stored: dict | None) -> bool:
+    """True when the stored chain already does what ``wanted`` describes. Config keys a newer
+    server dropped or added on upgrade are ignored; every key it kept must hold our value."""
+    if not stored or not stored.get("nodes"):
+        return False
+    w_nodes, s_nodes = wanted["nodes"], stored["nodes"]
+    if len(w_nodes) != len(s_nodes) or stored.get("firstNodeIndex") != wanted["firstNodeIndex"]:
+        return False
+    for w, s in zip(w_nodes, s_nodes):
+        if w["type"] != s.get("type") or w["name"] != s.get("name"):
+            return False
+        s_conf = s.get("configuration") or {}
+        for key, value in w["configuration"].items():
+            if key in s_conf and s_conf[key] != value:
+                return False
+
+    def conns(meta: dict) -> set:
+        return {(c["fromIndex"], c["toIndex"], c["type"]) for c in meta.get("connections") or []}
+
+    return conns(wanted) == conns(stored)
