@@ -359,19 +359,3 @@ def verify(scenario: Any, conn: Any, state: StateDir, since_ms: int | None = Non
                  timestamps=(gt or {}).get("timestamps") or scenario.simulation.timestamps,
                  since_ms=since_ms)
 
-
-def connection_for(scenario: Any, state: StateDir, flags: dict | None = None) -> Any:
-    """The connection verify (and demo) use: the running local stack's addresses stand in for the
-    defaults when the scenario targets the embedded platform; scenario < environment < flags."""
-    from tbspark.settings import resolve_connection
-
-    stack = None
-    if state.services_file.exists():
-        stack = read_json(state.services_file, "services record", "run `tbspark stack up` again")
-        if scenario.platform.kind != "embedded":
-            stack = {"kafka": stack.get("kafka")}
-    p = scenario.platform
-    scenario_conn = {"tb_url": p.url, "mqtt_host": p.mqtt_host, "mqtt_port": p.mqtt_port,
-                     "username": p.username, "password": p.password,
-                     "kafka_bootstrap": scenario.kafka.bootstrap}
-    return resolve_connection(scenario_conn=scenario_conn, stack=stack, flags=flags)

@@ -1,3 +1,41 @@
-"""`tbspark platform` — command registration (filled in by the platform work)."""
+"""`tbspark platform` — run the embedded ThingsBoard-compatible platform in the foreground."""
 
-from tbspark.cli import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from tbspark import settings
+from tbspark.cli import app
+from tbspark.cli._common import console, handle_errors
+
+platform_app = typer.Typer(help="The embedded ThingsBoard-compatible platform (REST + MQTT + rule engine).",
+                           no_args_is_help=True)
+app.add_typer(platform_app, name="platform")
+
+
+@platform_app.command("serve")
+@handle_errors
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
+    http_port: int = typer.Option(8080, "--http-port", help="REST port (0 picks a free one)."),
+    mqtt_port: int = typer.Option(1883, "--mqtt-port", help="MQTT port (0 picks a free one)."),
+    state_dir: Path = typer.Option(None, "--state-dir", help="State directory (default: $TBSPARK_STATE_DIR or ./.tbspark)."),
+    tenant_username: str = typer.Option(None, "--tenant-username", help="Tenant admin login created on first start."),
+    tenant_password: str = typer.Option(None, "--tenant-password", help="Its password (first start only)."),
+) -> None:
+    """Serve REST on --http-port and MQTT on --mqtt-port until Ctrl-C / SIGTERM."""
+    from tbspark.platform.app import serve as run
+
+    user = tenant_username or settings.env("TBSPARK_TENANT_USERNAME") or settings.DEFAULT_USERNAME
+    password = tenant_password or settings.env("TBSPARK_TENANT_PASSWORD") or settings.DEFAULT_PASSWORD
+    root = settings.state_dir(state_dir)
+
+    def ready(info: dict) -> None:
+        console.print(f"REST  {info['url']}   (login {user})", highlight=False)
+        if info["mqtt_port"]:
+            console.print(f"MQTT  {info['url'].split('//')[1].rsplit(':', 1)[0]}:{info['mqtt_port']}", highlight=False)
+        console.print(f"state {root}   pid {info['pid']}   — Ctrl-C to stop", highlight=False)
+
+    run(root, host, http_port, mqtt_port, on_ready=ready, tenant_user=(user, password))

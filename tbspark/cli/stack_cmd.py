@@ -1,3 +1,109 @@
-"""`tbspark stack` — command registration (filled in by the stack work)."""
+"""`tbspark stack up | down | status` — the local Kafka broker and embedded platform."""
 
-from tbspark.cli import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from tbspark import settings
+from tbspark.cli import app
+from tbspark.cli._common import console, handle_errors, print_json
+from tbspark.errors import UsageError
+from tbspark.stack.services import DEFAULT_TOPIC, stack_down, stack_status, stack_up
+
+stack_app = typer.Typer(help="Start, stop and inspect the local Kafka broker and embedded platform.",
+                        no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+
+STATE_DIR_HELP = "State directory (default: $TBSPARK_STATE_DIR or ./.tbspark)."
+
+
+@stack_app.command("up")
+@handle_errors
+def up(
+    state_dir: Path = typer.Option(None, "--state-dir", help=STATE_DIR_HELP),
+    kafka_port: int = typer.Option(9092, "--kafka-port", help="Kafka's port on 127.0.0.1 (0 = a free one)."),
+    http_port: int = typer.Option(8080, "--http-port", help="Platform REST port (0 = a free one)."),
+    mqtt_port: int = typer.Option(1883, "--mqtt-port", help="Platform MQTT port (0 = a free one)."),
+    no_platform: bool = typer.Option(False, "--no-platform", help="Start Kafka only."),
+    topic: str = typer.Option(DEFAULT_TOPIC, "--topic", help="Kafka topic to create."),
+    partitions: int = typer.Option(1, "--partitions", help="Partitions of the topic."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Start Kafka (KRaft, one node) and the embedded platform; return when they answer."""
+    for name, port in (("--kafka-port", kafka_port), ("--http-port", http_port), ("--mqtt-port", mqtt_port)):
+        if not 0 <= port <= 65535:
+            raise UsageError(f"{name} {port} is not a port", "use 1-65535, or 0 for a free port")
+    if partitions < 1:
+        raise UsageError(f"--partitions {partitions} must be at least 1", "pass --partitions 1 or more")
+    services = stack_up(settings.state_dir(state_dir), kafka_port=kafka_port, http_port=http_port,
+                        mqtt_port=mqtt_port, platform=not no_platform, topic=topic, partitions=partitions)
+    if as_json:
+        print_json(services)
+        return
+    k = services["kafka"]
+    console.print(f"[green]✓[/green] Kafka      {k['bootstrap']}  (pid {k['pid']}, log {k['log']})")
+    for name, count in k.get("topics", {}).items():
+        console.print(f"  topic      {name} ({count} partition(s))")
+    p = services.get("platform")
+    if p:
+        console.print(f"[green]✓[/green] Platform   {p['url']}  MQTT port {p['mqtt_port']}  (pid {p['pid']}, log {p['log']})")
+
+
+@stack_app.command("down")
+@handle_errors
+def down(
+    state_dir: Path = typer.Option(None, "--state-dir", help=STATE_DIR_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Stop what `stack up` started (SIGTERM, then SIGKILL after a timeout)."""
+    result = stack_down(settings.state_dir(state_dir))
+    if as_json:
+        print_json(result)
+        return
+    stopped = False
+    for name in ("platform", "kafka"):
+        for pid, how in result[name]["pids"].items():
+            stopped = True
+            console.print(f"{name:<9} pid {pid}: {how}")
+    if not stopped:
+        console.print("Nothing was running.")
+
+
+@stack_app.command("status")
+@handle_errors
+def status(
+    state_dir: Path = typer.Option(None, "--state-dir", help=STATE_DIR_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Show what runs, on which ports, with which PIDs (and the platform's counters)."""
+    st = stack_status(settings.state_dir(state_dir))
+    if as_json:
+        print_json(st)
+        return
+    if not st.get("kafka") and not st.get("platform"):
+        console.print(f"No stack recorded in {st['state_dir']} — start one with `tbspark stack up`.")
+    table = Table("service", "address", "pid", "state", box=None, pad_edge=False)
+    k = st.get("kafka")
+    if k:
+        state = _state(k["alive"], k.get("answers"))
+        table.add_row("kafka", f"{k['bootstrap']} (controller :{k['controller_port']})", str(k["pid"]), state)
+    p = st.get("platform")
+    if p:
+        state = _state(p["alive"], p.get("stats") is not None if p["alive"] else None)
+        table.add_row("platform", f"{p['url']} (MQTT :{p['mqtt_port']})", str(p["pid"]), state)
+    if k or p:
+        console.print(table)
+    if p and p.get("stats"):
+        console.print("platform counters: " + ", ".join(f"{key}={val}" for key, val in p["stats"].items()))
+    for pid in st.get("orphans", []):
+        console.print(f"[yellow]a broker of this state dir runs unrecorded: pid {pid}[/yellow] "
+                      "— `tbspark stack down` stops it")
+
+
+def _state(alive: bool, answers: bool | None) -> str:
+    if not alive:
+        return "[red]dead[/red]"
+    return "[green]running[/green]" if answers in (True, None) else "[yellow]running, not answering[/yellow]"

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box
 from rich.table import Table
 
 from tbspark.cli import app
@@ -16,9 +17,13 @@ def render_report(report, chart: bool = True) -> None:
     """The verdict as a person reads it: one row per zone, the failing windows, a chart."""
     from tbspark.verify import _iso
 
-    table = Table(title=f"{report.scenario}: zone aggregates, {report.window_s:g}-second windows")
-    for col in ("zone", "windows expected", "found", "matching", "messages", "mean", "expected", "deviation"):
-        table.add_column(col, justify="left" if col == "zone" else "right")
+    table = Table(title=f"{report.scenario}: zone aggregates, {report.window_s:g}-second windows",
+                  box=box.SIMPLE_HEAVY, pad_edge=False, collapse_padding=True)
+    widest = max((len(z.zone) for z in report.zones), default=4)
+    table.add_column("zone", no_wrap=True, min_width=min(widest, 40))
+    for col in ("windows\nexpected", "\nfound", "\nmatching", "\nmessages", "\nmean",
+                "expected\nmean", "\ndeviation"):
+        table.add_column(col, justify="right", no_wrap=True)
     for z in report.zones:
         exp = "-" if z.expected_mean is None else f"{z.expected_mean:g} ± {z.tolerance:g}"
         dev = "-" if z.deviation is None else f"{z.deviation:+.3f}"
@@ -34,35 +39,37 @@ def render_report(report, chart: bool = True) -> None:
     if report.mismatches:
         console.print(f"[red]{len(report.mismatches)} mismatching window(s):[/red]")
         for m in report.mismatches[:50]:
-            console.print(f"  • {m.describe()}", highlight=False)
+            console.print(f"  • {m.describe()}", highlight=False, soft_wrap=True)
         if len(report.mismatches) > 50:
             console.print(f"  … and {len(report.mismatches) - 50} more (see --json)")
     for note in report.notes:
-        console.print(f"[dim]note: {note}[/dim]", highlight=False)
+        console.print(f"[dim]note: {note}[/dim]", highlight=False, soft_wrap=True)
     if chart and any(z.series for z in report.zones):
         console.print(zone_chart(report), highlight=False, markup=False)
     when = f"run {_iso(report.started_ms)} – {_iso(report.ended_ms)} UTC" if report.started_ms else ""
     if report.holds:
-        console.print(f"[bold green]HOLDS[/bold green] — {report.windows_verified} window(s) verified {when}")
+        console.print(f"[bold green]HOLDS[/bold green] — {report.windows_verified} window(s) verified {when}",
+                      soft_wrap=True)
     else:
-        console.print(f"[bold red]DOES NOT HOLD[/bold red] {when}")
+        console.print(f"[bold red]DOES NOT HOLD[/bold red] {when}", soft_wrap=True)
 
 
 def zone_chart(report, width: int = 80, height: int = 15) -> str:
-    """Zone averages over time as a terminal chart (plotext), seconds since the first window."""
+    """Zone averages over time as a terminal chart (plotext 6 figure API), plain text."""
     import plotext as plt
 
-    plt.clear_figure()
-    plt.plotsize(width, height)
-    plt.theme("clear")
+    fig = plt.figure
+    fig.clear()
+    fig.plot_size(width, height)
     t0 = min(ts for z in report.zones for ts, _ in z.series)
     for z in report.zones:
         if z.series:
-            plt.plot([(ts - t0) / 1000 for ts, _ in z.series], [v for _, v in z.series],
-                     label=z.zone, marker="braille")
-    plt.title("zone averages per window")
-    plt.xlabel("seconds since the first window")
-    return plt.build()
+            sig = fig.signal([(ts - t0) / 1000 for ts, _ in z.series], [v for _, v in z.series])
+            fig.draw(sig.label(z.zone).lines())
+    fig.title("zone averages per window")
+    fig.label("seconds since the first window", "x")
+    # Colours are dropped: the chart must read the same in CI logs and piped output.
+    return plt.uncolorize(str(fig.build()))
 
 
 @app.command()
@@ -78,13 +85,14 @@ def verify(
     from tbspark import settings
     from tbspark.scenario import load_scenario
     from tbspark.state import StateDir
-    from tbspark.verify import connection_for, parse_since
+    from tbspark.thingsboard.connection import scenario_connection
+    from tbspark.verify import parse_since
     from tbspark.verify import verify as run_verify
 
     since_ms = parse_since(since) if since else None
     sc = load_scenario(scenario)
     state = StateDir(settings.state_dir(state_dir))
-    report = run_verify(sc, connection_for(sc, state), state, since_ms=since_ms)
+    report = run_verify(sc, scenario_connection(sc, state), state, since_ms=since_ms)
     if json_out:
         print_json(report.to_dict())
     else:

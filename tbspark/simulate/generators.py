@@ -4,6 +4,7 @@ per device so that a run with ``--seed`` is reproducible, and the per-device mes
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from dataclasses import dataclass
@@ -87,6 +88,14 @@ class MessageStream:
     @property
     def period_s(self) -> float:
         return 1.0 / self.rate_hz
+
+    @property
+    def prefixes(self) -> list[str]:
+        """'"key":' for each key, ready to prepend to a JSON value."""
+        cached = self.__dict__.get("_prefixes")
+        if cached is None:
+            cached = self.__dict__["_prefixes"] = [json.dumps(k) + ":" for k in self.keys]
+        return cached
 
     def values(self, elapsed_s: float) -> dict[str, Any]:
         return {k: fn(elapsed_s) for k, fn in zip(self.keys, self.fns)}

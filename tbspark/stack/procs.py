@@ -17,25 +17,25 @@ def read_pid(path: Path) -> int | None:
 
 
 def is_ours(pid: int, marker: str) -> bool:
-    """True when ``pid`` is a live (not zombie) process whose command line contains ``marker``:
+    """True when ``pid`` is a live (not zombie) process with ``marker`` as one of its arguments:
     a pid file can outlive its process, and the pid can be reused by something unrelated."""
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return False
-        return any(marker in arg for arg in proc.cmdline())
+        return marker in proc.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
 
 
 def find_by_arg(marker: str) -> list[int]:
-    """Live processes with ``marker`` in their command line (to find ours after a lost pid file)."""
+    """Live processes with ``marker`` as one of their arguments (finds ours after a lost pid file)."""
     found = []
     for proc in psutil.process_iter(["pid", "cmdline", "status"]):
         info = proc.info
         if info["status"] == psutil.STATUS_ZOMBIE or not info["cmdline"]:
             continue
-        if any(marker in arg for arg in info["cmdline"]):
+        if marker in info["cmdline"]:
             found.append(info["pid"])
     return found
 

@@ -1,1 +1,91 @@
+"""Rule nodes: small classes keyed by ThingsBoard's class name, each with its config read in both
+configuration versions of contract §8.2. ``NODE_TYPES`` is the registry the engine compiles from."""
 
+from __future__ import annotations
+
+import re
+from typing import Any, Awaitable, Callable
+
+PKG = "org.thingsboard.rule.engine."
+
+Emit = list  # [(relation, TbMsg)]
+
+
+class NodeConfigError(ValueError):
+    """A node configuration the platform cannot execute; the message names what is wrong."""
+
+
+class Node:
+    """Base: ``process(msgs)`` returns ``[(relation, msg)]`` (or an awaitable of it). A node that
+    finishes later (Kafka) calls ``self.resume([(relation, msg)])`` from the event loop instead."""
+
+    TYPE = ""
+    CURRENT_VERSION = 0
+
+    def __init__(self, node_id: str, name: str, config: dict, version: int, store: Any):
+        self.id = node_id
+        self.name = name
+        self.config = config or {}
+        self.version = version
+        self.store = store
+        self.resume: Callable[[list], None] = lambda items: None
+
+    def process(self, msgs: list) -> Emit | Awaitable[Emit]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        """Open resources (producers); errors here become Failure routes, not crashes."""
+
+    async def close(self) -> None:
+        """Release resources; flush what is in flight."""
+
+    def counters(self) -> dict:
+        return {}
+
+
+def register(cls):
+    NODE_TYPES[cls.TYPE] = cls
+    return cls
+
+
+NODE_TYPES: dict[str, type[Node]] = {}
+
+SCRIPT_TYPES = {
+    PKG + "filter.TbJsFilterNode", PKG + "transform.TbTransformMsgNode", PKG + "filter.TbJsSwitchNode",
+    PKG + "action.TbLogNode", PKG + "action.TbMsgGeneratorNode",
+}
+
+_PATTERN = re.compile(r"\$\{([^}]+)\}|\$\[([^\]]+)\]")
+
+
+def compile_pattern(pattern: str) -> Callable[[Any], str]:
+    """``${metadataKey}`` / ``$[dataKey]`` substitution (TbNodeUtils.processPattern): unknown keys stay
+    as written, ``$[a.b]`` walks nested data, non-text data values are JSON text."""
+    if "$" not in pattern:
+        return lambda msg: pattern
+    import json
+
+    def substitute(msg) -> str:
+        def one(m: re.Match) -> str:
+            if m.group(1) is not None:
+                v = msg.metadata.get(m.group(1))
+                return m.group(0) if v is None else v
+            cur: Any = msg.data
+            for part in m.group(2).split("."):
+                if isinstance(cur, dict) and part in cur:
+                    cur = cur[part]
+                else:
+                    return m.group(0)
+            if isinstance(cur, str):
+                return cur
+            if isinstance(cur, bool):
+                return "true" if cur else "false"
+            return json.dumps(cur, separators=(",", ":"))
+        return _PATTERN.sub(one, pattern)
+
+    return substitute
+
+
+def import_all() -> None:
+    """Import every node family so that they register themselves."""
+    from tbspark.platform.rules.nodes import filters, kafka, metadata, telemetry, transform  # noqa: F401

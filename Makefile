@@ -1,0 +1,45 @@
+# The two commands a new user types: `make demo` and `make test`. Each does all its set-up itself
+# (virtualenv, the package, the JVM jars) and skips what is already done (stamp files).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Re-install only when the package's metadata changes.
+VENV_STAMP := $(VENV)/.tbspark-installed
+PYTEST_ARGS ?=
+
+.PHONY: help demo test setup venv jars bench clean-state
+
+help:
+	@echo "make demo    run the whole pipeline on the embedded platform (sets everything up first)"
+	@echo "make test    run the whole test suite, every marker (sets everything up first)"
+	@echo "make setup   virtualenv + package + JVM jars only;  make venv / make jars for one part"
+	@echo "make bench   run the benchmarks in bench/ (figures go to docs/benchmarks.md)"
+
+demo: setup
+	$(BIN)/tbspark demo
+
+test: setup
+	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests — a run that tests nothing is a failure" >&2; fi; \
+	exit $$rc
+
+setup: venv jars
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+# Quick when done: resolve_jars() compares the jar cache's stamp with the pom's hash.
+jars: venv
+	@$(BIN)/python -m tbspark.stack.jvm kafka spark
+
+bench: setup
+	@set -e; for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script; done
+
+clean-state:
+	-$(BIN)/tbspark stack down
+	rm -rf .tbspark

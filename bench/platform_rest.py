@@ -1,0 +1,146 @@
+"""Benchmark of the embedded platform's REST side (issue 3 figures):
+
+1. telemetry POST requests/s from one keep-alive client (target >= 2,000 on one core), beside the same
+   client's ceiling on the cheapest route (GET /tbspark/health);
+2. latency of a history query with AVG over 10-second intervals across 1M stored points of one key
+   (target <= 200 ms).
+
+The platform runs as `python -m tbspark platform serve` pinned to CPU 0 (taskset), the client on CPU 1.
+Every figure is the median of --runs runs. Usage: .venv/bin/python bench/platform_rest.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+REPO = Path(__file__).resolve().parent.parent
+T0 = 1_600_000_000_000
+
+
+def start(state: Path) -> tuple[subprocess.Popen, dict]:
+    cmd = [sys.executable, "-m", "tbspark", "platform", "serve", "--http-port", "0", "--mqtt-port", "0",
+           "--state-dir", str(state)]
+    if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1:
+        cmd = ["taskset", "-c", "0", *cmd]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    endpoint = state / "platform" / "endpoint.json"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if endpoint.exists():
+            return proc, json.loads(endpoint.read_text())
+        if proc.poll() is not None:
+            raise SystemExit(f"platform exited with {proc.returncode}")
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("platform did not start")
+
+
+class Client:
+    """One keep-alive HTTP/1.1 connection (http.client: the cheapest Python client, so the server is measured)."""
+
+    def __init__(self, url: str) -> None:
+        u = urlparse(url)
+        self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+        self.headers: dict[str, str] = {}
+
+    def call(self, method: str, path: str, body: str | None = None, ctype: str = "application/json") -> tuple[int, bytes]:
+        headers = dict(self.headers)
+        if body is not None:
+            headers["Content-Type"] = ctype
+        self.conn.request(method, path, body=body, headers=headers)
+        r = self.conn.getresponse()
+        return r.status, r.read()
+
+    def login(self) -> None:
+        status, body = self.call("POST", "/api/auth/login",
+                                 json.dumps({"username": "tenant@thingsboard.org", "password": "tenant"}))
+        assert status == 200, body
+        self.headers["X-Authorization"] = "Bearer " + json.loads(body)["token"]
+
+
+def rate(fn, n: int) -> float:
+    t = time.perf_counter()
+    for i in range(n):
+        fn(i)
+    return n / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--requests", type=int, default=3000)
+    ap.add_argument("--points", type=int, default=1_000_000)
+    args = ap.parse_args()
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})
+    state = Path(tempfile.mkdtemp(prefix="tbspark-bench-"))
+    proc, info = start(state)
+    try:
+        c = Client(info["url"])
+        c.login()
+        status, body = c.call("POST", "/api/device", json.dumps({"name": "bench", "type": "bench"}))
+        dev = json.loads(body)["id"]["id"]
+        ts_path = f"/api/plugins/telemetry/DEVICE/{dev}/timeseries/ANY"
+
+        def post(i: int) -> None:
+            s, b = c.call("POST", ts_path, '{"windSpeed": %d.5, "rpm": %d}' % (i % 40, i), "text/plain")
+            assert s == 200, b
+
+        def health(i: int) -> None:
+            s, _ = c.call("GET", "/tbspark/health")
+            assert s == 200
+
+        rate(post, 300)  # warm-up
+        posts = [rate(post, args.requests) for _ in range(args.runs)]
+        ceiling = [rate(health, args.requests) for _ in range(args.runs)]
+        print(f"telemetry POST, 1 keep-alive client: median {statistics.median(posts):,.0f} req/s "
+              f"(runs: {', '.join(f'{r:,.0f}' for r in posts)}); target >= 2,000")
+        print(f"  same client on GET /tbspark/health (ceiling): median {statistics.median(ceiling):,.0f} req/s")
+
+        # 1M points of one key at 10 Hz (100,000 s), written as arrays of 10,000 points per request.
+        status, body = c.call("POST", "/api/device", json.dumps({"name": "bench-history", "type": "bench"}))
+        hdev = json.loads(body)["id"]["id"]
+        hpath = f"/api/plugins/telemetry/DEVICE/{hdev}/timeseries/ANY"
+        t = time.perf_counter()
+        batch = 10_000
+        for start_i in range(0, args.points, batch):
+            pts = [{"ts": T0 + i * 100, "values": {"windSpeed": (i % 400) / 10}} for i in range(start_i, start_i + batch)]
+            s, b = c.call("POST", hpath, json.dumps(pts), "text/plain")
+            assert s == 200, b
+        load_s = time.perf_counter() - t
+        print(f"loaded {args.points:,} points in {load_s:.1f} s ({args.points / load_s:,.0f} points/s over REST arrays)")
+        end = T0 + args.points * 100
+        q = (f"/api/plugins/telemetry/DEVICE/{hdev}/values/timeseries/history?keys=windSpeed&startTs={T0}"
+             f"&endTs={end}&interval=10000&agg=AVG&orderBy=ASC")
+        lat = []
+        for _ in range(args.runs + 1):
+            t = time.perf_counter()
+            s, b = c.call("GET", q)
+            lat.append((time.perf_counter() - t) * 1000)
+            assert s == 200
+        buckets = len(json.loads(b)["windSpeed"])
+        lat = lat[1:]  # first run warms SQLite's page cache
+        print(f"history AVG over 10 s intervals, {args.points:,} points -> {buckets:,} buckets: median "
+              f"{statistics.median(lat):.0f} ms (runs: {', '.join(f'{x:.0f}' for x in lat)}); target <= 200 ms")
+        db = state / "platform" / "platform.db"
+        print(f"database size: {db.stat().st_size / 1e6:.0f} MB")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+"""The Spark Structured Streaming job: Kafka source → parse → per-batch partial aggregates (Spark)
+→ window state and watermark (``windows.WindowState``) → sink, all inside one foreachBatch, with
+dead letters to ``<topic>.dlq``. Stops only between batches (see ``_Runner.stop``)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from tbspark.aggregate.parse import ParseSpec, batch_partials, dead_letters, parse
+from tbspark.aggregate.sinks import GatewaySink, RestSink, Sink, StopRequested, write_until_done
+from tbspark.aggregate.store import WindowStore
+from tbspark.aggregate.windows import WindowAgg, WindowState, ZoneWindow
+from tbspark.errors import AggregationError, TbsparkError
+from tbspark.settings import Connection
+from tbspark.state import StateDir, read_json
+
+
+@dataclass
+class AggregateStatus:
+    """What the status line shows; also the running totals of the report."""
+
+    batches: int = 0
+    records: int = 0
+    dead_letters: int = 0
+    late: int = 0
+    windows_written: int = 0
+    zones: set[str] = field(default_factory=set)
+    records_per_s: float = 0.0
+    lag: int | None = None  # records in Kafka not yet read
+    watermark_ms: int | None = None
+    waiting: str | None = None  # set while a write is being retried
+
+
+@dataclass
+class AggregateReport:
+    scenario: str
+    checkpoint: Path
+    batches: int
+    records: int
+    dead_letters: int
+    late: int
+    windows_written: int
+    zones: list[str]
+    duration_s: float
+    records_per_s: float
+    stopped: str  # "caught up" (--once) | "stop requested"
+
+
+def build_session(master: str | None = "local[2]", shuffle_partitions: int | None = None,
+                  jars: list[Path] | None = None, app_name: str = "tbspark-aggregate") -> Any:
+    """A SparkSession for the job (or the running one): UI off, WARN logs, shuffle partitions sized
+    to the cores (Spark's default 200 cannot keep up with a 10 s window at 50K rows/s)."""
+    from pyspark.sql import SparkSession
+
+    builder = (SparkSession.builder.appName(app_name)
+               .config("spark.ui.enabled", "false")
+               .config("spark.ui.showConsoleProgress", "false")
+               # Streaming plans never use AQE; saying so up front spares a warning per query.
+               .config("spark.sql.adaptive.enabled", "false"))
+    if master:
+        builder = builder.master(master)
+    if jars is None and not os.environ.get("PYSPARK_GATEWAY_PORT"):  # under spark-submit: --packages
+        from tbspark.stack.jvm import spark_connector_jars
+
+        jars = spark_connector_jars()
+    if jars:
+        builder = builder.config("spark.jars", ",".join(str(j) for j in jars))
+    # A deeper thread stack on the driver: py4j callbacks of foreachBatch recurse deeply.
+    builder = builder.config("spark.driver.extraJavaOptions", "-Xss16m")
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    cores = spark.sparkContext.defaultParallelism
+    spark.conf.set("spark.sql.shuffle.partitions", str(shuffle_partitions or max(1, cores)))
+    return spark
+
+
+class _Batcher:
+    """The foreachBatch function. Holds ``lock`` while it runs, so a stop can wait for it."""
+
+    def __init__(self, spec: ParseSpec, store: WindowStore, sink: Sink, bootstrap: str, topic: str,
+                 dlq_topic: str, output_mode: str, status: AggregateStatus):
+        self.spec, self.store, self.sink, self.status = spec, store, sink, status
+        self.bootstrap, self.topic, self.dlq_topic = bootstrap, topic, dlq_topic
+        self.output_mode = output_mode
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+        self.last_state: WindowState | None = None
+
+    def __call__(self, df: Any, batch_id: int) -> None:
+        with self.lock:
+            if self.stopping.is_set():
+                raise StopRequested()  # not committed: a restart replays this batch
+            try:
+                self._run(df, batch_id)
+            except StopRequested:
+                raise
+            except BaseException as exc:
+                self.error = exc
+                raise
+
+    def _run(self, df: Any, batch_id: int) -> None:
+        started = time.monotonic()
+        state = self.store.before(batch_id)
+        parsed = parse(df, self.spec, state.watermark_ms, int(time.time() * 1000))
+        rows = batch_partials(parsed).collect()
+        partials: dict[tuple[str, int], WindowAgg] = {}
+        rejected: dict[str, int] = {}
+        max_event = None
+        total = 0
+        for r in rows:
+            total += r["n"]
+            if r["reason"] is not None:
+                rejected[r["reason"]] = rejected.get(r["reason"], 0) + r["n"]
+                continue
+            partials[(r["zone"], int(r["win"]))] = WindowAgg(r["n"], r["sum"], r["min"], r["max"])
+            max_event = r["max_event_ms"] if max_event is None else max(max_event, r["max_event_ms"])
+        if rejected:
+            # A second pass over the batch, only when there is something to reject (rare).
+            (dead_letters(parsed, self.topic).write.format("kafka")
+             .option("kafka.bootstrap.servers", self.bootstrap).option("topic", self.dlq_topic).save())
+        new_state, out = state.apply(batch_id, partials, max_event, self.output_mode)
+        self.store.save(new_state)
+        written = self._write(out)
+        self.last_state = new_state
+        st = self.status
+        st.batches += 1
+        st.records += total
+        late = rejected.get(self.spec.reason_texts()["late"], 0)
+        st.late += late
+        st.dead_letters += sum(rejected.values())
+        st.windows_written += written
+        st.zones.update(w.zone for w in out)
+        st.watermark_ms = new_state.watermark_ms
+        elapsed = time.monotonic() - started
+        st.records_per_s = total / elapsed if elapsed > 0 else 0.0
+
+    def _write(self, out: list[ZoneWindow]) -> int:
+        if not out:
+            return 0
+
+        def waiting(exc: Exception, delay: float) -> None:
+            self.status.waiting = f"{exc} (retrying in {delay:g} s)"
+
+        written = write_until_done(self.sink, out, self.stopping.is_set, waiting)
+        self.status.waiting = None
+        return written
+
+    def flush_open(self) -> int:
+        """Append mode, --once: write the windows no watermark closed (the stream has ended)."""
+        if self.output_mode != "append" or self.last_state is None:
+            return 0
+        return self._write(self.last_state.flush())
+
+
+def make_sink(scenario: Any, conn: Connection, state: StateDir) -> Sink:
+    agg = scenario.aggregation
+    keys = {"avg": agg.metrics.avg, "count": agg.metrics.count, "min": agg.metrics.min,
+            "max": agg.metrics.max}
+    if agg.sink == "gateway":
+        record = read_json(state.provision_file, "provision record",
+                           "run `tbspark provision` first (it creates the gateway device)")
+        return GatewaySink(conn, record.get("gateway") or {}, agg.asset_type, keys)
+    return RestSink(conn, agg.asset_type, keys)
+
+
+def aggregate(scenario: Any, conn: Connection, state: StateDir, master: str = "local[2]",
+              checkpoint: Path | None = None, starting_offsets: str = "earliest", once: bool = False,
+              progress: Callable[[AggregateStatus], None] | None = None,
+              stop_event: threading.Event | None = None, *, sink: Sink | None = None,
+              spark: Any = None) -> AggregateReport:
+    """Run the aggregation job until ``stop_event`` is set (or, with ``once``, until the topic's
+    backlog is processed). ``progress`` is called about twice a second with the running status."""
+    if starting_offsets not in ("earliest", "latest"):
+        raise AggregationError(f"unknown starting offsets {starting_offsets!r}",
+                               "use --starting-offsets earliest or latest")
+    agg = scenario.aggregation
+    window_ms = int(round(agg.window_s * 1000))
+    checkpoint = Path(checkpoint) if checkpoint else state.checkpoint_dir(scenario.name)
+    checkpoint.mkdir(parents=True, exist_ok=True)
+    spec = ParseSpec(agg.zone_key, agg.value_key, window_ms, agg.mode == "event_time")
+    store = WindowStore(checkpoint, window_ms, int(round(agg.watermark_s * 1000)))
+    store.before(1 << 62)  # fail now, not in the first batch, on a checkpoint of other settings
+    from tbspark.stack.kafka import ensure_topic
+
+    # Up front: a broker that is down fails here in seconds with a clear line, and the dead-letter
+    # topic exists even where the broker does not auto-create topics.
+    ensure_topic(conn.kafka_bootstrap, scenario.kafka.dlq_topic, 1, timeout_s=15)
+    status = AggregateStatus()
+    own_sink = sink is None
+    sink = sink or make_sink(scenario, conn, state)
+    batcher = _Batcher(spec, store, sink, conn.kafka_bootstrap, scenario.kafka.topic,
+                       scenario.kafka.dlq_topic, agg.output_mode, status)
+    spark = spark or build_session(master, agg.shuffle_partitions)
+    started = time.monotonic()
+    try:
+        query = _start(spark, scenario, conn, checkpoint, starting_offsets, once, batcher)
+        stopped = _watch(query, batcher, status, progress, stop_event, once)
+        if once and stopped == "caught up":
+            status.windows_written += batcher.flush_open()
+    finally:
+        if own_sink:
+            sink.close()
+    duration = time.monotonic() - started
+    return AggregateReport(scenario.name, checkpoint, status.batches, status.records,
+                           status.dead_letters, status.late, status.windows_written,
+                           sorted(status.zones), duration,
+                           status.records / duration if duration > 0 else 0.0, stopped)
+
+
+def _start(spark: Any, scenario: Any, conn: Connection, checkpoint: Path, starting_offsets: str,
+           once: bool, batcher: _Batcher) -> Any:
+    agg = scenario.aggregation
+    reader = (spark.readStream.format("kafka")
+              .option("kafka.bootstrap.servers", conn.kafka_bootstrap)
+              .option("subscribe", scenario.kafka.topic)
+              .option("startingOffsets", starting_offsets)
+              # Records deleted by retention before we read them are gone either way; say so in the
+              # log instead of stopping the job.
+              .option("failOnDataLoss", "false")
+              # Split a partition's range over the cores, so a one-partition topic uses both.
+              .option("minPartitions", str(spark.sparkContext.defaultParallelism)))
+    if agg.max_offsets_per_trigger:
+        reader = reader.option("maxOffsetsPerTrigger", str(agg.max_offsets_per_trigger))
+    writer = (reader.load().writeStream.foreachBatch(batcher)
+              .option("checkpointLocation", str(checkpoint))
+              .queryName(f"tbspark-{scenario.name}"))
+    writer = writer.trigger(availableNow=True) if once else writer.trigger(
+        processingTime=f"{int(agg.trigger_s * 1000)} milliseconds")
+    try:
+        return writer.start()
+    except Exception as exc:  # noqa: BLE001 - py4j/analysis errors become one clear line
+        raise AggregationError(f"the Spark job did not start ({_first_line(exc)})",
+                               "check KAFKA_BOOTSTRAP and the connector jars (`make jars`)") from exc
+
+
+def _watch(query: Any, batcher: _Batcher, status: AggregateStatus,
+           progress: Callable[[AggregateStatus], None] | None, stop_event: threading.Event | None,
+           once: bool) -> str:
+    """Wait for the query, reporting progress; stop it between batches when asked."""
+    try:
+        while query.isActive:
+            if stop_event is not None and stop_event.is_set():
+                _stop(query, batcher)
+                return "stop requested"
+            query.awaitTermination(0.5)
+            _lag(query, status)
+            if progress:
+                progress(status)
+        query.awaitTermination()  # re-raises the query's error, if any
+        return "caught up" if once else "stopped"
+    except TbsparkError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - StreamingQueryException or py4j errors
+        if batcher.stopping.is_set():
+            return "stop requested"
+        if isinstance(batcher.error, TbsparkError):
+            raise batcher.error from exc
+        cause = batcher.error or exc
+        raise AggregationError(f"the Spark job failed: {_first_line(cause)}",
+                               "see the log above; the checkpoint lets a restart resume") from exc
+    except KeyboardInterrupt:
+        _stop(query, batcher)
+        raise
+
+
+def _stop(query: Any, batcher: _Batcher) -> None:
+    """Stop between batches: ``query.stop()`` during a foreachBatch threw StackOverflowError in our
+    measurements. Holding the batcher's lock means no batch is in Python; a batch that starts now
+    sees ``stopping`` and fails uncommitted, to be replayed on restart."""
+    batcher.stopping.set()
+    with batcher.lock:
+        try:
+            query.stop()
+        except Exception:  # noqa: BLE001 - already terminated (e.g. by the uncommitted batch)
+            pass
+
+
+def _lag(query: Any, status: AggregateStatus) -> None:
+    p = query.lastProgress
+    if not p:
+        return
+    for src in p.get("sources") or []:
+        behind = (src.get("metrics") or {}).get("maxOffsetsBehindLatest")
+        if behind is not None:
+            status.lag = int(float(behind))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

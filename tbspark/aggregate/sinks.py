@@ -1,0 +1,150 @@
+"""Where the job's windows go: zone assets over REST, or virtual devices of one MQTT gateway session.
+Both write each point at ts = window start, so a replayed batch overwrites instead of duplicating,
+and both retry with backoff while ThingsBoard is down, until written or until a stop is requested."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Protocol
+
+from tbspark.aggregate.windows import ZoneWindow, to_points
+from tbspark.errors import (
+    MqttError,
+    StateError,
+    TbApiError,
+    TbAuthError,
+    TbNotFoundError,
+    TbUnavailableError,
+)
+from tbspark.settings import Connection
+
+GATEWAY_CONNECT = "v1/gateway/connect"
+GATEWAY_TELEMETRY = "v1/gateway/telemetry"
+MAX_BACKOFF_S = 5.0
+
+
+class StopRequested(Exception):
+    """Raised inside a batch when a stop was asked for before the batch could be written: the batch
+    is then not committed, and a restart replays it."""
+
+
+class Sink(Protocol):
+    def write(self, windows: list[ZoneWindow]) -> int: ...  # points written; raises to retry
+    def close(self) -> None: ...
+
+
+def _retryable(exc: Exception) -> bool:
+    if isinstance(exc, (TbUnavailableError, MqttError, OSError)):
+        return True
+    return isinstance(exc, TbApiError) and not isinstance(exc, TbAuthError) and (
+        exc.status >= 500 or exc.status == 429)
+
+
+def write_until_done(sink: Sink, windows: list[ZoneWindow], should_stop: Callable[[], bool],
+                     on_retry: Callable[[Exception, float], None] | None = None) -> int:
+    """Write the batch, retrying (backoff 0.5 s doubling to 5 s) while ThingsBoard is unreachable.
+    Never gives up on its own — dropping a batch would lose windows; only a stop request ends it."""
+    delay = 0.5
+    while True:
+        try:
+            return sink.write(windows)
+        except Exception as exc:  # noqa: BLE001 - classified just below
+            if not _retryable(exc):
+                raise
+            if on_retry:
+                on_retry(exc, delay)
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline:
+                if should_stop():
+                    raise StopRequested() from exc
+                time.sleep(0.1)
+            delay = min(delay * 2, MAX_BACKOFF_S)
+
+
+class RestSink:
+    """One asset per zone (type ``asset_type``), found or created by name and cached; telemetry via
+    POST /api/plugins/telemetry/ASSET/{id}/timeseries/ANY."""
+
+    def __init__(self, conn: Connection, asset_type: str, keys: dict[str, str], *,
+                 client: object | None = None, parallel: int = 8):
+        from tbspark.thingsboard.rest import TbRestClient
+
+        # Few quick retries in the client; the long wait for a platform that is down is ours, so it
+        # can notice a stop request.
+        self.client = client or TbRestClient(conn.tb_url, conn.username, conn.password,
+                                             retries=2, backoff_s=0.2, timeout_s=10)
+        self.asset_type = asset_type
+        self.keys = keys
+        self.parallel = parallel
+        self.asset_ids: dict[str, str] = {}
+
+    def _asset_id(self, zone: str) -> str:
+        if zone not in self.asset_ids:
+            asset = self.client.get_or_create_asset(zone, self.asset_type)
+            self.asset_ids[zone] = asset["id"]["id"]
+        return self.asset_ids[zone]
+
+    def _write_zone(self, zone: str, points: list[dict]) -> int:
+        try:
+            self.client.save_telemetry("ASSET", self._asset_id(zone), points)
+        except TbNotFoundError:
+            self.asset_ids.pop(zone, None)  # deleted meanwhile: create it again on the retry
+            raise TbUnavailableError(f"zone asset {zone!r} vanished", "it is created again")
+        return len(points)
+
+    def write(self, windows: list[ZoneWindow]) -> int:
+        per_zone = to_points(windows, self.keys)
+        if len(per_zone) <= 2:
+            return sum(self._write_zone(z, p) for z, p in per_zone.items())
+        with ThreadPoolExecutor(max_workers=min(self.parallel, len(per_zone))) as pool:
+            return sum(pool.map(lambda item: self._write_zone(*item), per_zone.items()))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class GatewaySink:
+    """One MQTT session as the gateway device: each zone becomes a virtual device (announced once with
+    v1/gateway/connect), all of a batch's points go in one v1/gateway/telemetry publish, QoS 1,
+    waiting for the PUBACK. Reconnects when the session drops."""
+
+    def __init__(self, conn: Connection, gateway: dict, device_type: str, keys: dict[str, str]):
+        if not gateway or not gateway.get("token"):
+            raise StateError("provision.json has no gateway token",
+                             "run `tbspark provision` with aggregation.sink: gateway in the scenario")
+        self.host, self.port = conn.mqtt_host, conn.mqtt_port
+        self.token = gateway["token"]
+        self.device_type = device_type
+        self.keys = keys
+        self.session = None
+        self.announced: set[str] = set()
+
+    def _connected(self):
+        from tbspark.thingsboard.mqtt import DeviceSession
+
+        if self.session is None:
+            self.session = DeviceSession(self.host, self.port, self.token, timeout_s=10).connect()
+            self.announced.clear()  # a new session announces its devices again
+        return self.session
+
+    def write(self, windows: list[ZoneWindow]) -> int:
+        per_zone = to_points(windows, self.keys)
+        if not per_zone:
+            return 0
+        try:
+            session = self._connected()
+            for zone in per_zone:
+                if zone not in self.announced:
+                    session.publish(GATEWAY_CONNECT, {"device": zone, "type": self.device_type}, qos=1)
+                    self.announced.add(zone)
+            session.publish(GATEWAY_TELEMETRY, per_zone, qos=1)
+        except MqttError:
+            self.close()
+            raise
+        return sum(len(p) for p in per_zone.values())
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None

@@ -1,0 +1,204 @@
+"""The embedded ThingsBoard-compatible platform in one process: store + auth + REST (aiohttp) +
+MQTT transport + rule engine, all on one asyncio loop. ``serve()`` is what `tbspark platform serve` runs."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import importlib
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any, Callable
+
+from aiohttp import web
+
+from tbspark.errors import PortInUseError, StackError
+from tbspark.platform import auth as auth_mod
+from tbspark.platform.rest import common, errors
+from tbspark.platform.store import RuleChain, Store
+from tbspark.platform.store.models import new_id, now_ms
+from tbspark.settings import (
+    DEFAULT_PASSWORD, DEFAULT_SYSADMIN_PASSWORD, DEFAULT_SYSADMIN_USERNAME, DEFAULT_USERNAME,
+)
+from tbspark.state import StateDir, write_json_atomic
+
+log = logging.getLogger("tbspark.platform")
+
+# Importing the resource modules registers their routes (and feeds the OpenAPI document).
+_REST_MODULES = ("auth", "devices", "profiles", "assets", "telemetry", "rulechains", "control")
+for _m in _REST_MODULES:
+    importlib.import_module(f"tbspark.platform.rest.{_m}")
+from tbspark.platform import openapi  # noqa: E402,F401  (registers /tbspark/openapi.json)
+from tbspark.platform.rest.rulechains import root_chain_metadata  # noqa: E402
+
+# Paths under /api that need no token (ThingsBoard's NON_TOKEN_BASED_AUTH_ENTRY_POINTS we serve).
+_PUBLIC = ("/api/auth/login", "/api/auth/token", "/api/noauth/", "/api/v1/")
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+def _optional(module: str, name: str) -> Any:
+    """A class from a sibling package that may not be written yet (MQTT transport, rule engine)."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        log.warning("%s.%s unavailable (%s); running without it", module, name, exc)
+        return None
+
+
+class Platform:
+    """Wires the pieces; ``await start(...)`` → bound (http_port, mqtt_port); ``await stop()``."""
+
+    def __init__(self, state_dir: Path, *, tenant_user: tuple[str, str] = (DEFAULT_USERNAME, DEFAULT_PASSWORD),
+                 sysadmin: tuple[str, str] = (DEFAULT_SYSADMIN_USERNAME, DEFAULT_SYSADMIN_PASSWORD),
+                 access_ttl_s: int = auth_mod.ACCESS_TTL_S, refresh_ttl_s: int = auth_mod.REFRESH_TTL_S) -> None:
+        self.state = StateDir(Path(state_dir)).ensure()
+        self.dir = self.state.platform_dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(self.dir / "platform.db")
+        self.auth = auth_mod.Auth(self.store, auth_mod.load_or_create_key(self.dir), access_ttl_s, refresh_ttl_s)
+        self.tenant_id = self.auth.ensure_users(sysadmin, tenant_user)
+        self._ensure_root_chain()
+        self.engine: Any = None
+        self.mqtt: Any = None
+        self._runner: web.AppRunner | None = None
+        self.http_port: int | None = None
+        self.mqtt_port: int | None = None
+        self.requests = 0
+
+    def _ensure_root_chain(self) -> None:
+        """A root chain like ThingsBoard's: message type switch → save time series / client attributes."""
+        if self.store.root_rule_chain_id(self.tenant_id):
+            return
+        rc = self.store.save_rule_chain_sync(RuleChain(new_id(), self.tenant_id, "Root Rule Chain", now_ms(), root=True))
+        meta = root_chain_metadata()
+        meta["ruleChainId"] = {"entityType": "RULE_CHAIN", "id": rc.id}
+        self.store.save_rule_chain_metadata_sync(rc.id, meta)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def build_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY_BYTES)
+        app[common.PLATFORM_KEY] = self
+        common.register(app)
+        web_mod = _optional("tbspark.platform.web", "setup")
+        if web_mod is not None:
+            web_mod(app, self)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", http_port: int = 8080, mqtt_port: int = 1883) -> tuple[int, int | None]:
+        engine_cls = _optional("tbspark.platform.rules.engine", "RuleEngine")
+        if engine_cls is not None:
+            self.engine = engine_cls(self.store)
+            await self.engine.start()
+        self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, http_port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.stop()
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(http_port, "--http-port", host) from exc
+            raise StackError(f"cannot listen on {host}:{http_port} ({exc.strerror})",
+                             "pick another --http-port or --host") from exc
+        self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        server_cls = _optional("tbspark.platform.transport.server", "MqttServer")
+        if server_cls is not None:
+            self.mqtt = server_cls(self.store, self.engine, host, mqtt_port)
+            try:
+                self.mqtt_port = await self.mqtt.start()
+            except OSError as exc:
+                self.mqtt = None
+                await self.stop()
+                if exc.errno == errno.EADDRINUSE:
+                    raise PortInUseError(mqtt_port, "--mqtt-port", host) from exc
+                raise StackError(f"cannot listen on {host}:{mqtt_port} ({exc.strerror})",
+                                 "pick another --mqtt-port or --host") from exc
+        return self.http_port, self.mqtt_port
+
+    async def stop(self) -> None:
+        """Stop accepting, let the engine finish, commit everything queued, close the database."""
+        if self.mqtt is not None:
+            await self.mqtt.stop()
+            self.mqtt = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.engine is not None:
+            await self.engine.stop()
+            self.engine = None
+        self.store.close()
+
+    # -- controls --------------------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        return {"http": {"requests": self.requests, "port": self.http_port},
+                "store": self.store.stats(),
+                "engine": self.engine.counters() if self.engine is not None else None,
+                "mqtt": self.mqtt.stats() if self.mqtt is not None else None}
+
+    def reset(self) -> None:
+        self.store.reset()
+        self._ensure_root_chain()
+
+    # -- the one middleware: auth for /api, ThingsBoard's error bodies for everything ------------
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Callable) -> web.StreamResponse:
+        self.requests += 1
+        try:
+            path = request.path
+            if path.startswith("/api/") and not path.startswith(_PUBLIC):
+                header = request.headers.get("X-Authorization") or request.headers.get("Authorization")
+                request["principal"] = self.auth.verify(header)
+            return await handler(request)
+        except errors.TbHttpError as exc:
+            return exc.response()
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            if exc.status == 404:
+                return errors.json_error(404, "Not Found", errors.ITEM_NOT_FOUND)
+            if exc.status == 405:
+                return errors.json_error(405, f"Request method '{request.method}' is not supported", errors.GENERAL)
+            if exc.status == 413:
+                return errors.json_error(413, "Request body is too large", errors.BAD_REQUEST_PARAMS)
+            return errors.json_error(exc.status, exc.reason, errors.GENERAL)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never a traceback in a response
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return errors.json_error(500, "Internal server error", errors.GENERAL)
+
+
+def endpoint_file(state_dir: Path) -> Path:
+    return StateDir(Path(state_dir)).platform_dir / "endpoint.json"
+
+
+def serve(state_dir: Path, host: str = "127.0.0.1", http_port: int = 8080, mqtt_port: int = 1883,
+          on_ready: Callable[[dict], None] | None = None, **platform_kwargs: Any) -> None:
+    """Run the platform in the foreground until SIGTERM/SIGINT. When it listens, write
+    <state>/platform/endpoint.json {"url","http_port","mqtt_port","pid"} atomically and call ``on_ready``."""
+    endpoint = endpoint_file(state_dir)
+    endpoint.unlink(missing_ok=True)  # a stale file must never look like readiness
+
+    async def main() -> None:
+        platform = Platform(state_dir, **platform_kwargs)
+        http, mqtt = await platform.start(host, http_port, mqtt_port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        info = {"url": f"http://{host}:{http}", "http_port": http, "mqtt_port": mqtt, "pid": os.getpid()}
+        write_json_atomic(endpoint, info)
+        if on_ready:
+            on_ready(info)
+        try:
+            await stop.wait()
+        finally:
+            endpoint.unlink(missing_ok=True)
+            await platform.stop()
+
+    asyncio.run(main())

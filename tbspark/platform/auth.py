@@ -1,0 +1,168 @@
+"""JWT auth as ThingsBoard does it (§1): HS512 tokens with TB's claims, a per-install signing key
+kept in <state>/platform/, default lifetimes 9000 s (access) and 604800 s (refresh), scrypt-hashed
+passwords, and the demo users created on first start."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import jwt
+
+from tbspark.platform.rest import errors
+from tbspark.platform.store import NULL_UUID, Store, User
+from tbspark.platform.store.models import new_id, now_ms
+from tbspark.state import write_json_atomic
+
+ISSUER = "thingsboard.io"
+ACCESS_TTL_S = 9000
+REFRESH_TTL_S = 604800
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+def hash_password(password: str) -> str:
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+    return "scrypt$" + base64.b64encode(salt).decode() + "$" + base64.b64encode(digest).decode()
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        _, salt_b64, digest_b64 = stored.split("$")
+        digest = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt_b64), dklen=32, **_SCRYPT)
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(digest, base64.b64decode(digest_b64))
+
+
+def load_or_create_key(platform_dir: Path) -> bytes:
+    """The signing key, generated randomly on first start (as TB ≥ 3.4.2 does at install)."""
+    path = platform_dir / "jwt_signing_key.json"
+    if path.exists():
+        import json
+        return base64.b64decode(json.loads(path.read_text())["signingKey"])
+    key = secrets.token_bytes(64)
+    write_json_atomic(path, {"signingKey": base64.b64encode(key).decode()})
+    os.chmod(path, 0o600)
+    return key
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a verified access token belongs to."""
+
+    user: User
+    authority: str
+    tenant_id: str
+    customer_id: str
+
+
+class Auth:
+    def __init__(self, store: Store, key: bytes, access_ttl_s: int = ACCESS_TTL_S,
+                 refresh_ttl_s: int = REFRESH_TTL_S) -> None:
+        self.store = store
+        self.key = key
+        self.access_ttl_s = access_ttl_s
+        self.refresh_ttl_s = refresh_ttl_s
+        # Verified tokens → (principal, exp): the telemetry hot path skips the HMAC after the first call.
+        self._verified: dict[str, tuple[Principal, float]] = {}
+
+    # -- bootstrap -------------------------------------------------------------------------------
+
+    def ensure_users(self, sysadmin: tuple[str, str], tenant_admin: tuple[str, str]) -> str:
+        """Create the sysadmin, a tenant and its administrator on first start; returns the tenant id."""
+        store = self.store
+        if store.user_by_email(sysadmin[0]) is None:
+            store.save_user(User(new_id(), NULL_UUID, NULL_UUID, sysadmin[0], "SYS_ADMIN",
+                                 hash_password(sysadmin[1]), now_ms(), first_name="System", last_name="Administrator"))
+        admin = store.user_by_email(tenant_admin[0])
+        if admin is not None:
+            return admin.tenant_id
+        tenant = next(iter(store.tenants.values()), None) or store.create_tenant("Tenant")
+        store.save_user(User(new_id(), tenant.id, NULL_UUID, tenant_admin[0], "TENANT_ADMIN",
+                             hash_password(tenant_admin[1]), now_ms()))
+        return tenant.id
+
+    # -- tokens ----------------------------------------------------------------------------------
+
+    def _pair(self, user: User) -> dict[str, str]:
+        now = int(time.time())
+        session = str(uuid.uuid4())
+        access = {"sub": user.email, "userId": user.id, "scopes": [user.authority], "sessionId": session,
+                  "iss": ISSUER, "iat": now, "exp": now + self.access_ttl_s,
+                  "firstName": user.first_name, "lastName": user.last_name, "enabled": user.enabled,
+                  "isPublic": False}
+        if user.tenant_id != NULL_UUID:
+            access["tenantId"] = user.tenant_id
+        access["customerId"] = user.customer_id
+        refresh = {"sub": user.email, "userId": user.id, "scopes": ["REFRESH_TOKEN"], "sessionId": session,
+                   "isPublic": False, "jti": str(uuid.uuid4()), "iss": ISSUER, "iat": now,
+                   "exp": now + self.refresh_ttl_s}
+        return {"token": jwt.encode(access, self.key, algorithm="HS512"),
+                "refreshToken": jwt.encode(refresh, self.key, algorithm="HS512")}
+
+    def login(self, username: object, password: object) -> dict[str, str]:
+        if not isinstance(username, str) or not isinstance(password, str) or not username.strip() or not password:
+            raise errors.auth_failed("Authentication failed")
+        user = self.store.user_by_email(username)
+        if user is None or not check_password(password, user.password_hash):
+            raise errors.auth_failed("Invalid username or password")
+        if not user.enabled:
+            raise errors.auth_failed("User account is not active")
+        return self._pair(user)
+
+    def _decode(self, token: str) -> dict:
+        try:
+            return jwt.decode(token, self.key, algorithms=["HS512"], issuer=ISSUER,
+                              options={"require": ["exp", "sub"]})
+        except (jwt.ExpiredSignatureError, jwt.InvalidSignatureError):
+            # ThingsBoard maps both to JwtExpiredTokenException.
+            raise errors.token_expired() from None
+        except jwt.PyJWTError:
+            raise errors.auth_failed("Invalid username or password") from None
+
+    def refresh(self, refresh_token: object) -> dict[str, str]:
+        if not isinstance(refresh_token, str) or not refresh_token.strip():
+            raise errors.auth_failed("Authentication failed")
+        claims = self._decode(refresh_token)
+        if claims.get("scopes") != ["REFRESH_TOKEN"]:
+            raise errors.auth_failed("Invalid refresh token")
+        user = self.store.users.get(claims.get("userId", ""))
+        if user is None:
+            raise errors.auth_failed("User not found")
+        if not user.enabled:
+            raise errors.auth_failed("User account is not active")
+        return self._pair(user)
+
+    def verify(self, header_value: str | None) -> Principal:
+        """Principal of an ``X-Authorization``/``Authorization`` header value ``Bearer <jwt>``."""
+        if not header_value or not header_value.startswith("Bearer "):
+            raise errors.auth_failed("Authentication failed")
+        token = header_value[7:]
+        hit = self._verified.get(token)
+        if hit is not None and hit[1] > time.time():
+            return hit[0]
+        claims = self._decode(token)
+        scopes = claims.get("scopes") or []
+        if scopes == ["REFRESH_TOKEN"] or not scopes:
+            raise errors.auth_failed("Invalid username or password")
+        user = self.store.users.get(claims.get("userId", ""))
+        if user is None or user.email != claims.get("sub"):
+            raise errors.auth_failed("Invalid username or password")
+        if not user.enabled:
+            raise errors.auth_failed("User account is not active")
+        principal = Principal(user, scopes[0], user.tenant_id, user.customer_id)
+        if len(self._verified) > 10000:
+            self._verified.clear()
+        self._verified[token] = (principal, float(claims["exp"]))
+        return principal
+
+    def forget_tokens(self) -> None:
+        self._verified.clear()

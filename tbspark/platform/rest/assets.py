@@ -1,0 +1,149 @@
+"""/api/asset*, /api/tenant/asset*: assets (zones get one each), paging and lookups (§4, §4.1)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from aiohttp import web
+
+from tbspark.platform.rest import errors
+from tbspark.platform.rest.common import (
+    PAGE_PARAMS, Param, eid, id_from, json_object, ok_empty, ok_json, page, parse_uuid, platform, require_paging,
+    route, tenant_admin,
+)
+from tbspark.platform.store import NULL_UUID, Asset
+from tbspark.platform.store.models import new_id, now_ms
+
+
+def asset_json(a: Asset) -> dict:
+    return {"id": eid("ASSET", a.id), "createdTime": a.created_time, "tenantId": eid("TENANT", a.tenant_id),
+            "customerId": eid("CUSTOMER", a.customer_id), "name": a.name, "type": a.type, "label": a.label,
+            "assetProfileId": eid("ASSET_PROFILE", a.profile_id), "externalId": a.fields.get("externalId"),
+            "version": a.version, "additionalInfo": a.additional_info}
+
+
+def _info(a: Asset) -> dict:
+    return {**asset_json(a), "customerTitle": None, "customerIsPublic": False, "assetProfileName": a.type}
+
+
+def _own_asset(request: web.Request, raw_id: str) -> Asset:
+    principal = tenant_admin(request)
+    aid = parse_uuid(raw_id)
+    a = platform(request).store.asset_by_id(aid)
+    if a is None or a.tenant_id != principal.tenant_id:
+        raise errors.not_found(f"Asset with id [{aid}] is not found")
+    return a
+
+
+@route("POST", "/api/asset", "Create or update an asset", "asset", body="json",
+       params=[Param("nameConflictPolicy", enum=["FAIL", "UNIQUIFY"]), Param("uniquifySeparator"),
+               Param("uniquifyStrategy", enum=["RANDOM", "INCREMENTAL"])])
+async def save_asset(request: web.Request) -> web.Response:
+    principal = tenant_admin(request)
+    store = platform(request).store
+    body = await json_object(request)
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise errors.bad_request("Asset name should be specified!")
+    profile_id = id_from(body, "assetProfileId")
+    if profile_id:
+        profile = store.asset_profile(profile_id)
+        if profile is None or profile.tenant_id != principal.tenant_id:
+            raise errors.bad_request("Asset is referencing non existing asset profile!")
+    elif isinstance(body.get("type"), str) and body["type"].strip():
+        profile = store.find_or_create_asset_profile(principal.tenant_id, body["type"])
+    else:
+        profile = store.default_asset_profile(principal.tenant_id)
+    extra = {"externalId": body["externalId"]} if body.get("externalId") else {}
+    asset_id = id_from(body, "id")
+    if asset_id:
+        old = _own_asset(request, asset_id)
+        a = replace(old, name=name, type=profile.name, profile_id=profile.id, label=body.get("label"),
+                    additional_info=body.get("additionalInfo"), fields=extra)
+        version = body.get("version")
+        a = await store.save_asset(a, expected_version=version if isinstance(version, int) else None)
+        return ok_json(asset_json(a))
+    if request.query.get("nameConflictPolicy", "FAIL").upper() == "UNIQUIFY":
+        import secrets
+        sep = request.query.get("uniquifySeparator", "_")
+        base = name
+        while store.asset_by_name(principal.tenant_id, name) is not None:
+            name = f"{base}{sep}{secrets.token_hex(3)}"
+    if store.asset_by_name(principal.tenant_id, name) is not None:
+        raise errors.bad_request("Asset with such name already exists!")
+    a = Asset(new_id(), principal.tenant_id, NULL_UUID, name, profile.name, profile.id, now_ms(),
+              label=body.get("label"), additional_info=body.get("additionalInfo"), fields=extra)
+    return ok_json(asset_json(await store.save_asset(a)))
+
+
+@route("GET", "/api/asset/types", "Asset types (profile names) in use", "asset")
+async def asset_types(request: web.Request) -> web.Response:
+    principal = tenant_admin(request)
+    types = sorted({a.type for a in platform(request).store.assets(principal.tenant_id)})
+    return ok_json([{"tenantId": eid("TENANT", principal.tenant_id), "entityType": "ASSET", "type": t} for t in types])
+
+
+@route("GET", "/api/asset/info/{assetId}", "An asset with its profile name", "asset")
+async def asset_info(request: web.Request) -> web.Response:
+    return ok_json(_info(_own_asset(request, request.match_info["assetId"])))
+
+
+@route("GET", "/api/asset/{assetId}", "An asset by id", "asset")
+async def get_asset(request: web.Request) -> web.Response:
+    return ok_json(asset_json(_own_asset(request, request.match_info["assetId"])))
+
+
+@route("DELETE", "/api/asset/{assetId}", "Delete an asset", "asset")
+async def delete_asset(request: web.Request) -> web.Response:
+    a = _own_asset(request, request.match_info["assetId"])
+    await platform(request).store.delete_asset(a.id)
+    return ok_empty()
+
+
+_SORT = {"createdTime": lambda a: a.created_time, "name": lambda a: a.name, "type": lambda a: a.type,
+         "label": lambda a: a.label, "assetProfileName": lambda a: a.type, "customerTitle": lambda a: None}
+
+
+def _by_name(request: web.Request, name: str) -> web.Response:
+    principal = tenant_admin(request)
+    a = platform(request).store.asset_by_name(principal.tenant_id, name)
+    if a is None:
+        raise errors.not_found()
+    return ok_json(asset_json(a))
+
+
+@route("GET", "/api/tenant/assets", "Tenant assets (paged), or one asset by name", "asset",
+       params=[*PAGE_PARAMS, Param("type", description="Asset profile name"),
+               Param("assetName", description="Exact asset name (returns one Asset)")])
+async def tenant_assets(request: web.Request) -> web.Response:
+    if "assetName" in request.query:
+        return _by_name(request, request.query["assetName"])
+    principal = tenant_admin(request)
+    # The 1.x form ?limit=N (the tutorial's RestClient) is answered like TB ≤ 4.3.1.1: 400.
+    require_paging(request, "assetName")
+    items = platform(request).store.assets(principal.tenant_id)
+    if request.query.get("type", "").strip():
+        items = [a for a in items if a.type == request.query["type"]]
+    return page(request, items, _SORT, lambda a: (a.name, a.label), asset_json)
+
+
+@route("GET", "/api/tenant/asset", "One tenant asset by name (TB ≥ 4.3.1.2 path)", "asset",
+       params=[Param("assetName", required=True)])
+async def tenant_asset(request: web.Request) -> web.Response:
+    name = request.query.get("assetName")
+    if name is None:
+        raise errors.bad_request("Required request parameter 'assetName' for method parameter type String is not present")
+    return _by_name(request, name)
+
+
+@route("GET", "/api/tenant/assetInfos", "Tenant asset infos (paged)", "asset",
+       params=[*PAGE_PARAMS, Param("type"), Param("assetProfileId")])
+async def tenant_asset_infos(request: web.Request) -> web.Response:
+    principal = tenant_admin(request)
+    items = platform(request).store.assets(principal.tenant_id)
+    if request.query.get("type", "").strip():
+        items = [a for a in items if a.type == request.query["type"]]
+    if request.query.get("assetProfileId"):
+        pid = parse_uuid(request.query["assetProfileId"])
+        items = [a for a in items if a.profile_id == pid]
+    return page(request, items, _SORT, lambda a: (a.name, a.label), _info)

@@ -1,0 +1,233 @@
+"""What every REST resource module shares: route registration (which also feeds the OpenAPI
+document), the caller's principal, query-parameter parsing, JSON bodies, paging and entity ids."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Iterable
+
+from aiohttp import web
+
+from tbspark.platform.rest import errors
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+PLATFORM_KEY = web.AppKey("platform", object)
+
+
+@dataclass
+class Param:
+    """One documented query parameter (name, type, required, description)."""
+
+    name: str
+    type: str = "string"
+    required: bool = False
+    description: str = ""
+    enum: list[str] | None = None
+
+
+@dataclass
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    params: list[Param] = field(default_factory=list)
+    body: str | None = None  # "json" | "text" | None
+    auth: bool = True
+
+
+ROUTES: list[Route] = []
+
+
+def route(method: str, path: str, summary: str, tag: str, params: Iterable[Param] = (),
+          body: str | None = None, auth: bool = True) -> Callable[[Handler], Handler]:
+    def deco(fn: Handler) -> Handler:
+        ROUTES.append(Route(method, path, fn, summary, tag, list(params), body, auth))
+        return fn
+    return deco
+
+
+def register(app: web.Application) -> None:
+    # Literal paths first, so /api/device/types is not taken for /api/device/{deviceId}.
+    for r in sorted(ROUTES, key=lambda r: "{" in r.path):
+        app.router.add_route(r.method, r.path, r.handler)
+
+
+def platform(request: web.Request) -> Any:
+    return request.app[PLATFORM_KEY]
+
+
+def tenant_admin(request: web.Request):
+    """The caller, who must be a tenant administrator (a sysadmin gets TB's 403)."""
+    principal = request.get("principal")
+    if principal is None:
+        raise errors.auth_failed()
+    if principal.authority != "TENANT_ADMIN":
+        raise errors.forbidden()
+    return principal
+
+
+# -- parameters -------------------------------------------------------------------------------------
+
+def parse_uuid(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        raise errors.bad_request(f"Invalid UUID string: {value}") from None
+
+
+def q_int(request: web.Request, name: str, default: int | None = None, required: bool = False,
+          minimum: int | None = None) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        if required:
+            raise errors.bad_request(f"Required request parameter '{name}' for method parameter type "
+                                     f"{'int' if default is None else 'long'} is not present")
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise errors.bad_request(f"Failed to convert value of type 'java.lang.String' to required type 'long'; "
+                                 f"For input string: \"{raw}\"") from None
+    if not -(2**63) <= value < 2**63:
+        raise errors.bad_request(f"Failed to convert value of type 'java.lang.String' to required type 'long'; "
+                                 f"For input string: \"{raw}\"")
+    if minimum is not None and value < minimum:
+        raise errors.bad_request(f"Parameter '{name}' must be at least {minimum}")
+    return value
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def q_bool(request: web.Request, name: str, default: bool = False) -> bool:
+    """Spring's lenient boolean conversion: tb-rest-client sends Python's ``True``."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    low = raw.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise errors.bad_request(f"Failed to convert value of type 'java.lang.String' to required type 'boolean'; "
+                             f"Invalid boolean value [{raw}]")
+
+
+def q_keys(request: web.Request, name: str = "keys") -> list[str] | None:
+    """``key=a&key=b`` (4.3+, wins) or ``keys=a,b``; None when neither is given."""
+    repeated = request.query.getall("key", [])
+    if repeated:
+        return [k.strip() for k in repeated if k.strip()]
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    return [k.strip() for k in raw.split(",") if k.strip()]
+
+
+# -- bodies -----------------------------------------------------------------------------------------
+
+async def json_body(request: web.Request) -> Any:
+    """An entity controller's ``@RequestBody``: JSON only (415 otherwise), TB's 400 on bad JSON."""
+    ctype = request.headers.get("Content-Type", "")
+    if ctype and "json" not in ctype.lower():
+        raise errors.TbHttpError(415, f"Content-Type '{ctype}' is not supported", errors.GENERAL)
+    text = await request.text()
+    if not text.strip():
+        raise errors.bad_request("Required request body is missing")
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise errors.bad_request("Invalid request body: JSON parse error") from None
+
+
+async def json_object(request: web.Request) -> dict:
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise errors.bad_request("Invalid request body: expected a JSON object")
+    return body
+
+
+def ok_json(data: Any) -> web.Response:
+    return web.Response(text=json.dumps(data), content_type="application/json")
+
+
+def ok_empty() -> web.Response:
+    return web.Response(status=200)
+
+
+# -- ids and paging ---------------------------------------------------------------------------------
+
+def eid(entity_type: str, value: str | None) -> dict | None:
+    return {"entityType": entity_type, "id": value} if value else None
+
+
+def id_from(body: dict, field_name: str, entity_type: str | None = None) -> str | None:
+    """The uuid of an ``{"entityType","id"}`` field, or None when absent/null."""
+    v = body.get(field_name)
+    if v is None:
+        return None
+    if isinstance(v, dict):
+        raw = v.get("id")
+        if raw is None:
+            return None
+        return parse_uuid(raw)
+    if isinstance(v, str):
+        return parse_uuid(v)
+    raise errors.bad_request(f"Invalid {field_name}")
+
+
+PAGE_PARAMS = [
+    Param("pageSize", "integer", True, "Maximum amount of entities in one page"),
+    Param("page", "integer", True, "Sequence number of page starting from 0"),
+    Param("textSearch", description="Case-insensitive substring of the name or label"),
+    Param("sortProperty", description="Property to sort by"),
+    Param("sortOrder", enum=["ASC", "DESC"], description="Sort order"),
+]
+
+
+def require_paging(request: web.Request, lookup: str) -> None:
+    """TB ≤ 4.3.1.1: without pageSize+page (and without the by-name parameter) no handler matches."""
+    if "pageSize" in request.query and "page" in request.query:
+        return
+    actual = ", ".join(f"{k}={{{v}}}" for k, v in request.query.items())
+    raise errors.bad_request(f'Parameter conditions "pageSize, page" OR "{lookup}" not met for actual request '
+                             f"parameters: {actual}")
+
+
+def page(request: web.Request, items: list, sort_keys: dict[str, Callable[[Any], Any]],
+         text_of: Callable[[Any], Iterable[str | None]], render: Callable[[Any], dict]) -> web.Response:
+    """PageData<T> over an in-memory list (§2.2)."""
+    page_size = q_int(request, "pageSize", required=True)
+    page_no = q_int(request, "page", required=True)
+    if page_size < 1:
+        raise errors.bad_request("Page size must be greater than zero!")
+    if page_no < 0:
+        raise errors.bad_request("Page number must be non-negative!")
+    text = request.query.get("textSearch")
+    if text:
+        low = text.lower()
+        items = [i for i in items if any(t and low in t.lower() for t in text_of(i))]
+    prop = request.query.get("sortProperty")
+    order = request.query.get("sortOrder")
+    if order is not None and order.upper() not in ("ASC", "DESC"):
+        raise errors.bad_request(f"Unsupported sort order '{order}'! Only 'ASC' or 'DESC' types are allowed.")
+    if prop:
+        if prop not in sort_keys:
+            raise errors.bad_request("Invalid sort property")
+        keyf = sort_keys[prop]
+        items = sorted(items, key=lambda i: (keyf(i) is None, keyf(i) or ""),
+                       reverse=(order or "ASC").upper() == "DESC")
+    else:
+        items = sorted(items, key=lambda i: i.id)
+    total = len(items)
+    start = page_no * page_size
+    chunk = items[start:start + page_size] if start < total else []
+    total_pages = (total + page_size - 1) // page_size if page_size else 0
+    return ok_json({"data": [render(i) for i in chunk], "totalPages": total_pages,
+                    "totalElements": total, "hasNext": start + page_size < total})

@@ -1,0 +1,296 @@
+"""/api/plugins/telemetry: time series and attributes, every write and read form of §5.
+
+Bodies are read as text whatever the Content-Type (tb-rest-client sends text/plain), and validation
+errors are the telemetry controller's bare strings; a bad entity type or UUID is a JSON 400.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from tbspark.platform import values
+from tbspark.platform.rest import errors
+from tbspark.platform.rest.common import Param, ok_empty, ok_json, parse_uuid, platform, q_bool, q_int, q_keys, route
+
+P = "/api/plugins/telemetry"
+ENTITY_TYPES = {"TENANT", "CUSTOMER", "USER", "DASHBOARD", "ASSET", "DEVICE", "ALARM", "RULE_CHAIN", "RULE_NODE",
+                "ENTITY_VIEW", "WIDGETS_BUNDLE", "WIDGET_TYPE", "TENANT_PROFILE", "DEVICE_PROFILE", "ASSET_PROFILE",
+                "API_USAGE_STATE", "TB_RESOURCE", "OTA_PACKAGE", "EDGE", "RPC", "QUEUE", "NOTIFICATION_TARGET",
+                "NOTIFICATION_TEMPLATE", "NOTIFICATION_REQUEST", "NOTIFICATION", "NOTIFICATION_RULE"}
+SCOPES = ("CLIENT_SCOPE", "SERVER_SCOPE", "SHARED_SCOPE")
+WRITABLE_SCOPES = ("SERVER_SCOPE", "SHARED_SCOPE")
+_TITLE = {"DEVICE": "Device", "ASSET": "Asset", "TENANT": "Tenant", "CUSTOMER": "Customer", "USER": "User"}
+
+HISTORY_PARAMS = [
+    Param("keys", description="Comma-separated keys (all keys when absent)"),
+    Param("startTs", "integer", True, "Start of the range, epoch ms (inclusive)"),
+    Param("endTs", "integer", True, "End of the range, epoch ms (exclusive)"),
+    Param("interval", "integer", description="Aggregation bucket in ms (0 = no aggregation)"),
+    Param("intervalType", enum=["MILLISECONDS"]),
+    Param("limit", "integer", description="Max points per key when agg=NONE (default 100)"),
+    Param("agg", enum=["NONE", "AVG", "MIN", "MAX", "SUM", "COUNT"]),
+    Param("orderBy", enum=["ASC", "DESC"]),
+    Param("useStrictDataTypes", "boolean", description="Native JSON types instead of strings"),
+]
+
+
+def _entity(request: web.Request, entity_type: str, raw_id: str) -> tuple[str, str]:
+    """(entity type, uuid) of an entity the caller owns; TB's errors otherwise."""
+    principal = request.get("principal")
+    if principal is None:
+        raise errors.auth_failed()
+    if entity_type not in ENTITY_TYPES:
+        raise errors.bad_request(f"No enum constant org.thingsboard.server.common.data.EntityType.{entity_type}")
+    eid = parse_uuid(raw_id)
+    store = platform(request).store
+    found = None
+    if entity_type == "DEVICE":
+        found = store.device_by_id(eid)
+    elif entity_type == "ASSET":
+        found = store.asset_by_id(eid)
+    elif entity_type == "TENANT":
+        found = store.tenants.get(eid)
+        if found is not None and found.id != principal.tenant_id:
+            found = None
+    if found is not None and entity_type != "TENANT" and found.tenant_id != principal.tenant_id:
+        found = None
+    if found is None:
+        title = _TITLE.get(entity_type, entity_type.replace("_", " ").capitalize())
+        raise errors.bare(404, f"{title} with requested id wasn't found!")
+    return entity_type, eid
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+# -- writes -----------------------------------------------------------------------------------------
+
+async def _save_timeseries(request: web.Request, entity_type: str, raw_id: str) -> web.Response:
+    etype, eid = _entity(request, entity_type, raw_id)
+    text = await request.text()
+    try:
+        obj = values.loads(text)
+    except ValueError:
+        raise errors.bare(400, "Unable to parse time series payload: Invalid JSON body!") from None
+    try:
+        parsed = values.parse_telemetry(obj, _now(), skip_nulls=False)
+    except values.PayloadError as exc:
+        raise errors.bare(400, f"Unable to parse time series payload. Invalid JSON body: {exc}") from None
+    entries = [(ts, k, kind, v) for ts, kv in parsed for k, (kind, v) in kv.items()]
+    if not entries:
+        raise errors.bare(400, "No time series data found in request body!")
+    await platform(request).store.save_timeseries(etype, eid, entries)
+    return ok_empty()
+
+
+@route("POST", P + "/{entityType}/{entityId}/timeseries/{scope}", "Save time series (scope is ignored)",
+       "telemetry", body="text")
+async def save_timeseries(request: web.Request) -> web.Response:
+    m = request.match_info
+    return await _save_timeseries(request, m["entityType"], m["entityId"])
+
+
+@route("POST", P + "/{entityType}/{entityId}/timeseries/{scope}/{ttl}", "Save time series with a TTL (seconds)",
+       "telemetry", body="text")
+async def save_timeseries_ttl(request: web.Request) -> web.Response:
+    m = request.match_info
+    try:
+        int(m["ttl"])
+    except ValueError:
+        raise errors.bad_request(f"Failed to convert value of type 'java.lang.String' to required type 'long'; "
+                                 f"For input string: \"{m['ttl']}\"") from None
+    # TTL is accepted for compatibility; the embedded platform keeps points until reset.
+    return await _save_timeseries(request, m["entityType"], m["entityId"])
+
+
+async def _save_attributes(request: web.Request, entity_type: str, raw_id: str, scope: str) -> web.Response:
+    etype, eid = _entity(request, entity_type, raw_id)
+    if scope not in WRITABLE_SCOPES:
+        raise errors.bare(400, f"Invalid scope: {scope}")
+    text = await request.text()
+    try:
+        obj = values.loads(text) if text.strip() else None
+    except ValueError:
+        raise errors.bare(400, "Invalid JSON") from None
+    if obj is None:
+        raise errors.bare(400, "No attributes data found in request body!")
+    if not isinstance(obj, dict):
+        raise errors.bare(400, "Request is not a JSON object")
+    if not obj:
+        raise errors.bare(400, "No attributes data found in request body!")
+    if any(not k.strip() for k in obj):
+        raise errors.bare(400, "Key cannot be blank")
+    try:
+        typed = values.parse_attributes(obj, skip_nulls=False)
+    except values.PayloadError as exc:
+        raise errors.bare(400, str(exc)) from None
+    await platform(request).store.save_attributes(etype, eid, scope, typed, _now())
+    return ok_empty()
+
+
+@route("POST", P + "/{entityType}/{entityId}/attributes/{scope}", "Save attributes (SERVER_SCOPE, SHARED_SCOPE)",
+       "telemetry", body="text")
+async def save_attributes_v2(request: web.Request) -> web.Response:
+    m = request.match_info
+    return await _save_attributes(request, m["entityType"], m["entityId"], m["scope"])
+
+
+@route("POST", P + "/{entityType}/{entityId}/{scope}", "Save attributes (V1 path)", "telemetry", body="text")
+async def save_attributes_v1(request: web.Request) -> web.Response:
+    m = request.match_info
+    return await _save_attributes(request, m["entityType"], m["entityId"], m["scope"])
+
+
+@route("POST", P + "/{deviceId}/{scope}", "Save device attributes (device shortcut)", "telemetry", body="text")
+async def save_device_attributes(request: web.Request) -> web.Response:
+    m = request.match_info
+    return await _save_attributes(request, "DEVICE", m["deviceId"], m["scope"])
+
+
+async def _delete_attributes(request: web.Request, entity_type: str, raw_id: str, scope: str) -> web.Response:
+    etype, eid = _entity(request, entity_type, raw_id)
+    if scope not in SCOPES:
+        raise errors.bare(400, f"Invalid scope: {scope}")
+    keys = q_keys(request)
+    if not keys:
+        raise errors.bad_request("Required request parameter 'keys' for method parameter type String is not present")
+    await platform(request).store.delete_attributes(eid, scope, keys)
+    return ok_empty()
+
+
+@route("DELETE", P + "/{entityType}/{entityId}/timeseries/delete", "Delete time series keys", "telemetry",
+       params=[Param("keys", required=True), Param("deleteAllDataForKeys", "boolean")])
+async def delete_timeseries(request: web.Request) -> web.Response:
+    m = request.match_info
+    etype, eid = _entity(request, m["entityType"], m["entityId"])
+    keys = q_keys(request)
+    if not keys:
+        raise errors.bad_request("Required request parameter 'keys' for method parameter type String is not present")
+    await platform(request).store.delete_timeseries(eid, keys)
+    return ok_empty()
+
+
+@route("DELETE", P + "/{entityType}/{entityId}/{scope}", "Delete attributes", "telemetry",
+       params=[Param("keys", required=True)])
+async def delete_attributes(request: web.Request) -> web.Response:
+    m = request.match_info
+    return await _delete_attributes(request, m["entityType"], m["entityId"], m["scope"])
+
+
+@route("DELETE", P + "/{deviceId}/{scope}", "Delete device attributes (device shortcut)", "telemetry",
+       params=[Param("keys", required=True)])
+async def delete_device_attributes(request: web.Request) -> web.Response:
+    m = request.match_info
+    return await _delete_attributes(request, "DEVICE", m["deviceId"], m["scope"])
+
+
+# -- reads ------------------------------------------------------------------------------------------
+
+async def _history(request: web.Request, eid: str, keys: list[str] | None) -> web.Response:
+    start = q_int(request, "startTs", required=True)
+    end = q_int(request, "endTs", required=True)
+    interval = q_int(request, "interval", 0)
+    limit = q_int(request, "limit", 100)
+    if limit is None or limit < 1:
+        raise errors.bad_request("Parameter 'limit' must be at least 1")
+    agg = (request.query.get("agg") or "NONE").upper()
+    if agg not in ("NONE", "AVG", "MIN", "MAX", "SUM", "COUNT"):
+        raise errors.bad_request(f"No enum constant org.thingsboard.server.common.data.kv.Aggregation.{agg}")
+    order = (request.query.get("orderBy") or "DESC").upper()
+    if order not in ("ASC", "DESC"):
+        raise errors.bad_request(f"Unsupported sort order '{order}'! Only 'ASC' or 'DESC' types are allowed.")
+    itype = request.query.get("intervalType")
+    if itype and itype.upper() != "MILLISECONDS":
+        raise errors.bad_request(f"Interval type {itype} is not supported by the embedded platform")
+    if interval < 0:
+        raise errors.bad_request("Parameter 'interval' must not be negative")
+    strict = q_bool(request, "useStrictDataTypes")
+    if keys is not None and not keys:
+        return ok_json({})
+    data = await platform(request).store.history(eid, keys, start, end, interval, agg, limit, order)
+    return ok_json({k: [{"ts": ts, "value": values.render(kind, v, strict)} for ts, kind, v in pts]
+                    for k, pts in data.items()})
+
+
+@route("GET", P + "/{entityType}/{entityId}/values/timeseries",
+       "Latest values; with startTs and endTs, history (TB ≤ 4.3.1.1 spelling)", "telemetry",
+       params=[Param("keys"), Param("useStrictDataTypes", "boolean"), *HISTORY_PARAMS[1:-1]])
+async def get_timeseries(request: web.Request) -> web.Response:
+    m = request.match_info
+    _, eid = _entity(request, m["entityType"], m["entityId"])
+    keys = q_keys(request)
+    if "startTs" in request.query and "endTs" in request.query:
+        return await _history(request, eid, keys)
+    strict = q_bool(request, "useStrictDataTypes")
+    latest = platform(request).store.latest(eid, keys)
+    if keys is None:
+        keys = sorted(latest)
+    now = _now()
+    out = {}
+    for k in keys:
+        if k in latest:
+            ts, kind, v = latest[k]
+            out[k] = [{"ts": ts, "value": values.render(kind, v, strict)}]
+        else:
+            out[k] = [{"ts": now, "value": None}]
+    return ok_json(out)
+
+
+@route("GET", P + "/{entityType}/{entityId}/values/timeseries/history", "Time-series history (TB ≥ 4.3.1.2)",
+       "telemetry", params=HISTORY_PARAMS)
+async def get_history(request: web.Request) -> web.Response:
+    m = request.match_info
+    _, eid = _entity(request, m["entityType"], m["entityId"])
+    return await _history(request, eid, q_keys(request))
+
+
+def _attr_list(store, etype: str, eid: str, scopes: tuple[str, ...], keys: list[str] | None) -> list[dict]:
+    out = []
+    for scope in scopes:
+        for k, (kind, v, ts) in store.get_attributes(etype, eid, scope, keys).items():
+            out.append({"lastUpdateTs": ts, "key": k, "value": values.render_typed(kind, v)})
+    return out
+
+
+@route("GET", P + "/{entityType}/{entityId}/values/attributes", "Attributes of all scopes", "telemetry",
+       params=[Param("keys")])
+async def get_attributes(request: web.Request) -> web.Response:
+    m = request.match_info
+    etype, eid = _entity(request, m["entityType"], m["entityId"])
+    return ok_json(_attr_list(platform(request).store, etype, eid, SCOPES, q_keys(request)))
+
+
+@route("GET", P + "/{entityType}/{entityId}/values/attributes/{scope}", "Attributes of one scope", "telemetry",
+       params=[Param("keys")])
+async def get_attributes_by_scope(request: web.Request) -> web.Response:
+    m = request.match_info
+    etype, eid = _entity(request, m["entityType"], m["entityId"])
+    if m["scope"] not in SCOPES:
+        raise errors.bad_request(f"Invalid attribute scope: {m['scope']}")
+    return ok_json(_attr_list(platform(request).store, etype, eid, (m["scope"],), q_keys(request)))
+
+
+@route("GET", P + "/{entityType}/{entityId}/keys/timeseries", "Time-series keys", "telemetry")
+async def timeseries_keys(request: web.Request) -> web.Response:
+    m = request.match_info
+    _, eid = _entity(request, m["entityType"], m["entityId"])
+    return ok_json(platform(request).store.timeseries_keys(eid))
+
+
+@route("GET", P + "/{entityType}/{entityId}/keys/attributes", "Attribute keys of all scopes", "telemetry")
+async def attribute_keys(request: web.Request) -> web.Response:
+    m = request.match_info
+    _, eid = _entity(request, m["entityType"], m["entityId"])
+    return ok_json(platform(request).store.attribute_keys(eid))
+
+
+@route("GET", P + "/{entityType}/{entityId}/keys/attributes/{scope}", "Attribute keys of one scope", "telemetry")
+async def attribute_keys_by_scope(request: web.Request) -> web.Response:
+    m = request.match_info
+    _, eid = _entity(request, m["entityType"], m["entityId"])
+    if m["scope"] not in SCOPES:
+        raise errors.bad_request(f"Invalid attribute scope: {m['scope']}")
+    return ok_json(platform(request).store.attribute_keys(eid, m["scope"]))

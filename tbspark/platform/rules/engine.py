@@ -1,0 +1,307 @@
+"""The rule engine: routes each TbMsg into its device profile's default chain (else the tenant's root
+chain) and runs chain nodes by relation type, one batch per node, so a burst of messages costs one
+store transaction and one Kafka produce loop."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+
+from tbspark.platform.rules.msg import TbMsg
+from tbspark.platform.rules.nodes import NODE_TYPES, PKG, SCRIPT_TYPES, Node, NodeConfigError, import_all
+
+log = logging.getLogger(__name__)
+
+BUILTIN_ROOT = "builtin-root"
+
+
+def default_root_chain_metadata() -> dict:
+    """What ThingsBoard's stock root chain does for device data: save telemetry and client attributes."""
+    return {
+        "firstNodeIndex": 0,
+        "nodes": [
+            {"type": PKG + "filter.TbMsgTypeSwitchNode", "name": "Message Type Switch",
+             "configurationVersion": 0, "configuration": {"version": 0}},
+            {"type": PKG + "telemetry.TbMsgTimeseriesNode", "name": "Save Timeseries",
+             "configurationVersion": 1,
+             "configuration": {"defaultTTL": 0, "useServerTs": False,
+                               "processingSettings": {"type": "ON_EVERY_MESSAGE"}}},
+            {"type": PKG + "telemetry.TbMsgAttributesNode", "name": "Save Client Attributes",
+             "configurationVersion": 3,
+             "configuration": {"scope": "CLIENT_SCOPE", "notifyDevice": False,
+                               "processingSettings": {"type": "ON_EVERY_MESSAGE"},
+                               "sendAttributesUpdatedNotification": False,
+                               "updateAttributesOnlyOnValueChange": True}},
+        ],
+        "connections": [{"fromIndex": 0, "toIndex": 1, "type": "Post telemetry"},
+                        {"fromIndex": 0, "toIndex": 2, "type": "Post attributes"}],
+        "ruleChainConnections": None,
+    }
+
+
+def _node_id(node: dict, index: int) -> str:
+    nid = node.get("id")
+    if isinstance(nid, dict):
+        nid = nid.get("id")
+    return str(nid) if nid else f"node-{index}"
+
+
+def _short(type_name: str) -> str:
+    return type_name.rsplit(".", 1)[-1]
+
+
+class Chain:
+    """A compiled chain: node instances plus (node index, relation) → target indexes."""
+
+    def __init__(self, chain_id: str, nodes: list[Node], routes: dict, first: int | None):
+        self.id = chain_id
+        self.nodes = nodes
+        self.routes = routes
+        self.first = first
+        self.stats = [{"in": 0, "out": {}} for _ in nodes]
+
+
+class RuleEngine:
+    def __init__(self, store):
+        self.store = store
+        self._chains: dict[str, Chain] = {}
+        self._compiling: dict[str, asyncio.Future] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._retired: list[Chain] = []
+        self._totals = {"messages_in": 0, "forwarded": 0, "failed": 0, "node_errors": 0}
+        import_all()
+
+    # ----------------------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        add = getattr(self.store, "add_chain_listener", None)
+        if add is not None:
+            add(self._on_chain_changed)
+
+    async def stop(self) -> None:
+        """Wait for in-flight continuations, then close every node (Kafka producers flush for up to
+        30 s; undelivered messages are logged)."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        chains = list(self._chains.values()) + self._retired
+        self._chains.clear()
+        self._retired.clear()
+        for chain in chains:
+            await self._close_chain(chain)
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _on_chain_changed(self, chain_id: str | None) -> None:
+        """Store listener: a chain's metadata (or the root) changed; recompile on next use."""
+        if self._loop is not None and threading.get_ident() != getattr(self._loop, "_thread_id", None):
+            self._loop.call_soon_threadsafe(self._on_chain_changed, chain_id)
+            return
+        if chain_id is None:
+            return  # routing (root / profile default) changed: resolved per batch, nothing cached
+        chain = self._chains.pop(chain_id, None)
+        if chain is not None:
+            self._spawn(self._close_chain(chain))
+
+    async def _close_chain(self, chain: Chain) -> None:
+        for node in chain.nodes:
+            try:
+                await node.close()
+            except Exception:  # noqa: BLE001 - a node failing to close must not stop the others
+                log.exception("closing rule node %s", node.name)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ----------------------------------------------------------------------------- validation
+
+    def _instantiate(self, metadata: dict) -> tuple[list, list[str]]:
+        nodes, problems = [], []
+        raw_nodes = metadata.get("nodes") or []
+        for i, raw in enumerate(raw_nodes):
+            type_name = raw.get("type") or ""
+            label = f"node {i} '{raw.get('name') or ''}' ({_short(type_name) or 'no type'})"
+            if type_name in SCRIPT_TYPES or "Script" in _short(type_name):
+                problems.append(f"{label}: script nodes are not supported by the embedded platform — "
+                                "use the script-free nodes (switch, originator attributes, check fields, "
+                                "copy/rename/delete keys)")
+                nodes.append(None)
+                continue
+            cls = NODE_TYPES.get(type_name)
+            if cls is None:
+                problems.append(f"{label}: node type {type_name!r} is not supported by the embedded platform")
+                nodes.append(None)
+                continue
+            try:
+                node = cls(_node_id(raw, i), raw.get("name") or _short(type_name), raw.get("configuration") or {},
+                           int(raw.get("configurationVersion") or 0), self.store)
+            except NodeConfigError as exc:
+                problems.append(f"{label}: {exc}")
+                nodes.append(None)
+                continue
+            nodes.append(node)
+        for c in metadata.get("connections") or []:
+            a, b = c.get("fromIndex"), c.get("toIndex")
+            if not (isinstance(a, int) and isinstance(b, int) and 0 <= a < len(raw_nodes) and 0 <= b < len(raw_nodes)):
+                problems.append(f"connection {c!r}: fromIndex/toIndex must name nodes 0..{len(raw_nodes) - 1}")
+            elif not c.get("type"):
+                problems.append(f"connection {a}→{b}: type (the relation) is missing")
+        first = metadata.get("firstNodeIndex")
+        if raw_nodes and first is not None and not (isinstance(first, int) and 0 <= first < len(raw_nodes)):
+            problems.append(f"firstNodeIndex {first!r} does not name a node")
+        return nodes, problems
+
+    def validate_chain(self, metadata: dict) -> list[str]:
+        """One message per node the platform cannot execute (script nodes, unknown types, bad configs)."""
+        nodes, problems = self._instantiate(metadata)
+        for i, node in enumerate(nodes):
+            check = getattr(node, "check", None)
+            if check is not None:
+                try:
+                    check()
+                except NodeConfigError as exc:
+                    problems.append(f"node {i} '{node.name}' ({_short(node.TYPE)}): {exc}")
+        return problems
+
+    async def _compile(self, chain_id: str, metadata: dict | None) -> Chain:
+        if not metadata:
+            return Chain(chain_id, [], {}, None)
+        nodes, problems = self._instantiate(metadata)
+        if problems:  # saved before validation existed, or edited behind our back: run what we can
+            log.warning("rule chain %s: %s", chain_id, "; ".join(problems))
+        routes: dict = {}
+        for c in metadata.get("connections") or []:
+            a, b = c.get("fromIndex"), c.get("toIndex")
+            if isinstance(a, int) and isinstance(b, int) and 0 <= a < len(nodes) and 0 <= b < len(nodes) \
+                    and nodes[a] is not None and nodes[b] is not None:
+                routes.setdefault((a, c.get("type")), []).append(b)
+        first = metadata.get("firstNodeIndex")
+        if not (isinstance(first, int) and 0 <= first < len(nodes) and nodes[first] is not None):
+            first = None
+        chain = Chain(chain_id, [n or _Dead() for n in nodes], routes, first)
+        for idx, node in enumerate(chain.nodes):
+            node.resume = (lambda items, _c=chain, _i=idx: self._spawn(self._continue(_c, _i, items)))
+            try:
+                await node.start()
+            except Exception:  # noqa: BLE001 - e.g. a producer config librdkafka rejects
+                log.exception("rule node %s did not start", node.name)
+        return chain
+
+    async def _chain(self, chain_id: str) -> Chain:
+        chain = self._chains.get(chain_id)
+        if chain is not None:
+            return chain
+        fut = self._compiling.get(chain_id)
+        if fut is not None:
+            return await asyncio.shield(fut)
+        fut = self._compiling[chain_id] = asyncio.get_running_loop().create_future()
+        try:
+            if chain_id == BUILTIN_ROOT:
+                metadata = default_root_chain_metadata()
+            else:
+                metadata = self.store.rule_chain_metadata(chain_id)
+            chain = await self._compile(chain_id, metadata)
+            self._chains[chain_id] = chain
+            fut.set_result(chain)
+            return chain
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved
+            raise
+        finally:
+            del self._compiling[chain_id]
+
+    # ----------------------------------------------------------------------------- execution
+
+    def _chain_id_for(self, msg: TbMsg, cache: dict) -> str:
+        key = (msg.tenant_id, msg.profile_id)
+        cid = cache.get(key)
+        if cid is None:
+            if msg.profile_id:
+                profile = self.store.device_profile(msg.profile_id)
+                cid = getattr(profile, "default_rule_chain_id", None) if profile is not None else None
+            if not cid:
+                cid = self.store.root_rule_chain_id(msg.tenant_id) or BUILTIN_ROOT
+            cache[key] = cid
+        return cid
+
+    async def process(self, msgs: list[TbMsg]) -> None:
+        """Run ``msgs`` through their chains; returns once save nodes have committed and every message
+        was handed to its last synchronous node (Kafka delivery continues in the background)."""
+        self._totals["messages_in"] += len(msgs)
+        by_chain: dict[str, list[TbMsg]] = {}
+        cache: dict = {}
+        for m in msgs:
+            cid = m.chain_id or self._chain_id_for(m, cache)
+            m.chain_id = cid
+            by_chain.setdefault(cid, []).append(m)
+        for cid, batch in by_chain.items():
+            chain = await self._chain(cid)
+            if chain.first is not None:
+                await self._run(chain, {chain.first: batch})
+
+    async def _continue(self, chain: Chain, idx: int, items: list) -> None:
+        pending: dict[int, list] = {}
+        self._route(chain, idx, items, pending)
+        if pending:
+            await self._run(chain, pending)
+
+    async def _run(self, chain: Chain, pending: dict[int, list]) -> None:
+        while pending:
+            idx = next(iter(pending))
+            batch = pending.pop(idx)
+            node = chain.nodes[idx]
+            chain.stats[idx]["in"] += len(batch)
+            try:
+                result = node.process(batch)
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception as exc:  # noqa: BLE001 - a node bug fails its messages, not the platform
+                log.exception("rule node %s failed", node.name)
+                self._totals["node_errors"] += 1
+                for m in batch:
+                    m.metadata["error"] = f"{type(exc).__name__}: {exc}"
+                result = [("Failure", m) for m in batch]
+            self._route(chain, idx, result, pending)
+
+    def _route(self, chain: Chain, idx: int, items: list, pending: dict) -> None:
+        out = chain.stats[idx]["out"]
+        routes = chain.routes
+        for relation, msg in items:
+            out[relation] = out.get(relation, 0) + 1
+            if relation == "Failure":
+                self._totals["failed"] += 1
+            elif relation == "Success" and chain.nodes[idx].TYPE.endswith("TbKafkaNode"):
+                self._totals["forwarded"] += 1
+            targets = routes.get((idx, relation))
+            if not targets:
+                continue
+            pending.setdefault(targets[0], []).append(msg)
+            for t in targets[1:]:
+                pending.setdefault(t, []).append(msg.copy())
+
+    def counters(self) -> dict:
+        nodes = []
+        for chain in self._chains.values():
+            for node, st in zip(chain.nodes, chain.stats):
+                nodes.append({"chain": chain.id, "node": node.name, "type": _short(node.TYPE),
+                              "in": st["in"], "out": dict(st["out"]), **node.counters()})
+        return dict(self._totals, nodes=nodes)
+
+
+class _Dead(Node):
+    """Stands in for a node that could not be built: its messages go to Failure."""
+    TYPE = "unsupported"
+
+    def __init__(self):
+        super().__init__("dead", "unsupported node", {}, 0, None)
+
+    def process(self, msgs):
+        for m in msgs:
+            m.metadata["error"] = "IllegalStateException: node type not supported by the embedded platform"
+        return [("Failure", m) for m in msgs]

@@ -1,0 +1,69 @@
+"""TbMsg: the message that flows through rule chains (type, originator, data, string metadata)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+POST_TELEMETRY = "POST_TELEMETRY_REQUEST"
+POST_ATTRIBUTES = "POST_ATTRIBUTES_REQUEST"
+TO_SERVER_RPC = "TO_SERVER_RPC_REQUEST"
+ENTITY_CREATED = "ENTITY_CREATED"
+CONNECT_EVENT = "CONNECT_EVENT"
+DISCONNECT_EVENT = "DISCONNECT_EVENT"
+
+# TbMsgType → the relation name the message type switch emits (TbMsgType.getRuleNodeConnection()).
+RELATION_OF_TYPE = {
+    POST_TELEMETRY: "Post telemetry",
+    POST_ATTRIBUTES: "Post attributes",
+    TO_SERVER_RPC: "RPC Request from Device",
+    "TO_DEVICE_RPC_REQUEST": "RPC Request to Device",
+    "ATTRIBUTES_UPDATED": "Attributes Updated",
+    "ATTRIBUTES_DELETED": "Attributes Deleted",
+    "TIMESERIES_UPDATED": "Timeseries Updated",
+    "ACTIVITY_EVENT": "Activity Event",
+    "INACTIVITY_EVENT": "Inactivity Event",
+    CONNECT_EVENT: "Connect Event",
+    DISCONNECT_EVENT: "Disconnect Event",
+    ENTITY_CREATED: "Entity Created",
+    "ENTITY_UPDATED": "Entity Updated",
+    "ENTITY_DELETED": "Entity Deleted",
+}
+
+_COMPACT = (",", ":")
+
+
+@dataclass(slots=True)
+class TbMsg:
+    type: str
+    originator: tuple[str, str]  # (entity type, id), e.g. ("DEVICE", "<uuid>")
+    data: Any                    # parsed JSON (dict for telemetry/attributes), values already typed
+    metadata: dict[str, str]
+    tenant_id: str | None = None
+    customer_id: str | None = None
+    chain_id: str | None = None  # None = resolve from the originator's profile, else root
+    profile_id: str | None = None
+    ts: int = 0                  # creation time, epoch ms
+    id: str | None = None        # assigned lazily; nothing in the hot path needs one
+
+    def msg_id(self) -> str:
+        if self.id is None:
+            self.id = str(uuid.uuid4())
+        return self.id
+
+    def copy(self) -> "TbMsg":
+        data = self.data
+        if isinstance(data, dict):
+            data = dict(data)
+        elif isinstance(data, list):
+            data = list(data)
+        return TbMsg(self.type, self.originator, data, dict(self.metadata), self.tenant_id,
+                     self.customer_id, self.chain_id, self.profile_id, self.ts)
+
+    def data_json(self) -> str:
+        """Data as ThingsBoard serializes it: compact JSON text (a string payload stays as is)."""
+        if isinstance(self.data, str):
+            return self.data
+        return json.dumps(self.data, separators=_COMPACT, ensure_ascii=False)

@@ -1,0 +1,189 @@
+"""Kafka node (TbKafkaNode): one confluent-kafka producer per node configuration.
+
+``process`` only enqueues (``produce`` never blocks the event loop); a poll thread serves delivery
+reports and hands them back to the loop in batches, where each message continues on ``Success``
+(metadata ``offset``/``partition``/``topic``) or ``Failure`` (metadata ``error``). Delivery is retried
+by librdkafka until ``delivery.timeout.ms`` (ThingsBoard's Java default, 120 s, unless the node's
+``otherProperties`` set another), then the message goes to Failure; the platform keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+from tbspark.platform.rules.nodes import PKG, Node, NodeConfigError, compile_pattern, register
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DELIVERY_TIMEOUT_MS = 120_000
+FLUSH_TIMEOUT_S = 30.0
+# Java producer settings with no librdkafka counterpart (serializers are implicit: we send text).
+_JAVA_ONLY = {"key.serializer", "value.serializer", "max.block.ms", "buffer.memory",
+              "partitioner.class", "interceptor.classes", "metadata.max.idle.ms"}
+
+
+def _int(config: dict, key: str, default: int) -> int:
+    value = config.get(key, default)
+    try:
+        return int(value if value is not None else default)
+    except (TypeError, ValueError) as exc:
+        raise NodeConfigError(f"{key} must be an integer, not {value!r}") from exc
+
+
+def producer_config(node_id: str, config: dict) -> dict:
+    """TbKafkaNodeConfiguration → librdkafka properties."""
+    bootstrap = config.get("bootstrapServers") or "localhost:9092"
+    acks = str(config.get("acks", "-1"))
+    if acks not in ("-1", "0", "1", "all"):
+        raise NodeConfigError(f"acks must be -1, 0, 1 or all, not {acks!r}")
+    conf = {
+        "bootstrap.servers": bootstrap,
+        "client.id": f"producer-tb-kafka-node-{node_id}-tbspark",
+        "acks": acks,
+        "retries": _int(config, "retries", 0),
+        "batch.size": max(1, _int(config, "batchSize", 16384)),
+        "linger.ms": _int(config, "linger", 0),
+        "queue.buffering.max.kbytes": max(1, _int(config, "bufferMemory", 33554432) // 1024),
+        "delivery.timeout.ms": DEFAULT_DELIVERY_TIMEOUT_MS,
+    }
+    other = config.get("otherProperties") or {}
+    if not isinstance(other, dict):
+        raise NodeConfigError("otherProperties must be an object of string properties")
+    for k, v in other.items():
+        if k in _JAVA_ONLY:
+            continue
+        if k == "message.timeout.ms":
+            k = "delivery.timeout.ms"
+        conf[k] = str(v)
+    return conf
+
+
+@register
+class TbKafkaNode(Node):
+    TYPE = PKG + "kafka.TbKafkaNode"
+    CURRENT_VERSION = 1
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        cfg = self.config
+        topic = cfg.get("topicPattern")
+        if not topic or not isinstance(topic, str):
+            raise NodeConfigError("topicPattern must be a non-empty string")
+        self.topic = compile_pattern(topic)
+        key = cfg.get("keyPattern")
+        self.key = compile_pattern(key) if key else None
+        self.headers = bool(cfg.get("addMetadataKeyValuesAsKafkaHeaders", False))
+        self.charset = cfg.get("kafkaHeadersCharset") or "UTF-8"
+        try:
+            "".encode(self.charset)
+        except LookupError as exc:
+            raise NodeConfigError(f"kafkaHeadersCharset {self.charset!r} is not a known charset") from exc
+        self.conf = producer_config(self.id, cfg)
+        self.producer = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._done: list = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.stats = {"produced": 0, "delivered": 0, "failed": 0}
+
+    def check(self) -> None:
+        """Let librdkafka judge the properties (unknown or bad values) without connecting."""
+        from confluent_kafka import KafkaException, Producer
+
+        try:
+            Producer(self.conf)
+        except (KafkaException, ValueError, TypeError) as exc:
+            raise NodeConfigError(f"Kafka producer properties rejected: {exc}") from exc
+
+    async def start(self) -> None:
+        from confluent_kafka import Producer
+
+        self.loop = asyncio.get_running_loop()
+        self.producer = Producer(self.conf)
+        self._thread = threading.Thread(target=self._poll_loop, name=f"kafka-node-{self.name}", daemon=True)
+        self._thread.start()
+
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            self.producer.poll(0.05)
+            self._hand_back()
+        remaining = self.producer.flush(FLUSH_TIMEOUT_S)
+        self._hand_back()
+        if remaining:
+            log.warning("kafka node %s: %d messages not delivered at shutdown", self.name, remaining)
+
+    def _hand_back(self) -> None:
+        with self._lock:
+            done, self._done = self._done, []
+        if done and self.loop is not None and not self.loop.is_closed():
+            try:
+                self.loop.call_soon_threadsafe(self._finish, done)
+            except RuntimeError:  # loop closed during shutdown
+                pass
+
+    def _on_delivery(self, msg, err, record) -> None:  # poll thread
+        with self._lock:
+            self._done.append((msg, err, record))
+
+    def _finish(self, done: list) -> None:  # event loop
+        out = []
+        for msg, err, record in done:
+            if err is None:
+                msg.metadata["offset"] = str(record.offset())
+                msg.metadata["partition"] = str(record.partition())
+                msg.metadata["topic"] = record.topic()
+                self.stats["delivered"] += 1
+                out.append(("Success", msg))
+            else:
+                msg.metadata["error"] = f"org.apache.kafka.common.KafkaException: {err.str()} ({err.name()})"
+                self.stats["failed"] += 1
+                out.append(("Failure", msg))
+        self.resume(out)
+
+    async def process(self, msgs):
+        if self.producer is None:
+            for m in msgs:
+                m.metadata["error"] = "IllegalStateException: Kafka producer is not started"
+            return [("Failure", m) for m in msgs]
+        produce = self.producer.produce
+        out = []
+        for m in msgs:
+            try:
+                topic = self.topic(m)
+                key = self.key(m) if self.key else None
+                headers = ([("tb_msg_md_" + k, v.encode(self.charset)) for k, v in m.metadata.items()]
+                           if self.headers else None)
+                value = m.data_json().encode("utf-8")
+            except Exception as exc:  # a pattern or value that cannot be rendered
+                m.metadata["error"] = f"{type(exc).__name__}: {exc}"
+                out.append(("Failure", m))
+                continue
+            cb = (lambda err, rec, _m=m: self._on_delivery(_m, err, rec))
+            while True:
+                try:
+                    produce(topic, value, key, headers=headers, on_delivery=cb)
+                    self.stats["produced"] += 1
+                    break
+                except BufferError:
+                    # Local queue full (broker slow or down): let the poll thread drain, then retry.
+                    await asyncio.sleep(0.01)
+                except Exception as exc:  # e.g. invalid topic name
+                    m.metadata["error"] = f"org.apache.kafka.common.KafkaException: {exc}"
+                    out.append(("Failure", m))
+                    break
+        return out
+
+    async def close(self) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
+        await asyncio.sleep(0)  # let the last hand-back run
+
+    def counters(self) -> dict:
+        in_flight = len(self.producer) if self.producer is not None else 0
+        return dict(self.stats, in_flight=in_flight)

@@ -1,0 +1,107 @@
+"""Originator attributes (TbGetAttributesNode): client/shared/server attributes and latest time series
+of the message originator into metadata (``cs_``/``shared_``/``ss_`` prefixes) or into the data."""
+
+from __future__ import annotations
+
+import json
+
+from tbspark.platform import values
+from tbspark.platform.rules.nodes import PKG, Node, NodeConfigError, compile_pattern, register
+
+_SCOPES = (("clientAttributeNames", "CLIENT_SCOPE", "cs_"),
+           ("sharedAttributeNames", "SHARED_SCOPE", "shared_"),
+           ("serverAttributeNames", "SERVER_SCOPE", "ss_"))
+
+
+def as_text(kind: str, value) -> str:
+    """KvEntry.getValueAsString(): Java renderings, JSON as its text."""
+    if kind == values.DOUBLE:
+        return values.java_double(float(value))
+    if kind == values.BOOLEAN:
+        return "true" if value else "false"
+    return str(value)
+
+
+def as_data(kind: str, value):
+    return json.loads(value) if kind == values.JSON and isinstance(value, str) else value
+
+
+@register
+class TbGetAttributesNode(Node):
+    TYPE = PKG + "metadata.TbGetAttributesNode"
+    CURRENT_VERSION = 1
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        cfg = self.config
+        self.scopes = []
+        for field, scope, prefix in _SCOPES:
+            names = cfg.get(field) or []
+            if not isinstance(names, list):
+                raise NodeConfigError(f"{field} must be a list of attribute names")
+            if names:
+                self.scopes.append((scope, prefix, [compile_pattern(n) for n in names]))
+        self.latest = [compile_pattern(n) for n in (cfg.get("latestTsKeyNames") or [])]
+        self.fail_if_absent = bool(cfg.get("tellFailureIfAbsent", True))
+        self.latest_with_ts = bool(cfg.get("getLatestValueWithTs", False))
+        # Version 0 had a boolean fetchToData; its upgrade forces METADATA when that is absent (§8.1).
+        if self.version >= 1 and "fetchTo" in cfg:
+            self.fetch_to = cfg["fetchTo"]
+        else:
+            self.fetch_to = "DATA" if cfg.get("fetchToData") else "METADATA"
+        if self.fetch_to not in ("DATA", "METADATA"):
+            raise NodeConfigError(f"fetchTo must be DATA or METADATA, not {self.fetch_to!r}")
+
+    def process(self, msgs):
+        out = []
+        cache: dict = {}  # one store read per originator, scope and key set within the batch
+        for m in msgs:
+            to_data = self.fetch_to == "DATA"
+            if to_data and not isinstance(m.data, dict):
+                m.metadata["error"] = "Message data is not a JSON object"
+                out.append(("Failure", m))
+                continue
+            missing = []
+            etype, eid = m.originator
+            for scope, prefix, patterns in self.scopes:
+                keys = tuple(p(m) for p in patterns)
+                ck = (etype, eid, scope, keys)
+                found = cache.get(ck)
+                if found is None:
+                    found = cache[ck] = self.store.get_attributes(etype, eid, scope, list(keys))
+                for k in keys:
+                    entry = found.get(k)
+                    if entry is None:
+                        missing.append(prefix + k)
+                        continue
+                    kind, value = entry[0], entry[1]
+                    if to_data:
+                        m.data[prefix + k] = as_data(kind, value)
+                    else:
+                        m.metadata[prefix + k] = as_text(kind, value)
+            if self.latest:
+                keys = [p(m) for p in self.latest]
+                found = self.store.latest(eid, keys)
+                for k in keys:
+                    entry = found.get(k)
+                    if entry is None:
+                        missing.append(k)
+                        continue
+                    ts, kind, value = entry
+                    if self.latest_with_ts:
+                        v = {"ts": ts, "value": as_data(kind, value)}
+                        if to_data:
+                            m.data[k] = v
+                        else:
+                            m.metadata[k] = json.dumps(v, separators=(",", ":"))
+                    elif to_data:
+                        m.data[k] = as_data(kind, value)
+                    else:
+                        m.metadata[k] = as_text(kind, value)
+            if missing and self.fail_if_absent:
+                m.metadata["error"] = ("RuntimeException: The following attribute/telemetry keys is not "
+                                       f"present in the DB: {missing}")
+                out.append(("Failure", m))
+            else:
+                out.append(("Success", m))
+        return out

@@ -1,0 +1,106 @@
+"""Save time series and save attributes nodes: the writes a PUBACK waits for (store commits them
+in groups, so a batch of messages costs one transaction)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tbspark.platform import values
+from tbspark.platform.rules.msg import POST_ATTRIBUTES, POST_TELEMETRY
+from tbspark.platform.rules.nodes import PKG, Node, NodeConfigError, register
+
+_SCOPES = ("CLIENT_SCOPE", "SHARED_SCOPE", "SERVER_SCOPE")
+
+
+def _typed_items(data: dict):
+    for k, v in data.items():
+        kind, val = values.typed(v)
+        if kind is not None:
+            yield k, kind, val
+
+
+def _unsupported(m, wanted: str):
+    m.metadata["error"] = f"IllegalArgumentException: Unsupported msg type: {m.type}"
+    return ("Failure", m)
+
+
+@register
+class TbMsgTimeseriesNode(Node):
+    TYPE = PKG + "telemetry.TbMsgTimeseriesNode"
+    CURRENT_VERSION = 1
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.use_server_ts = bool(self.config.get("useServerTs", False))
+        settings = self.config.get("processingSettings") or {}
+        self.mode = settings.get("type", "ON_EVERY_MESSAGE") if isinstance(settings, dict) else None
+        if self.mode not in ("ON_EVERY_MESSAGE", "WEBSOCKETS_ONLY", "DEDUPLICATE", "ADVANCED"):
+            raise NodeConfigError(f"processingSettings.type {self.mode!r} is not known")
+
+    async def process(self, msgs):
+        out, rows_by_entity, owners = [], {}, {}
+        now = int(time.time() * 1000)
+        for m in msgs:
+            if m.type != POST_TELEMETRY:
+                out.append(_unsupported(m, POST_TELEMETRY))
+                continue
+            if not isinstance(m.data, dict):
+                m.metadata["error"] = "Message data is not a JSON object"
+                out.append(("Failure", m))
+                continue
+            ts = now if self.use_server_ts else int(m.metadata.get("ts") or m.ts or now)
+            rows = rows_by_entity.setdefault(m.originator, [])
+            rows.extend((ts, k, kind, v) for k, kind, v in _typed_items(m.data))
+            owners.setdefault(m.originator, []).append(m)
+        if self.mode != "WEBSOCKETS_ONLY" and rows_by_entity:
+            keys = list(rows_by_entity)
+            results = await asyncio.gather(
+                *(self.store.save_timeseries(e[0], e[1], rows_by_entity[e]) for e in keys),
+                return_exceptions=True)
+            for e, res in zip(keys, results):
+                for m in owners[e]:
+                    if isinstance(res, BaseException):
+                        m.metadata["error"] = f"{type(res).__name__}: {res}"
+                        out.append(("Failure", m))
+                    else:
+                        out.append(("Success", m))
+        else:
+            out.extend(("Success", m) for ms in owners.values() for m in ms)
+        return out
+
+
+@register
+class TbMsgAttributesNode(Node):
+    TYPE = PKG + "telemetry.TbMsgAttributesNode"
+    CURRENT_VERSION = 3
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.scope = self.config.get("scope", "SERVER_SCOPE")
+        if self.scope not in _SCOPES:
+            raise NodeConfigError(f"scope must be one of {', '.join(_SCOPES)}, not {self.scope!r}")
+
+    async def process(self, msgs):
+        out, jobs, owners = [], [], []
+        now = int(time.time() * 1000)
+        for m in msgs:
+            if m.type != POST_ATTRIBUTES:
+                out.append(_unsupported(m, POST_ATTRIBUTES))
+                continue
+            if not isinstance(m.data, dict):
+                m.metadata["error"] = "Message data is not a JSON object"
+                out.append(("Failure", m))
+                continue
+            scope = m.metadata.get("scope") or self.scope
+            kv = {k: (kind, v) for k, kind, v in _typed_items(m.data)}
+            jobs.append(self.store.save_attributes(m.originator[0], m.originator[1], scope, kv, now))
+            owners.append(m)
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        for m, res in zip(owners, results):
+            if isinstance(res, BaseException):
+                m.metadata["error"] = f"{type(res).__name__}: {res}"
+                out.append(("Failure", m))
+            else:
+                out.append(("Success", m))
+        return out

@@ -1,0 +1,130 @@
+"""Copy / rename / delete key nodes (configuration version 2 and the older ``fromMetadata`` form)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from tbspark.platform.rules.nodes import PKG, Node, NodeConfigError, register
+
+
+def _source(config: dict, key: str) -> str:
+    """``copyFrom``/``renameIn``/``deleteFrom`` (v2) or ``fromMetadata`` (v0) → "DATA" | "METADATA"."""
+    if key in config:
+        value = config[key]
+        if value not in ("DATA", "METADATA"):
+            raise NodeConfigError(f"{key} must be DATA or METADATA, not {value!r}")
+        return value
+    return "METADATA" if config.get("fromMetadata") else "DATA"
+
+
+def _regexes(config: dict) -> list[re.Pattern]:
+    keys = config.get("keys") or []
+    if not isinstance(keys, list):
+        raise NodeConfigError("keys must be a list of regular expressions")
+    try:
+        return [re.compile(k) for k in keys]
+    except re.error as exc:
+        raise NodeConfigError(f"invalid key pattern: {exc}") from exc
+
+
+def _text(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _matches(patterns, key: str) -> bool:
+    return any(p.fullmatch(key) for p in patterns)
+
+
+class _KeysNode(Node):
+    def _data_or_failure(self, m):
+        if isinstance(m.data, dict):
+            return m.data
+        m.metadata["error"] = "Message data is not a JSON object"
+        return None
+
+
+@register
+class TbCopyKeysNode(_KeysNode):
+    TYPE = PKG + "transform.TbCopyKeysNode"
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.source = _source(self.config, "copyFrom")
+        self.patterns = _regexes(self.config)
+
+    def process(self, msgs):
+        out = []
+        for m in msgs:
+            data = self._data_or_failure(m)
+            if data is None:
+                out.append(("Failure", m))
+                continue
+            if self.source == "METADATA":  # metadata → data, as strings
+                for k, v in list(m.metadata.items()):
+                    if _matches(self.patterns, k):
+                        data[k] = v
+            else:  # data → metadata, non-text values as JSON text
+                for k, v in data.items():
+                    if _matches(self.patterns, k):
+                        m.metadata[k] = _text(v)
+            out.append(("Success", m))
+        return out
+
+
+@register
+class TbRenameKeysNode(_KeysNode):
+    TYPE = PKG + "transform.TbRenameKeysNode"
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.source = _source(self.config, "renameIn")
+        mapping = self.config.get("renameKeysMapping")
+        if not isinstance(mapping, dict) or not mapping:
+            raise NodeConfigError("renameKeysMapping must be a non-empty object {old: new}")
+        self.mapping = mapping
+
+    def process(self, msgs):
+        out = []
+        for m in msgs:
+            if self.source == "METADATA":
+                target = m.metadata
+            else:
+                target = self._data_or_failure(m)
+                if target is None:
+                    out.append(("Failure", m))
+                    continue
+            for old, new in self.mapping.items():
+                if old in target:
+                    target[new] = target.pop(old)
+            out.append(("Success", m))
+        return out
+
+
+@register
+class TbDeleteKeysNode(_KeysNode):
+    TYPE = PKG + "transform.TbDeleteKeysNode"
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.source = _source(self.config, "deleteFrom")
+        self.patterns = _regexes(self.config)
+
+    def process(self, msgs):
+        out = []
+        for m in msgs:
+            if self.source == "METADATA":
+                target = m.metadata
+            else:
+                target = self._data_or_failure(m)
+                if target is None:
+                    out.append(("Failure", m))
+                    continue
+            for k in [k for k in target if _matches(self.patterns, k)]:
+                del target[k]
+            out.append(("Success", m))
+        return out

@@ -1,0 +1,358 @@
+"""Entity storage: tenants, users, device/asset profiles, devices (+ access tokens), assets.
+
+All entities live in memory (dicts, the hot-path caches) and in SQLite's ``entity`` table as JSON docs;
+a change is applied to memory only after its transaction committed. Name clashes are caught by the
+UNIQUE (kind, tenant, name) constraint, so two concurrent creates cannot both win.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from dataclasses import replace
+from typing import Any, Callable
+
+from tbspark.platform.rest.errors import bad_request, conflict, not_found
+from tbspark.platform.store.models import (
+    NULL_UUID, Asset, AssetProfile, Device, DeviceProfile, Tenant, User, new_id, now_ms, random_token,
+)
+
+KIND_OF = {Tenant: "tenant", User: "user", DeviceProfile: "device_profile", AssetProfile: "asset_profile",
+           Device: "device", Asset: "asset"}
+
+
+def _put(conn: sqlite3.Connection, obj: Any, name: str) -> None:
+    conn.execute(
+        "INSERT INTO entity(id, kind, tenant_id, name, doc) VALUES (?,?,?,?,?) "
+        "ON CONFLICT(id) DO UPDATE SET name=excluded.name, doc=excluded.doc",
+        (obj.id, KIND_OF.get(type(obj), getattr(obj, "_kind", "rule_chain")), obj.tenant_id, name,
+         json.dumps(obj.to_doc())),
+    )
+
+
+class EntityStore:
+    """Mixin of :class:`Store`; needs ``self._writer`` and ``self._chain_listeners``."""
+
+    def _load_entities(self, conn: sqlite3.Connection) -> None:
+        self.tenants: dict[str, Tenant] = {}
+        self.users: dict[str, User] = {}
+        self._users_by_email: dict[str, User] = {}
+        self._device_profiles: dict[str, DeviceProfile] = {}
+        self._asset_profiles: dict[str, AssetProfile] = {}
+        self._devices: dict[str, Device] = {}
+        self._devices_by_name: dict[tuple[str, str], Device] = {}
+        self._devices_by_token: dict[str, Device] = {}
+        self._assets: dict[str, Asset] = {}
+        self._assets_by_name: dict[tuple[str, str], Asset] = {}
+        loaders = {"tenant": (Tenant, self._cache_tenant), "user": (User, self._cache_user),
+                   "device_profile": (DeviceProfile, self._cache_device_profile),
+                   "asset_profile": (AssetProfile, self._cache_asset_profile),
+                   "device": (Device, self._cache_device), "asset": (Asset, self._cache_asset)}
+        for kind, doc in conn.execute("SELECT kind, doc FROM entity"):
+            if kind in loaders:
+                cls, cache = loaders[kind]
+                cache(cls.from_doc(json.loads(doc)))
+
+    # -- write helpers ---------------------------------------------------------------------------
+
+    def _write_sync(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        return self._writer.run(fn)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        return await asyncio.wrap_future(self._writer.submit(fn))
+
+    @staticmethod
+    def _unique(fn: Callable[[sqlite3.Connection], Any], message: str) -> Callable[[sqlite3.Connection], Any]:
+        def run(conn: sqlite3.Connection) -> Any:
+            try:
+                return fn(conn)
+            except sqlite3.IntegrityError as exc:
+                raise bad_request(message) from exc
+        return run
+
+    # -- caches ----------------------------------------------------------------------------------
+
+    def _cache_tenant(self, t: Tenant) -> None:
+        self.tenants[t.id] = t
+
+    def _cache_user(self, u: User) -> None:
+        old = self.users.get(u.id)
+        if old:
+            self._users_by_email.pop(old.email, None)
+        self.users[u.id] = u
+        self._users_by_email[u.email] = u
+
+    def _cache_device_profile(self, p: DeviceProfile) -> None:
+        self._device_profiles[p.id] = p
+
+    def _cache_asset_profile(self, p: AssetProfile) -> None:
+        self._asset_profiles[p.id] = p
+
+    def _cache_device(self, d: Device) -> None:
+        self._uncache_device(d.id)
+        self._devices[d.id] = d
+        self._devices_by_name[(d.tenant_id, d.name)] = d
+        self._devices_by_token[d.token] = d
+
+    def _uncache_device(self, device_id: str) -> None:
+        old = self._devices.pop(device_id, None)
+        if old:
+            self._devices_by_name.pop((old.tenant_id, old.name), None)
+            self._devices_by_token.pop(old.token, None)
+
+    def _cache_asset(self, a: Asset) -> None:
+        old = self._assets.pop(a.id, None)
+        if old:
+            self._assets_by_name.pop((old.tenant_id, old.name), None)
+        self._assets[a.id] = a
+        self._assets_by_name[(a.tenant_id, a.name)] = a
+
+    # -- tenants and users -----------------------------------------------------------------------
+
+    def create_tenant(self, title: str) -> Tenant:
+        t = Tenant(new_id(), title, now_ms())
+        dp = DeviceProfile(new_id(), t.id, "default", now_ms(), is_default=True,
+                           description="Default device profile", fields=_default_profile_fields())
+        ap = AssetProfile(new_id(), t.id, "default", now_ms(), is_default=True, description="Default asset profile")
+
+        def fn(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO entity(id, kind, tenant_id, name, doc) VALUES (?,?,?,?,?)",
+                         (t.id, "tenant", NULL_UUID, t.id, json.dumps(t.to_doc())))
+            _put(conn, dp, dp.name)
+            _put(conn, ap, ap.name)
+        self._write_sync(fn)
+        self._cache_tenant(t)
+        self._cache_device_profile(dp)
+        self._cache_asset_profile(ap)
+        return t
+
+    def save_user(self, user: User) -> User:
+        self._write_sync(self._unique(lambda c: _put(c, user, user.email), "User with email already exists!"))
+        self._cache_user(user)
+        return user
+
+    def user_by_email(self, email: str) -> User | None:
+        return self._users_by_email.get(email)
+
+    # -- device profiles -------------------------------------------------------------------------
+
+    def device_profile(self, profile_id: str) -> DeviceProfile | None:
+        return self._device_profiles.get(profile_id)
+
+    def device_profiles(self, tenant_id: str) -> list[DeviceProfile]:
+        return [p for p in self._device_profiles.values() if p.tenant_id == tenant_id]
+
+    def device_profile_by_name(self, tenant_id: str, name: str) -> DeviceProfile | None:
+        for p in self._device_profiles.values():
+            if p.tenant_id == tenant_id and p.name == name:
+                return p
+        return None
+
+    def default_device_profile(self, tenant_id: str) -> DeviceProfile:
+        for p in self._device_profiles.values():
+            if p.tenant_id == tenant_id and p.is_default:
+                return p
+        return self.find_or_create_device_profile(tenant_id, "default")
+
+    def find_or_create_device_profile(self, tenant_id: str, name: str) -> DeviceProfile:
+        """ThingsBoard's findOrCreateDeviceProfile (§3.3): a new profile per unseen device type."""
+        found = self.device_profile_by_name(tenant_id, name)
+        if found:
+            return found
+        p = DeviceProfile(new_id(), tenant_id, name, now_ms(), description="Default device profile",
+                          fields=_default_profile_fields())
+
+        def fn(conn: sqlite3.Connection) -> DeviceProfile:
+            row = conn.execute("SELECT doc FROM entity WHERE kind='device_profile' AND tenant_id=? AND name=?",
+                               (tenant_id, name)).fetchone()
+            if row:
+                return DeviceProfile.from_doc(json.loads(row[0]))
+            _put(conn, p, name)
+            return p
+        saved = self._write_sync(fn)
+        self._cache_device_profile(saved)
+        return saved
+
+    async def save_device_profile(self, p: DeviceProfile) -> DeviceProfile:
+        old = self._device_profiles.get(p.id)
+        if old and old.tenant_id != p.tenant_id:
+            raise not_found(f"Device profile with id [{p.id}] is not found")
+        await self._write(self._unique(lambda c: _put(c, p, p.name), "Device profile with such name already exists!"))
+        self._cache_device_profile(p)
+        if old is None or old.default_rule_chain_id != p.default_rule_chain_id:
+            self._notify_chains(None)
+        return p
+
+    async def set_default_device_profile(self, tenant_id: str, profile_id: str) -> DeviceProfile:
+        changed = [replace(p, is_default=(p.id == profile_id)) for p in self.device_profiles(tenant_id)]
+
+        def fn(conn: sqlite3.Connection) -> None:
+            for p in changed:
+                _put(conn, p, p.name)
+        await self._write(fn)
+        for p in changed:
+            self._cache_device_profile(p)
+        return self._device_profiles[profile_id]
+
+    async def delete_device_profile(self, profile_id: str) -> None:
+        p = self._device_profiles[profile_id]
+        if p.is_default:
+            raise bad_request("Deletion of Default Device Profile is prohibited!")
+        if any(d.profile_id == profile_id for d in self._devices.values()):
+            raise bad_request("The device profile referenced by the devices cannot be deleted!")
+        await self._write(lambda c: c.execute("DELETE FROM entity WHERE id=?", (profile_id,)))
+        self._device_profiles.pop(profile_id, None)
+        self._notify_chains(None)
+
+    # -- asset profiles --------------------------------------------------------------------------
+
+    def asset_profile(self, profile_id: str) -> AssetProfile | None:
+        return self._asset_profiles.get(profile_id)
+
+    def asset_profiles(self, tenant_id: str) -> list[AssetProfile]:
+        return [p for p in self._asset_profiles.values() if p.tenant_id == tenant_id]
+
+    def find_or_create_asset_profile(self, tenant_id: str, name: str) -> AssetProfile:
+        for p in self.asset_profiles(tenant_id):
+            if p.name == name:
+                return p
+        p = AssetProfile(new_id(), tenant_id, name, now_ms(), description="Default asset profile")
+        self._write_sync(lambda c: _put(c, p, name))
+        self._cache_asset_profile(p)
+        return p
+
+    def default_asset_profile(self, tenant_id: str) -> AssetProfile:
+        for p in self.asset_profiles(tenant_id):
+            if p.is_default:
+                return p
+        return self.find_or_create_asset_profile(tenant_id, "default")
+
+    async def save_asset_profile(self, p: AssetProfile) -> AssetProfile:
+        await self._write(self._unique(lambda c: _put(c, p, p.name), "Asset profile with such name already exists!"))
+        self._cache_asset_profile(p)
+        return p
+
+    async def set_default_asset_profile(self, tenant_id: str, profile_id: str) -> AssetProfile:
+        changed = [replace(p, is_default=(p.id == profile_id)) for p in self.asset_profiles(tenant_id)]
+
+        def fn(conn: sqlite3.Connection) -> None:
+            for p in changed:
+                _put(conn, p, p.name)
+        await self._write(fn)
+        for p in changed:
+            self._cache_asset_profile(p)
+        return self._asset_profiles[profile_id]
+
+    async def delete_asset_profile(self, profile_id: str) -> None:
+        p = self._asset_profiles[profile_id]
+        if p.is_default:
+            raise bad_request("Deletion of Default Asset Profile is prohibited!")
+        if any(a.profile_id == profile_id for a in self._assets.values()):
+            raise bad_request("The asset profile referenced by the assets cannot be deleted!")
+        await self._write(lambda c: c.execute("DELETE FROM entity WHERE id=?", (profile_id,)))
+        self._asset_profiles.pop(profile_id, None)
+
+    # -- devices ---------------------------------------------------------------------------------
+
+    def device_by_token(self, token: str) -> Device | None:
+        return self._devices_by_token.get(token)
+
+    def device_by_id(self, device_id: str) -> Device | None:
+        return self._devices.get(device_id)
+
+    def device_by_name(self, tenant_id: str, name: str) -> Device | None:
+        return self._devices_by_name.get((tenant_id, name))
+
+    def devices(self, tenant_id: str) -> list[Device]:
+        return [d for d in self._devices.values() if d.tenant_id == tenant_id]
+
+    def _device_write(self, d: Device, token_changed: bool) -> Callable[[sqlite3.Connection], None]:
+        def fn(conn: sqlite3.Connection) -> None:
+            try:
+                _put(conn, d, d.name)
+            except sqlite3.IntegrityError as exc:
+                raise bad_request("Device with such name already exists!") from exc
+            if token_changed:
+                conn.execute("DELETE FROM credentials WHERE device_id=?", (d.id,))
+                try:
+                    conn.execute("INSERT INTO credentials(token, device_id) VALUES (?,?)", (d.token, d.id))
+                except sqlite3.IntegrityError as exc:
+                    raise bad_request("Device credentials are already assigned to another device!") from exc
+        return fn
+
+    def new_device(self, tenant_id: str, name: str, profile: DeviceProfile, token: str | None = None,
+                   additional_info: dict | None = None, **extra: Any) -> Device:
+        return Device(id=new_id(), tenant_id=tenant_id, customer_id=NULL_UUID, name=name, type=profile.name,
+                      profile_id=profile.id, additional_info=additional_info, token=token or random_token(),
+                      created_time=now_ms(), credentials_row_id=new_id(), **extra)
+
+    def get_or_create_device(self, tenant_id: str, name: str, type: str,
+                             additional_info: dict | None = None) -> tuple[Device, bool]:
+        """The gateway's device-on-connect (§7.3): existing device by name, or a new one (blocking)."""
+        found = self._devices_by_name.get((tenant_id, name))
+        if found:
+            return found, False
+        profile = self.find_or_create_device_profile(tenant_id, type or "default")
+        d = self.new_device(tenant_id, name, profile, additional_info=additional_info)
+        try:
+            self._write_sync(self._device_write(d, True))
+        except Exception:
+            again = self._devices_by_name.get((tenant_id, name))
+            if again:
+                return again, False
+            raise
+        self._cache_device(d)
+        return d, True
+
+    async def save_device(self, d: Device, expected_version: int | None = None) -> Device:
+        """Create or update (same id); bumps ``version``; a stale ``expected_version`` → 409."""
+        old = self._devices.get(d.id)
+        if old is not None:
+            if expected_version is not None and expected_version != old.version:
+                raise conflict("Device")
+            d = replace(d, version=old.version + 1)
+        await self._write(self._device_write(d, old is None or old.token != d.token))
+        self._cache_device(d)
+        return d
+
+    async def delete_device(self, device_id: str) -> None:
+        def fn(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM entity WHERE id=?", (device_id,))
+            conn.execute("DELETE FROM credentials WHERE device_id=?", (device_id,))
+        await self._write(fn)
+        self._uncache_device(device_id)
+
+    # -- assets ----------------------------------------------------------------------------------
+
+    def asset_by_id(self, asset_id: str) -> Asset | None:
+        return self._assets.get(asset_id)
+
+    def asset_by_name(self, tenant_id: str, name: str) -> Asset | None:
+        return self._assets_by_name.get((tenant_id, name))
+
+    def assets(self, tenant_id: str) -> list[Asset]:
+        return [a for a in self._assets.values() if a.tenant_id == tenant_id]
+
+    async def save_asset(self, a: Asset, expected_version: int | None = None) -> Asset:
+        old = self._assets.get(a.id)
+        if old is not None:
+            if expected_version is not None and expected_version != old.version:
+                raise conflict("Asset")
+            a = replace(a, version=old.version + 1)
+        await self._write(self._unique(lambda c: _put(c, a, a.name), "Asset with such name already exists!"))
+        self._cache_asset(a)
+        return a
+
+    async def delete_asset(self, asset_id: str) -> None:
+        await self._write(lambda c: c.execute("DELETE FROM entity WHERE id=?", (asset_id,)))
+        old = self._assets.pop(asset_id, None)
+        if old:
+            self._assets_by_name.pop((old.tenant_id, old.name), None)
+
+
+def _default_profile_fields() -> dict:
+    return {"type": "DEFAULT", "transportType": "DEFAULT", "provisionType": "DISABLED",
+            "profileData": {"configuration": {"type": "DEFAULT"}, "transportConfiguration": {"type": "DEFAULT"},
+                            "provisionConfiguration": {"type": "DISABLED", "provisionDeviceSecret": None},
+                            "alarms": None}}

@@ -1,0 +1,228 @@
+"""Time series and attributes: batched writes through the writer, reads and aggregation in SQL.
+
+Points are keyed by (series, ts) where a series is one (entity, key): writing the same ts again
+overwrites, as ThingsBoard does (the Spark sink relies on it). The latest value per series is kept
+in ``ts_latest`` in the same transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections import defaultdict
+from typing import Any, Callable, Iterable
+
+from tbspark.platform.store.schema import KIND_CODES, KIND_NAMES
+
+log = logging.getLogger(__name__)
+
+_BOOL = KIND_CODES["BOOLEAN"]
+_LONG = KIND_CODES["LONG"]
+_DOUBLE = KIND_CODES["DOUBLE"]
+AGGREGATIONS = ("NONE", "AVG", "MIN", "MAX", "SUM", "COUNT")
+
+AttrListener = Callable[[str, str, str, dict], Any]
+
+
+def _decode(code: int, v: Any) -> tuple[str, Any]:
+    if code == _BOOL:
+        return "BOOLEAN", bool(v)
+    return KIND_NAMES[code], v
+
+
+class TelemetryStore:
+    """Mixin of :class:`Store`; needs ``self._writer`` and ``self._read()`` (a read connection)."""
+
+    def _init_telemetry(self, conn: sqlite3.Connection) -> None:
+        # Writer-thread only: (entity_id, key) → sid, filled lazily from ts_series.
+        self._sids: dict[tuple[str, str], int] = {}
+        for sid, entity_id, key in conn.execute("SELECT sid, entity_id, key FROM ts_series"):
+            self._sids[(entity_id, key)] = sid
+        self._attr_listeners: list[AttrListener] = []
+        self.ts_points_written = 0
+        self.attr_values_written = 0
+
+    def add_attribute_listener(self, cb: AttrListener) -> None:
+        """``cb(entity_type, entity_id, scope, changed)`` after SHARED_SCOPE attributes were saved."""
+        self._attr_listeners.append(cb)
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def _sid(self, conn: sqlite3.Connection, entity_type: str, entity_id: str, key: str) -> int:
+        sid = self._sids.get((entity_id, key))
+        if sid is None:
+            cur = conn.execute("INSERT INTO ts_series(entity_type, entity_id, key) VALUES (?,?,?)",
+                               (entity_type, entity_id, key))
+            sid = cur.lastrowid
+            self._sids[(entity_id, key)] = sid
+        return sid
+
+    def _ts_write_fn(self, entity_type: str, entity_id: str, entries: list) -> Callable[[sqlite3.Connection], None]:
+        def fn(conn: sqlite3.Connection) -> None:
+            rows = []
+            latest: dict[int, tuple] = {}
+            for ts, key, kind, value in entries:
+                sid = self._sid(conn, entity_type, entity_id, key)
+                row = (sid, ts, KIND_CODES[kind], value)
+                rows.append(row)
+                cur = latest.get(sid)
+                if cur is None or ts >= cur[1]:
+                    latest[sid] = row
+            conn.executemany("INSERT OR REPLACE INTO ts_kv(sid, ts, kind, v) VALUES (?,?,?,?)", rows)
+            conn.executemany(
+                "INSERT INTO ts_latest(sid, ts, kind, v) VALUES (?,?,?,?) ON CONFLICT(sid) DO UPDATE SET "
+                "ts=excluded.ts, kind=excluded.kind, v=excluded.v WHERE excluded.ts >= ts_latest.ts",
+                list(latest.values()))
+            self.ts_points_written += len(rows)
+        return fn
+
+    async def save_timeseries(self, entity_type: str, entity_id: str,
+                              entries: list[tuple[int, str, str, Any]]) -> None:
+        """Save ``[(ts, key, kind, value)]``; returns after the batch holding it committed."""
+        if entries:
+            await asyncio.wrap_future(self._writer.submit(self._ts_write_fn(entity_type, entity_id, entries)))
+
+    def save_timeseries_sync(self, entity_type: str, entity_id: str, entries: list) -> None:
+        if entries:
+            self._writer.run(self._ts_write_fn(entity_type, entity_id, entries))
+
+    def _attr_write_fn(self, entity_type: str, entity_id: str, scope: str, values: dict, ts: int):
+        def fn(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT OR REPLACE INTO attr(entity_id, scope, key, kind, v, last_update_ts, entity_type) "
+                "VALUES (?,?,?,?,?,?,?)",
+                [(entity_id, scope, k, KIND_CODES[kind], v, ts, entity_type) for k, (kind, v) in values.items()])
+            self.attr_values_written += len(values)
+        return fn
+
+    async def save_attributes(self, entity_type: str, entity_id: str, scope: str,
+                              values: dict[str, tuple[str, Any]], ts: int) -> None:
+        if not values:
+            return
+        await asyncio.wrap_future(self._writer.submit(self._attr_write_fn(entity_type, entity_id, scope, values, ts)))
+        if scope == "SHARED_SCOPE":
+            for cb in list(self._attr_listeners):
+                try:
+                    cb(entity_type, entity_id, scope, dict(values))
+                except Exception:
+                    log.exception("attribute listener failed")
+
+    async def delete_attributes(self, entity_id: str, scope: str, keys: list[str]) -> None:
+        def fn(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM attr WHERE entity_id=? AND scope=? AND key=?",
+                             [(entity_id, scope, k) for k in keys])
+        await asyncio.wrap_future(self._writer.submit(fn))
+
+    async def delete_timeseries(self, entity_id: str, keys: list[str]) -> None:
+        def fn(conn: sqlite3.Connection) -> None:
+            for k in keys:
+                row = conn.execute("SELECT sid FROM ts_series WHERE entity_id=? AND key=?", (entity_id, k)).fetchone()
+                if row:
+                    conn.execute("DELETE FROM ts_kv WHERE sid=?", row)
+                    conn.execute("DELETE FROM ts_latest WHERE sid=?", row)
+        await asyncio.wrap_future(self._writer.submit(fn))
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def get_attributes(self, entity_type: str, entity_id: str, scope: str,
+                       keys: Iterable[str] | None = None) -> dict[str, tuple[str, Any, int]]:
+        """``{key: (kind, value, last_update_ts)}`` of one scope (all keys when ``keys`` is None)."""
+        conn = self._read()
+        sql = "SELECT key, kind, v, last_update_ts FROM attr WHERE entity_id=? AND scope=?"
+        args: list[Any] = [entity_id, scope]
+        if keys is not None:
+            keys = list(keys)
+            if not keys:
+                return {}
+            sql += f" AND key IN ({','.join('?' * len(keys))})"
+            args += keys
+        out = {}
+        for key, code, v, ts in conn.execute(sql, args):
+            kind, value = _decode(code, v)
+            out[key] = (kind, value, ts)
+        return out
+
+    def attribute_keys(self, entity_id: str, scope: str | None = None) -> list[str]:
+        conn = self._read()
+        if scope is None:
+            rows = conn.execute("SELECT key FROM attr WHERE entity_id=? ORDER BY scope, key", (entity_id,))
+        else:
+            rows = conn.execute("SELECT key FROM attr WHERE entity_id=? AND scope=? ORDER BY key", (entity_id, scope))
+        return [r[0] for r in rows]
+
+    def _series(self, conn: sqlite3.Connection, entity_id: str, keys: list[str] | None) -> dict[str, int]:
+        rows = conn.execute("SELECT key, sid FROM ts_series WHERE entity_id=?", (entity_id,)).fetchall()
+        found = dict(rows)
+        if keys is None:
+            return found
+        return {k: found[k] for k in keys if k in found}
+
+    def timeseries_keys(self, entity_id: str) -> list[str]:
+        conn = self._read()
+        return [r[0] for r in conn.execute(
+            "SELECT s.key FROM ts_series s JOIN ts_latest l ON l.sid = s.sid WHERE s.entity_id=? ORDER BY s.key",
+            (entity_id,))]
+
+    def latest(self, entity_id: str, keys: list[str] | None = None) -> dict[str, tuple[int, str, Any]]:
+        """``{key: (ts, kind, value)}`` of the keys that have a latest value."""
+        conn = self._read()
+        out = {}
+        for key, sid in self._series(conn, entity_id, keys).items():
+            row = conn.execute("SELECT ts, kind, v FROM ts_latest WHERE sid=?", (sid,)).fetchone()
+            if row:
+                kind, value = _decode(row[1], row[2])
+                out[key] = (row[0], kind, value)
+        return out
+
+    def history_sync(self, entity_id: str, keys: list[str] | None, start_ts: int, end_ts: int,
+                     interval: int = 0, agg: str = "NONE", limit: int = 100,
+                     order: str = "DESC") -> dict[str, list[tuple[int, str, Any]]]:
+        """Points in ``[start_ts, end_ts)`` per key; aggregated in SQL into ``interval``-ms buckets
+        whose ts is the bucket's middle (§5.3). Keys without data are absent."""
+        conn = self._read()
+        desc = order.upper() != "ASC"
+        out: dict[str, list] = {}
+        for key, sid in self._series(conn, entity_id, keys).items():
+            if agg == "NONE" or interval <= 0:
+                rows = conn.execute(
+                    f"SELECT ts, kind, v FROM ts_kv WHERE sid=? AND ts>=? AND ts<? ORDER BY ts {'DESC' if desc else 'ASC'}"
+                    " LIMIT ?", (sid, start_ts, end_ts, limit)).fetchall()
+                points = [(ts, *_decode(code, v)) for ts, code, v in rows]
+            else:
+                points = self._aggregate(conn, sid, start_ts, end_ts, interval, agg)
+                if desc:
+                    points.reverse()
+            if points:
+                out[key] = points
+        return out
+
+    async def history(self, *args: Any, **kwargs: Any) -> dict[str, list[tuple[int, str, Any]]]:
+        """:meth:`history_sync` on a worker thread, so a long scan never stalls MQTT sessions."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, lambda: self.history_sync(*args, **kwargs))
+
+    @staticmethod
+    def _aggregate(conn: sqlite3.Connection, sid: int, start: int, end: int, interval: int, agg: str) -> list:
+        numeric = f"kind IN ({_LONG},{_DOUBLE})"
+        if agg == "COUNT":
+            sql = "SELECT (ts-?)/? AS b, COUNT(*), 0 FROM ts_kv WHERE sid=? AND ts>=? AND ts<? GROUP BY b"
+        else:
+            fn = {"AVG": "AVG", "MIN": "MIN", "MAX": "MAX", "SUM": "SUM"}[agg]
+            sql = (f"SELECT (ts-?)/? AS b, {fn}(v), MAX(kind) FROM ts_kv "
+                   f"WHERE sid=? AND ts>=? AND ts<? AND {numeric} GROUP BY b")
+        points = []
+        for b, value, max_kind in conn.execute(sql, (start, interval, sid, start, end)):
+            lo = start + b * interval
+            hi = min(lo + interval, end)
+            ts = lo + (hi - lo) // 2
+            if agg == "COUNT":
+                points.append((ts, "LONG", value))
+            elif agg == "AVG":
+                points.append((ts, "DOUBLE", float(value)))
+            elif max_kind == _DOUBLE:
+                points.append((ts, "DOUBLE", float(value)))
+            else:
+                points.append((ts, "LONG", int(value)))
+        points.sort()
+        return points

@@ -1,0 +1,120 @@
+"""Device API payloads (contract §6.2, §6.5): telemetry and attribute publishes → TbMsgs, attribute
+request answers, and the session limits the official client asks for. No socket code here."""
+
+from __future__ import annotations
+
+import json
+
+from tbspark.platform import values
+from tbspark.platform.rules.msg import POST_ATTRIBUTES, POST_TELEMETRY, TO_SERVER_RPC, TbMsg
+
+TELEMETRY_TOPICS = ("v1/devices/me/telemetry", "v2/t", "v2/t/j")
+ATTRIBUTES_TOPICS = ("v1/devices/me/attributes", "v2/a", "v2/a/j")
+ATTR_REQUEST_PREFIX = "v1/devices/me/attributes/request/"
+ATTR_RESPONSE_PREFIX = "v1/devices/me/attributes/response/"
+RPC_REQUEST_PREFIX = "v1/devices/me/rpc/request/"
+RPC_RESPONSE_PREFIX = "v1/devices/me/rpc/response/"
+
+# Subscription bits: what a session has asked to receive.
+SUB_ATTRIBUTES = 1
+SUB_ATTR_RESPONSE = 2
+SUB_RPC_REQUEST = 4
+SUB_RPC_RESPONSE = 8
+SUB_GW_ATTRIBUTES = 16
+SUB_GW_ATTR_RESPONSE = 32
+SUB_GW_RPC = 64
+SUB_OTHER = 128
+
+# The filters ThingsBoard's processSubscribe accepts (§6.2), and what each one turns on.
+ALLOWED_FILTERS = {
+    "v1/devices/me/attributes": SUB_ATTRIBUTES, "v2/a": SUB_ATTRIBUTES, "v2/a/j": SUB_ATTRIBUTES,
+    "v1/devices/me/attributes/response/+": SUB_ATTR_RESPONSE, "v2/a/res/+": SUB_ATTR_RESPONSE,
+    "v2/a/res/j/+": SUB_ATTR_RESPONSE,
+    "v1/devices/me/rpc/request/+": SUB_RPC_REQUEST, "v2/r/req/+": SUB_RPC_REQUEST, "v2/r/req/j/+": SUB_RPC_REQUEST,
+    "v1/devices/me/rpc/response/+": SUB_RPC_RESPONSE, "v2/r/res/+": SUB_RPC_RESPONSE,
+    "v2/r/res/j/+": SUB_RPC_RESPONSE,
+    "v1/gateway/attributes": SUB_GW_ATTRIBUTES, "v1/gateway/attributes/response": SUB_GW_ATTR_RESPONSE,
+    "v1/gateway/rpc": SUB_GW_RPC,
+    "v2/fw/response/+/chunk/+": SUB_OTHER, "v2/sw/response/+/chunk/+": SUB_OTHER,
+    "v1/devices/me/claim": SUB_OTHER, "/provision/response": SUB_OTHER, "v1/devices/me/provision/response": SUB_OTHER,
+}
+
+_COMPACT = (",", ":")
+
+
+def dumps(obj) -> bytes:
+    return json.dumps(obj, separators=_COMPACT, ensure_ascii=False).encode("utf-8")
+
+
+def _data_of(kv: dict) -> dict:
+    """Typed (kind, value) pairs → message data (JSON kinds back to nested JSON)."""
+    return {k: (json.loads(v) if kind == values.JSON else v) for k, (kind, v) in kv.items()}
+
+
+def telemetry_msgs(device, payload: bytes, now_ms: int) -> list[TbMsg]:
+    """One POST_TELEMETRY_REQUEST per payload element (arrays are not merged, §6.5).
+    Raises ValueError (values.PayloadError included) on malformed JSON or a wrong shape."""
+    entries = values.parse_telemetry(values.loads(payload), now_ms)
+    origin = ("DEVICE", device.id)
+    name, dtype = device.name, device.type
+    out = []
+    for ts, kv in entries:
+        out.append(TbMsg(POST_TELEMETRY, origin, _data_of(kv),
+                         {"deviceName": name, "deviceType": dtype, "ts": str(ts)},
+                         device.tenant_id, device.customer_id, None, device.profile_id, now_ms))
+    return out
+
+
+def attributes_msg(device, payload: bytes, now_ms: int) -> TbMsg | None:
+    kv = values.parse_attributes(values.loads(payload))
+    if not kv:
+        return None
+    return TbMsg(POST_ATTRIBUTES, ("DEVICE", device.id), _data_of(kv),
+                 {"deviceName": device.name, "deviceType": device.type, "notifyDevice": "false",
+                  "ts": str(now_ms)},
+                 device.tenant_id, device.customer_id, None, device.profile_id, now_ms)
+
+
+def rpc_msg(device, request_id: str, body, now_ms: int) -> TbMsg:
+    return TbMsg(TO_SERVER_RPC, ("DEVICE", device.id), body,
+                 {"deviceName": device.name, "deviceType": device.type, "requestId": request_id,
+                  "ts": str(now_ms)},
+                 device.tenant_id, device.customer_id, None, device.profile_id, now_ms)
+
+
+def _keys(text) -> list[str] | None:
+    if text is None:
+        return None
+    if isinstance(text, list):
+        return [str(k).strip() for k in text if str(k).strip()]
+    return [k.strip() for k in str(text).split(",") if k.strip()]
+
+
+def attribute_response(store, device_id: str, payload: bytes) -> dict:
+    """``{"clientKeys":"a,b","sharedKeys":"c"}`` → ``{"client":{…},"shared":{…}}``; no keys at all
+    asks for every client and shared attribute; empty sections are omitted (§6.2)."""
+    req = values.loads(payload) if payload.strip() else {}
+    if not isinstance(req, dict):
+        raise values.PayloadError("attribute request must be a JSON object")
+    client, shared = _keys(req.get("clientKeys")), _keys(req.get("sharedKeys"))
+    if client is None and shared is None:
+        client_found = store.get_attributes("DEVICE", device_id, "CLIENT_SCOPE", None)
+        shared_found = store.get_attributes("DEVICE", device_id, "SHARED_SCOPE", None)
+    else:
+        client_found = store.get_attributes("DEVICE", device_id, "CLIENT_SCOPE", client) if client else {}
+        shared_found = store.get_attributes("DEVICE", device_id, "SHARED_SCOPE", shared) if shared else {}
+    out = {}
+    if client_found:
+        out["client"] = {k: values.render_typed(e[0], e[1]) for k, e in client_found.items()}
+    if shared_found:
+        out["shared"] = {k: values.render_typed(e[0], e[1]) for k, e in shared_found.items()}
+    return out
+
+
+def session_limits(max_payload: int, gateway: bool) -> dict:
+    """Answer to the getSessionLimits client RPC (§6.6): no rate limits configured."""
+    limits = {"maxPayloadSize": max_payload, "maxInflightMessages": 100,
+              "rateLimits": {"messages": "", "telemetryMessages": "", "telemetryDataPoints": ""}}
+    if gateway:
+        limits["gatewayRateLimits"] = {"messages": "", "telemetryMessages": "", "telemetryDataPoints": ""}
+    return limits

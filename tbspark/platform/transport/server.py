@@ -1,0 +1,221 @@
+"""The platform's MQTT transport: listens, tracks sessions, batches engine-bound messages of all
+sessions into one ``engine.process`` call, writes each session's PUBACKs in one go, enforces
+keep-alive (1.5 × the client's value) and pushes shared-attribute changes to subscribed devices."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+
+from tbspark.errors import PortInUseError
+from tbspark.platform import values
+from tbspark.platform.transport import device_api as api
+from tbspark.platform.transport.session import CONNECTED, MqttSession
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0   # a socket that sends no CONNECT within this is closed
+SWEEP_INTERVAL_S = 1.0
+PAUSE_ABOVE = 20_000       # queued messages above which sessions stop being read (backpressure)
+
+
+class MqttServer:
+    def __init__(self, store, engine, host: str, port: int, max_packet_size: int = 65536):
+        self.store = store
+        self.engine = engine
+        self.host = host
+        self.port = port
+        self.max_packet_size = max_packet_size
+        self.sessions: set[MqttSession] = set()
+        self.by_device: dict[str, list[MqttSession]] = {}      # device id → connected sessions
+        self.gw_subdevices: dict[str, list[MqttSession]] = {}  # sub-device id → gateway sessions
+        self._server: asyncio.AbstractServer | None = None
+        self._msgs: list = []
+        self._acks: list = []
+        self._paused: list[MqttSession] = []
+        self._wake: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._worker: asyncio.Task | None = None
+        self._sweeper: asyncio.Task | None = None
+        self.connections_total = 0
+        self.messages = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.errors = 0
+        self.rejected = 0
+        self.malformed = 0
+        self.unknown_topic = 0
+        self.batches = 0
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> int:
+        """Bind and serve; returns the bound port (``port=0`` picks a free one)."""
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        try:
+            self._server = await loop.create_server(lambda: MqttSession(self), self.host, self.port,
+                                                    backlog=4096, reuse_address=True)
+        except OSError as exc:
+            raise PortInUseError(self.port, "--mqtt-port", self.host) from exc
+        sock = self._server.sockets[0]
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.port = sock.getsockname()[1]
+        self._worker = asyncio.ensure_future(self._work())
+        self._sweeper = asyncio.ensure_future(self._sweep())
+        add = getattr(self.store, "add_attribute_listener", None)
+        if add is not None:
+            add(self._on_attributes)
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop accepting, acknowledge what is already queued, close every session."""
+        if self._server is not None:
+            self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._drain()
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        for s in list(self.sessions):
+            s.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    def stats(self) -> dict:
+        return {"connections": sum(1 for s in self.sessions if s.state == CONNECTED),
+                "sockets": len(self.sessions), "connections_total": self.connections_total,
+                "messages": self.messages, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
+                "errors": self.errors, "rejected_connects": self.rejected, "malformed": self.malformed,
+                "unknown_topic": self.unknown_topic, "batches": self.batches,
+                "queued": len(self._msgs)}
+
+    def spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------------------ sessions
+
+    def on_open(self, s: MqttSession) -> None:
+        self.sessions.add(s)
+        self.connections_total += 1
+        sock = s.transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def on_connected(self, s: MqttSession) -> None:
+        self.by_device.setdefault(s.device.id, []).append(s)
+
+    def on_close(self, s: MqttSession) -> None:
+        self.sessions.discard(s)
+        if s.device is not None:
+            lst = self.by_device.get(s.device.id)
+            if lst and s in lst:
+                lst.remove(s)
+                if not lst:
+                    del self.by_device[s.device.id]
+        if s.gateway is not None:
+            s.gateway.detach_all()
+
+    def on_subdevice(self, s: MqttSession, dev, attached: bool) -> None:
+        lst = self.gw_subdevices.setdefault(dev.id, [])
+        if attached and s not in lst:
+            lst.append(s)
+        elif not attached and s in lst:
+            lst.remove(s)
+        if not lst:
+            del self.gw_subdevices[dev.id]
+
+    async def _sweep(self) -> None:
+        """Keep-alive: a session silent for 1.5 × its keep-alive is closed (§3.1.2.10 of MQTT)."""
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            now = time.monotonic()
+            for s in list(self.sessions):
+                idle = now - s.last_seen
+                if s.state == CONNECTED:
+                    if s.keep_alive and idle > 1.5 * s.keep_alive:
+                        log.info("keep-alive expired for %s", s.device.name)
+                        s.close(0x8D)
+                elif idle > CONNECT_TIMEOUT_S:
+                    s.close()
+
+    # ------------------------------------------------------------------------------ batching
+
+    def submit(self, s: MqttSession, msgs: list, ack: bytes | None) -> None:
+        """Queue engine-bound messages; ``ack`` (a PUBACK) is written once they are processed."""
+        self._msgs.extend(msgs)
+        if ack is not None:
+            self._acks.append((s, ack))
+        if len(self._msgs) > PAUSE_ABOVE and s.transport is not None and not s.transport.is_closing():
+            s.transport.pause_reading()
+            self._paused.append(s)
+        self._wake.set()
+
+    async def _work(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._drain()
+
+    async def _drain(self) -> None:
+        while self._msgs or self._acks:
+            msgs, acks = self._msgs, self._acks
+            self._msgs, self._acks = [], []
+            self.batches += 1
+            try:
+                if msgs:
+                    await self.engine.process(msgs)
+            except Exception:  # noqa: BLE001 - not acknowledged: the devices will resend
+                log.exception("rule engine failed on a batch of %d messages", len(msgs))
+                self.errors += 1
+                for s, _ in acks:
+                    s.close(0x80)
+                acks = []
+            per: dict[MqttSession, list] = {}
+            for s, a in acks:
+                per.setdefault(s, []).append(a)
+            for s, parts in per.items():
+                s.write(b"".join(parts) if len(parts) > 1 else parts[0])
+            if self._paused and len(self._msgs) <= PAUSE_ABOVE:
+                paused, self._paused = self._paused, []
+                for s in paused:
+                    if s.transport is not None and not s.transport.is_closing():
+                        s.transport.resume_reading()
+
+    # ------------------------------------------------------------------------------ pushes
+
+    def _on_attributes(self, entity_type: str, entity_id: str, scope: str, changed: dict) -> None:
+        """Shared-attribute change → ``v1/devices/me/attributes`` (device sessions subscribed to it)
+        and ``v1/gateway/attributes`` (gateways that connected the device)."""
+        if entity_type != "DEVICE" or scope != "SHARED_SCOPE":
+            return
+        data, deleted = {}, []
+        for k, v in changed.items():
+            kind, value = (v[0], v[1]) if isinstance(v, tuple) else (None, v)
+            if value is None:
+                deleted.append(k)
+            else:
+                data[k] = values.render_typed(kind, value) if kind else value
+        payload = api.dumps(data) if data else None
+        gone = api.dumps({"deleted": deleted}) if deleted else None
+        for s in self.by_device.get(entity_id, ()):
+            if s.subs & api.SUB_ATTRIBUTES:
+                for p in (payload, gone):
+                    if p is not None:
+                        s.publish("v1/devices/me/attributes", p)
+        for s in self.gw_subdevices.get(entity_id, ()):
+            if s.subs & api.SUB_GW_ATTRIBUTES and data:
+                dev = self.store.device_by_id(entity_id)
+                s.publish("v1/gateway/attributes",
+                          api.dumps({"device": dev.name if dev else entity_id, "data": data}))

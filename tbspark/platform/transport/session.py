@@ -1,0 +1,283 @@
+"""One MQTT connection (asyncio Protocol): CONNECT with the device token, then device-API and
+gateway-API publishes. Every complete packet of one read is decoded together, engine-bound messages
+go to the server's shared batch, and direct replies leave in one write."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from tbspark.mqtt import codec as c
+from tbspark.platform.transport import device_api as api
+
+log = logging.getLogger(__name__)
+
+AWAIT_CONNECT, CONNECTED, CLOSING = 0, 1, 2
+
+
+class MqttSession(asyncio.Protocol):
+    __slots__ = ("server", "transport", "decoder", "level", "device", "keep_alive", "last_seen",
+                 "subs", "gateway", "state", "__weakref__")
+
+    def __init__(self, server):
+        self.server = server
+        self.transport = None
+        self.decoder = c.StreamDecoder(server.max_packet_size)
+        self.level = c.MQTT_311
+        self.device = None
+        self.keep_alive = 0
+        self.last_seen = time.monotonic()
+        self.subs = 0
+        self.gateway = None  # GatewayHandler for devices flagged as gateways
+        self.state = AWAIT_CONNECT
+
+    # ------------------------------------------------------------------------ asyncio callbacks
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.server.on_open(self)
+
+    def connection_lost(self, exc) -> None:
+        self.state = CLOSING
+        self.server.on_close(self)
+
+    def data_received(self, data: bytes) -> None:
+        server = self.server
+        server.bytes_in += len(data)
+        self.last_seen = time.monotonic()
+        try:
+            packets = self.decoder.feed(data)
+        except c.MqttProtocolError as exc:
+            server.errors += 1
+            log.info("closing MQTT session %s: %s", self._who(), exc.message)
+            self.close(exc.reason_code)
+            return
+        out: list[bytes] = []
+        for ptype, flags, body in packets:
+            if self.state != CONNECTED:
+                if self.state == AWAIT_CONNECT and ptype == c.CONNECT:
+                    self._on_connect(body, out)
+                    if self.state == CONNECTED:
+                        continue
+                else:
+                    server.errors += 1
+                    self._flush(out)
+                    self.close(c.RC_PROTOCOL_ERROR)
+                break
+            try:
+                if ptype == c.PUBLISH:
+                    self._on_publish(c.decode_publish(flags, body, self.level), out)
+                elif ptype == c.PINGREQ:
+                    out.append(c.encode_pingresp())
+                elif ptype == c.SUBSCRIBE:
+                    self._on_subscribe(c.decode_packet(ptype, flags, body, self.level), out)
+                elif ptype == c.UNSUBSCRIBE:
+                    self._on_unsubscribe(c.decode_packet(ptype, flags, body, self.level), out)
+                elif ptype == c.DISCONNECT:
+                    self._flush(out)
+                    self.state = CLOSING
+                    self.transport.close()
+                    return
+                elif ptype in (c.PUBACK, c.PUBREC, c.PUBCOMP):
+                    pass  # we only publish QoS 0; tolerate acks anyway
+                elif ptype == c.PUBREL:
+                    out.append(c.encode_puback(int.from_bytes(body[:2], "big"), 0, self.level, kind=c.PUBCOMP))
+                else:
+                    raise c.MqttProtocolError(f"unexpected packet type {ptype}", c.RC_PROTOCOL_ERROR)
+            except c.MqttProtocolError as exc:
+                server.errors += 1
+                log.info("closing MQTT session %s: %s", self._who(), exc.message)
+                self._flush(out)
+                self.close(exc.reason_code)
+                return
+            if self.state == CLOSING:
+                return
+        self._flush(out)
+
+    # ------------------------------------------------------------------------ writes and closing
+
+    def _flush(self, out: list) -> None:
+        if out:
+            self.write(b"".join(out) if len(out) > 1 else out[0])
+            out.clear()
+
+    def write(self, data: bytes) -> None:
+        if self.state != CLOSING and not self.transport.is_closing():
+            self.server.bytes_out += len(data)
+            self.transport.write(data)
+
+    def close(self, reason_code: int | None = None) -> None:
+        """Close the session; MQTT 5 connected sessions get a DISCONNECT with the reason first."""
+        if self.state == CLOSING:
+            return
+        if reason_code and self.level == c.MQTT_5 and self.state == CONNECTED:
+            self.write(c.encode_disconnect(reason_code, c.MQTT_5))
+        self.state = CLOSING
+        if self.transport is not None:
+            self.transport.close()
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Server → device message (QoS 0: devices need no ack bookkeeping for pushes)."""
+        self.write(c.encode_publish(topic, payload, 0, protocol_level=self.level))
+
+    def _who(self) -> str:
+        return self.device.name if self.device is not None else "(not connected)"
+
+    # ------------------------------------------------------------------------ CONNECT
+
+    def _on_connect(self, body, out: list) -> None:
+        server = self.server
+        try:
+            conn = c.decode_packet(c.CONNECT, 0, body)
+        except c.MqttProtocolError as exc:
+            server.errors += 1
+            if exc.reason_code == c.RC_UNSUPPORTED_VERSION:
+                # Answer in the version we can speak; 3.1.1 code 1 = unacceptable protocol version.
+                level = body[6] if len(body) > 6 else 4
+                rc = c.RC_UNSUPPORTED_VERSION if level == 5 else 1
+                self.write(c.encode_connack(rc, protocol_level=5 if level == 5 else 4))
+            self.close()
+            return
+        self.level = 5 if conn.protocol_level == 5 else 4
+        v5 = self.level == c.MQTT_5
+        device = server.store.device_by_token(conn.username) if conn.username else None
+        if device is None:
+            # §6.1: which code depends on what the CONNECT carried.
+            if conn.username:
+                rc5, rc3 = c.RC_BAD_USERNAME_PASSWORD, 5
+            elif conn.client_id:
+                rc5, rc3 = c.RC_CLIENT_ID_INVALID, 2
+            else:
+                rc5, rc3 = c.RC_NOT_AUTHORIZED, 5
+            server.rejected += 1
+            data = c.encode_connack(rc5 if v5 else rc3, protocol_level=self.level)
+            if v5:
+                data += c.encode_disconnect(rc5, c.MQTT_5)  # as ThingsBoard's closeCtx does
+            self.write(data)
+            self.close()
+            return
+        self.device = device
+        self.keep_alive = conn.keep_alive
+        self.state = CONNECTED
+        props = None
+        if v5:
+            props = {c.PROP_MAXIMUM_QOS: 1, c.PROP_RETAIN_AVAILABLE: 0,
+                     c.PROP_MAXIMUM_PACKET_SIZE: server.max_packet_size,
+                     c.PROP_WILDCARD_SUB_AVAILABLE: 0, c.PROP_SHARED_SUB_AVAILABLE: 0}
+            if not conn.client_id:
+                props[c.PROP_ASSIGNED_CLIENT_ID] = f"tbspark-{id(self):x}"
+        out.append(c.encode_connack(0, protocol_level=self.level, properties=props))
+        info = device.additional_info or {}
+        if info.get("gateway") is True:
+            from tbspark.platform.transport.gateway import GatewayHandler
+            self.gateway = GatewayHandler(self)
+        server.on_connected(self)
+
+    # ------------------------------------------------------------------------ SUBSCRIBE
+
+    def _on_subscribe(self, sub, out: list) -> None:
+        codes = []
+        for flt, opts in sub.topics:
+            bit = api.ALLOWED_FILTERS.get(flt)
+            if bit is None:
+                codes.append(c.RC_TOPIC_FILTER_INVALID if self.level == c.MQTT_5 else 0x80)
+            else:
+                self.subs |= bit
+                codes.append(min(opts & 3, 1))
+        out.append(c.encode_suback(sub.packet_id, codes, self.level))
+
+    def _on_unsubscribe(self, uns, out: list) -> None:
+        for flt in uns.filters:
+            self.subs &= ~api.ALLOWED_FILTERS.get(flt, 0)
+        out.append(c.encode_unsuback(uns.packet_id, [0] * len(uns.filters), self.level))
+
+    # ------------------------------------------------------------------------ PUBLISH
+
+    def ack(self, pub, reason: int = 0) -> bytes | None:
+        if pub.qos == 0:
+            return None
+        return c.encode_puback(pub.packet_id, reason, self.level)
+
+    def malformed(self, pub, out: list, exc: Exception) -> None:
+        """§6.4: MQTT 5 QoS 1 → PUBACK 0x99 and the session stays; otherwise disconnect."""
+        self.server.malformed += 1
+        log.info("malformed payload from %s on %s: %s", self._who(), pub.topic, exc)
+        if self.level == c.MQTT_5 and pub.qos >= 1:
+            out.append(c.encode_puback(pub.packet_id, c.RC_PAYLOAD_FORMAT_INVALID, self.level))
+        else:
+            self._flush(out)
+            self.close(c.RC_PAYLOAD_FORMAT_INVALID)
+
+    def _on_publish(self, pub, out: list) -> None:
+        server = self.server
+        server.messages += 1
+        topic = pub.topic
+        device = self.device
+        now_ms = int(time.time() * 1000)
+        if topic in api.TELEMETRY_TOPICS:
+            try:
+                msgs = api.telemetry_msgs(device, pub.payload, now_ms)
+            except ValueError as exc:
+                self.malformed(pub, out, exc)
+                return
+            self._submit(msgs, pub, out)
+        elif topic in api.ATTRIBUTES_TOPICS:
+            try:
+                msg = api.attributes_msg(device, pub.payload, now_ms)
+            except ValueError as exc:
+                self.malformed(pub, out, exc)
+                return
+            self._submit([msg] if msg is not None else [], pub, out)
+        elif topic.startswith(api.ATTR_REQUEST_PREFIX):
+            request_id = topic[len(api.ATTR_REQUEST_PREFIX):]
+            try:
+                answer = api.attribute_response(server.store, device.id, pub.payload)
+            except ValueError as exc:
+                self.malformed(pub, out, exc)
+                return
+            ack = self.ack(pub)
+            if ack:
+                out.append(ack)
+            out.append(c.encode_publish(api.ATTR_RESPONSE_PREFIX + request_id, api.dumps(answer),
+                                        protocol_level=self.level))
+        elif topic.startswith(api.RPC_REQUEST_PREFIX):
+            self._on_client_rpc(pub, topic[len(api.RPC_REQUEST_PREFIX):], now_ms, out)
+        elif topic.startswith(api.RPC_RESPONSE_PREFIX) or topic == "v1/devices/me/claim":
+            ack = self.ack(pub)  # no server-side RPC or claiming here: accepted and dropped
+            if ack:
+                out.append(ack)
+        elif topic.startswith("v1/gateway/"):
+            if self.gateway is None:
+                # §7.1: ThingsBoard only logs this; no PUBACK is sent.
+                log.warning("device %s is not a gateway but published to %s", device.name, topic)
+                return
+            self.gateway.on_publish(pub, now_ms, out)
+        else:
+            server.unknown_topic += 1
+            if pub.qos:
+                out.append(c.encode_puback(pub.packet_id, c.RC_TOPIC_NAME_INVALID if self.level == 5 else 0,
+                                           self.level))
+
+    def _submit(self, msgs: list, pub, out: list) -> None:
+        """Engine-bound messages: the PUBACK waits for the batch's ``engine.process``."""
+        if msgs:
+            self.server.submit(self, msgs, self.ack(pub))
+        elif pub.qos:
+            out.append(self.ack(pub))
+
+    def _on_client_rpc(self, pub, request_id: str, now_ms: int, out: list) -> None:
+        try:
+            body = api.values.loads(pub.payload)
+        except ValueError as exc:
+            self.malformed(pub, out, exc)
+            return
+        if isinstance(body, dict) and body.get("method") == "getSessionLimits":
+            ack = self.ack(pub)
+            if ack:
+                out.append(ack)
+            limits = api.session_limits(self.server.max_packet_size, self.gateway is not None)
+            out.append(c.encode_publish(api.RPC_RESPONSE_PREFIX + request_id, api.dumps(limits),
+                                        protocol_level=self.level))
+            return
+        self._submit([api.rpc_msg(self.device, request_id, body, now_ms)], pub, out)

@@ -1,0 +1,302 @@
+"""`tbspark provision`: make a ThingsBoard (real or embedded) hold exactly what a scenario needs —
+forwarding rule chain, device profiles, devices with tokens and client attributes, zone assets,
+the gateway — idempotently, and record it in provision.json for simulate and verify."""
+
+from __future__ import annotations
+
+import secrets
+import string
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from tbspark.errors import TbApiError
+from tbspark.settings import Connection
+from tbspark.state import StateDir, write_json_atomic
+from tbspark.thingsboard.mqtt import publish_attributes_many
+from tbspark.thingsboard.rest import TbRestClient
+from tbspark.thingsboard.rulechain import (
+    build_rule_chain,
+    chain_name,
+    metadata_matches,
+    platform_bootstrap,
+)
+
+Progress = Callable[[str, int, int], None]  # (stage, done so far, total)
+KINDS = ("rule_chain", "device_profiles", "devices", "attributes", "assets", "gateway")
+REST_WORKERS = 8
+MQTT_WORKERS = 32
+
+
+@dataclass
+class ProvisionReport:
+    scenario: str
+    tb_url: str
+    dry_run: bool
+    created: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    existing: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    updated: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    plan: list[str] = field(default_factory=list)
+    record_path: str | None = None
+    elapsed_s: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        return any(self.created.values()) or any(self.updated.values())
+
+
+def _token() -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(20))
+
+
+def _eid(entity: dict) -> str:
+    return entity["id"]["id"]
+
+
+def _ref(kind: str, uuid: str) -> dict:
+    return {"entityType": kind, "id": uuid}
+
+
+def _pmap(fn: Callable[[Any], Any], items: list, workers: int, stage: str,
+          progress: Progress | None) -> list:
+    if not items:
+        return []
+    out = []
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        for i, result in enumerate(pool.map(fn, items), 1):
+            out.append(result)
+            if progress and (i % 100 == 0 or i == len(items)):
+                progress(stage, i, len(items))
+    return out
+
+
+def provision(scenario: Any, conn: Connection, state: StateDir, dry_run: bool = False,
+              progress: Progress | None = None) -> ProvisionReport:
+    t0 = time.monotonic()
+    report = ProvisionReport(scenario.name, conn.tb_url, dry_run)
+    specs = scenario.expand_devices()
+    agg = scenario.aggregation
+    with TbRestClient(conn.tb_url, conn.username, conn.password, pool_size=REST_WORKERS * 2) as tb:
+        tb.login()
+        chain_id = _rule_chain(tb, scenario, conn, report)
+        profiles = _profiles(tb, sorted({s.type for s in specs}), chain_id, report)
+        devices = _devices(tb, specs, profiles, report, progress)
+        _attributes(tb, conn, specs, devices, report, progress)
+        assets = _assets(tb, scenario.zones(), agg.asset_type, report)
+        gateway = _gateway(tb, agg, report) if agg.sink == "gateway" else None
+    report.elapsed_s = time.monotonic() - t0
+    if dry_run:
+        return report
+    record = {
+        "scenario": scenario.name, "complete": True, "tb_url": conn.tb_url,
+        "created_at_ms": int(time.time() * 1000),
+        "devices": {s.name: {"id": devices[s.name]["id"], "token": devices[s.name]["token"],
+                             "type": s.type, "zone": s.zone} for s in specs},
+        "assets": {zone: {"id": uuid} for zone, uuid in assets.items()},
+        "rule_chain": {"id": chain_id, "name": chain_name(scenario)},
+        "device_profiles": profiles,
+        "gateway": gateway,
+    }
+    state.ensure()
+    write_json_atomic(state.provision_file, record)
+    report.record_path = str(state.provision_file)
+    return report
+
+
+def _rule_chain(tb: TbRestClient, scenario: Any, conn: Connection, report: ProvisionReport) -> str:
+    wanted = build_rule_chain(scenario, platform_bootstrap(scenario, conn.kafka_bootstrap))
+    name = wanted["ruleChain"]["name"]
+    chain = tb.get_rule_chain_by_name(name)
+    if chain is None:
+        report.created["rule_chain"] += 1
+        report.plan.append(f"create rule chain {name!r} (Kafka {wanted['metadata']['nodes'][-1]['configuration']['bootstrapServers']})")
+        if report.dry_run:
+            return "(new)"
+        chain = tb.save_rule_chain(wanted["ruleChain"])
+    elif metadata_matches(wanted["metadata"], tb.get_rule_chain_metadata(_eid(chain))):
+        report.existing["rule_chain"] += 1
+        return _eid(chain)
+    else:
+        report.updated["rule_chain"] += 1
+        report.plan.append(f"update rule chain {name!r}")
+        if report.dry_run:
+            return _eid(chain)
+    tb.save_rule_chain_metadata({**wanted["metadata"], "ruleChainId": chain["id"]})
+    return _eid(chain)
+
+
+def _profiles(tb: TbRestClient, types: list[str], chain_id: str,
+              report: ProvisionReport) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for dtype in types:
+        prof = tb.get_device_profile_by_name(dtype)
+        if prof is None:
+            report.created["device_profiles"] += 1
+            report.plan.append(f"create device profile {dtype!r} → rule chain")
+            if report.dry_run:
+                out[dtype] = "(new)"
+                continue
+            try:
+                prof = tb.get_or_create_device_profile(dtype)
+            except TbApiError as exc:
+                raise TbApiError(exc.status, f"the server refused device type {dtype!r}: "
+                                 f"{exc.api_message}", exc.error_code, exc.method, exc.path,
+                                 hint="use another device type in the scenario") from exc
+        elif (prof.get("defaultRuleChainId") or {}).get("id") == chain_id:
+            report.existing["device_profiles"] += 1
+            out[dtype] = _eid(prof)
+            continue
+        else:
+            report.existing["device_profiles"] += 1
+            report.updated["device_profiles"] += 1
+            report.plan.append(f"point device profile {dtype!r} at the rule chain")
+            if report.dry_run:
+                out[dtype] = _eid(prof)
+                continue
+        if (prof.get("defaultRuleChainId") or {}).get("id") != chain_id:
+            prof["defaultRuleChainId"] = _ref("RULE_CHAIN", chain_id)
+            prof = tb.save_device_profile(prof)
+        out[dtype] = _eid(prof)
+    return out
+
+
+def _devices(tb: TbRestClient, specs: list, profiles: dict[str, str], report: ProvisionReport,
+             progress: Progress | None) -> dict[str, dict]:
+    """name → {"id", "token", "new"}; lists the tenant's devices once instead of one lookup each."""
+    wanted = {s.name for s in specs}
+    existing = {d["name"]: d for d in tb.iter_tenant_devices() if d.get("name") in wanted}
+    out: dict[str, dict] = {}
+    missing = [s for s in specs if s.name not in existing]
+    retype = [s for s in specs if s.name in existing and existing[s.name].get("type") != s.type]
+    report.created["devices"] += len(missing)
+    report.existing["devices"] += len(specs) - len(missing)
+    report.updated["devices"] += len(retype)
+    if missing:
+        report.plan.append(f"create {len(missing)} devices ({', '.join(s.name for s in missing[:3])}"
+                           f"{', …' if len(missing) > 3 else ''})")
+    if retype:
+        report.plan.append(f"change the type of {len(retype)} devices")
+    if report.dry_run:
+        return {s.name: {"id": _eid(existing[s.name]) if s.name in existing else "(new)",
+                         "token": "", "new": s.name not in existing} for s in specs}
+
+    def create(spec: Any) -> tuple[str, dict]:
+        token = _token()
+        body = {"name": spec.name, "type": spec.type,
+                "deviceProfileId": _ref("DEVICE_PROFILE", profiles[spec.type])}
+        try:
+            dev = tb.save_device(body, access_token=token)
+        except TbApiError as exc:
+            if exc.status == 400 and "already exists" in exc.api_message:
+                dev = tb.get_device_by_name(spec.name)  # created meanwhile (a retried POST)
+                if dev:
+                    return spec.name, {"id": _eid(dev), "token": None, "new": True}
+            raise TbApiError(exc.status, f"the server refused device {spec.name!r} of type "
+                             f"{spec.type!r}: {exc.api_message}", exc.error_code, exc.method,
+                             exc.path, hint="check the scenario's device names and types") from exc
+        return spec.name, {"id": _eid(dev), "token": token, "new": True}
+
+    for name, info in _pmap(create, missing, REST_WORKERS, "devices", progress):
+        out[name] = info
+
+    def retyped(spec: Any) -> None:
+        dev = dict(existing[spec.name])
+        dev["type"] = spec.type
+        dev["deviceProfileId"] = _ref("DEVICE_PROFILE", profiles[spec.type])
+        tb.save_device(dev)
+
+    _pmap(retyped, retype, REST_WORKERS, "device types", progress)
+    for s in specs:
+        if s.name in existing:
+            out[s.name] = {"id": _eid(existing[s.name]), "token": None, "new": False}
+    need_token = [n for n, info in out.items() if not info["token"]]
+
+    def token_of(name: str) -> tuple[str, str]:
+        return name, tb.get_device_credentials(out[name]["id"])["credentialsId"]
+
+    for name, token in _pmap(token_of, need_token, REST_WORKERS, "tokens", progress):
+        out[name]["token"] = token
+    return out
+
+
+def _attributes(tb: TbRestClient, conn: Connection, specs: list, devices: dict[str, dict],
+                report: ProvisionReport, progress: Progress | None) -> None:
+    """Client attributes can only be written by the device itself (§5.2), so each goes over
+    MQTT with the device's token. Existing devices are checked over REST first so that a second
+    run publishes nothing."""
+    old = [s for s in specs if not devices[s.name]["new"]]
+
+    def stale(spec: Any) -> bool:
+        have = tb.get_attributes("DEVICE", devices[spec.name]["id"], "CLIENT_SCOPE",
+                                 list(spec.attributes))
+        return any(have.get(k) != v for k, v in spec.attributes.items())
+
+    flags = _pmap(stale, old, REST_WORKERS, "attribute check", progress) if not report.dry_run \
+        else [True] * len(old)
+    todo = [s for s in specs if devices[s.name]["new"]]
+    report.created["attributes"] += len(todo)
+    for spec, is_stale in zip(old, flags):
+        if is_stale:
+            todo.append(spec)
+            report.updated["attributes"] += 1
+        else:
+            report.existing["attributes"] += 1
+    if report.dry_run:
+        if todo:
+            report.plan.append(f"publish client attributes of up to {len(todo)} devices over MQTT")
+        return
+    done = [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        if progress and (done[0] % 100 == 0 or done[0] == len(todo)):
+            progress("attributes", done[0], len(todo))
+
+    publish_attributes_many(conn.mqtt_host, conn.mqtt_port,
+                            [(devices[s.name]["token"], dict(s.attributes)) for s in todo],
+                            parallel=MQTT_WORKERS, progress=tick)
+
+
+def _assets(tb: TbRestClient, zones: list[str], asset_type: str,
+            report: ProvisionReport) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for zone in zones:
+        asset = tb.get_asset_by_name(zone)
+        if asset is not None:
+            report.existing["assets"] += 1
+        else:
+            report.created["assets"] += 1
+            report.plan.append(f"create asset {zone!r} of type {asset_type!r}")
+            if report.dry_run:
+                out[zone] = "(new)"
+                continue
+            asset = tb.get_or_create_asset(zone, asset_type)
+        out[zone] = _eid(asset)
+    return out
+
+
+def _gateway(tb: TbRestClient, agg: Any, report: ProvisionReport) -> dict | None:
+    name = agg.gateway_device
+    dev = tb.get_device_by_name(name)
+    if dev is None:
+        report.created["gateway"] += 1
+        report.plan.append(f"create gateway device {name!r}")
+        if report.dry_run:
+            return {"name": name, "id": "(new)", "token": ""}
+        dev = tb.save_device({"name": name, "type": "gateway",
+                              "additionalInfo": {"gateway": True}}, access_token=_token())
+    elif not (dev.get("additionalInfo") or {}).get("gateway"):
+        report.updated["gateway"] += 1
+        report.plan.append(f"flag device {name!r} as a gateway")
+        if report.dry_run:
+            return {"name": name, "id": _eid(dev), "token": ""}
+        dev["additionalInfo"] = {**(dev.get("additionalInfo") or {}), "gateway": True}
+        dev = tb.save_device(dev)
+    else:
+        report.existing["gateway"] += 1
+        if report.dry_run:
+            return {"name": name, "id": _eid(dev), "token": ""}
+    token = tb.get_device_credentials(_eid(dev))["credentialsId"]
+    return {"name": name, "id": _eid(dev), "token": token}

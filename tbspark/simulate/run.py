@@ -1,0 +1,124 @@
+"""`tbspark simulate`: drive the provisioned fleet with the scenario's generators through one of
+the engines, then write the ground truth (what was really sent and acknowledged)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from tbspark.errors import MqttError, StateError, UsageError
+from tbspark.settings import Connection
+from tbspark.simulate.fleet import Fleet, RunConfig, Stats, build_devices
+from tbspark.simulate.groundtruth import GroundTruth
+from tbspark.state import StateDir, read_json
+
+ENGINES = ("asyncio", "paho")
+
+
+@dataclass
+class SimulationReport:
+    scenario: str
+    engine: str
+    devices: int
+    qos: int
+    sent: int
+    acked: int
+    errors: int
+    skipped: int
+    reconnects: int
+    refused: int
+    elapsed_s: float
+    cpu_s: float
+    expected: int
+    groundtruth_path: str | None
+    last_error: str = ""
+
+    @property
+    def msg_per_s(self) -> float:
+        return self.sent / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def load_record(scenario: Any, state: StateDir) -> dict:
+    record = read_json(state.provision_file, "provision record",
+                       f"run: tbspark provision {scenario.source or scenario.name}")
+    if not record.get("complete") or record.get("scenario") != scenario.name:
+        raise StateError(f"the provision record at {state.provision_file} is for scenario "
+                         f"{record.get('scenario')!r}, not {scenario.name!r}",
+                         f"run: tbspark provision {scenario.source or scenario.name}")
+    missing = [s.name for s in scenario.expand_devices() if s.name not in record.get("devices", {})]
+    if missing:
+        raise StateError(f"{len(missing)} devices of the scenario are not provisioned "
+                         f"(e.g. {missing[0]!r})",
+                         f"run: tbspark provision {scenario.source or scenario.name}")
+    return record
+
+
+def simulate(scenario: Any, conn: Connection, state: StateDir, duration_s: float | None = None,
+             messages: int | None = None, seed: int | None = None,
+             progress: Callable[[Stats], None] | None = None, engine: str | None = None,
+             qos: int | None = None, stop: threading.Event | None = None) -> SimulationReport:
+    """Run the fleet; ``progress`` is called about 4 times a second with the live counters
+    (from a helper thread). ``stop`` ends the run early (Ctrl-C)."""
+    sim = scenario.simulation
+    engine = engine or sim.engine
+    if engine not in ENGINES:
+        raise UsageError(f"unknown engine {engine!r}", f"use one of {', '.join(ENGINES)}")
+    if duration_s is not None and duration_s <= 0:
+        raise UsageError("--duration must be > 0", "e.g. --duration 60s")
+    if messages is not None and messages <= 0:
+        raise UsageError("--messages must be > 0", "e.g. --messages 100")
+    record = load_record(scenario, state)
+    agg = scenario.aggregation
+    per_stream = messages if messages is not None else (None if duration_s is not None
+                                                        else sim.messages)
+    cfg = RunConfig(host=conn.mqtt_host, port=conn.mqtt_port,
+                    qos=sim.qos if qos is None else qos, timestamps=sim.timestamps,
+                    ramp_per_s=sim.ramp_per_s, per_stream=per_stream,
+                    duration_s=duration_s if duration_s is not None else sim.duration_s)
+    specs = scenario.expand_devices()
+    gt = GroundTruth(scenario.name, agg.window_s, sim.timestamps, agg.value_key)
+    for spec in specs:
+        gt.add_device(spec.name, spec.zone)
+    stats = Stats()
+    fleet = Fleet(build_devices(specs, record, agg.value_key,
+                                seed if seed is not None else sim.seed), cfg, gt, stats)
+    expected = sum(fleet.quota(st) for d in fleet.devices for st in d.streams)
+    if engine == "paho":
+        from tbspark.simulate.paho_engine import PahoEngine as Engine
+    else:
+        from tbspark.simulate.aio_engine import AioEngine as Engine  # type: ignore[assignment]
+    runner = Engine(fleet)
+    ticker_stop = threading.Event()
+    ticker = None
+    if progress:
+        def tick() -> None:
+            while not ticker_stop.wait(0.25):
+                progress(stats)
+        ticker = threading.Thread(target=tick, name="simulate-progress", daemon=True)
+        ticker.start()
+    gt.started_ms = int(time.time() * 1000)
+    t0, c0 = time.monotonic(), time.process_time()
+    try:
+        runner.run(stop)
+    finally:
+        ticker_stop.set()
+        if ticker:
+            ticker.join()
+        elapsed, cpu = time.monotonic() - t0, time.process_time() - c0
+        gt.ended_ms = int(time.time() * 1000)
+        if gt.sent:
+            # Whatever happened, the record says exactly what went out and what was acknowledged.
+            state.ensure()
+            gt.write(state.groundtruth_file)
+    if progress:
+        progress(stats)
+    if not gt.sent and stats.refused:
+        raise MqttError(f"the server refused the tokens of {stats.refused} devices "
+                        f"({stats.last_error})",
+                        f"run: tbspark provision {scenario.source or scenario.name}")
+    return SimulationReport(scenario.name, engine, len(specs), cfg.qos, gt.sent, gt.acked,
+                            stats.errors, stats.skipped, stats.reconnects, stats.refused,
+                            elapsed, cpu, expected,
+                            str(state.groundtruth_file) if gt.sent else None, stats.last_error)

@@ -1,0 +1,222 @@
+"""`tbspark stack up | down | status`: the local Kafka broker and the embedded platform as one stack,
+recorded in <state>/services.json so every other verb can find them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from tbspark.errors import ServiceStartError, StackError
+from tbspark.stack import kafka, procs
+from tbspark.state import StateDir, read_json, write_json_atomic
+
+DEFAULT_TOPIC = "weather-stations-data"
+PLATFORM_READY_TIMEOUT_S = 60.0
+PLATFORM_STOP_TIMEOUT_S = 15.0
+
+
+def stack_up(state_dir: Path, kafka_port: int = 9092, http_port: int = 8080, mqtt_port: int = 1883,
+             platform: bool = True, topic: str | None = DEFAULT_TOPIC, partitions: int = 1,
+             host: str = "127.0.0.1") -> dict:
+    """Start Kafka (and the embedded platform), create ``topic``, record and return services.json:
+    {"kafka": {"bootstrap", "port", "controller_port", "pid", "log", "config", "topics"},
+     "platform": {"url", "http_port", "mqtt_port", "pid", "log"} | absent}.
+    If anything fails, what was started is stopped again before the error propagates."""
+    state = StateDir(Path(state_dir)).ensure()
+    if platform:
+        # Ports are checked before anything starts, so a taken port never costs a broker start.
+        for port, flag in ((http_port, "--http-port"), (mqtt_port, "--mqtt-port")):
+            if port:
+                kafka.check_port_free(port, flag, host)
+        _refuse_live_platform(state)
+    broker = kafka.start_broker(state, port=kafka_port, host=host)
+    services: dict = {"kafka": broker.to_json()}
+    try:
+        if topic:
+            count = kafka.ensure_topic(broker.bootstrap, topic, partitions)
+            services["kafka"]["topics"] = {topic: count}
+        if platform:
+            services["platform"] = start_platform(state, http_port, mqtt_port, host)
+        write_json_atomic(state.services_file, services)
+    except BaseException:
+        stop_platform(state)
+        kafka.stop_broker(state)
+        raise
+    return services
+
+
+def stack_down(state_dir: Path) -> dict:
+    """Stop what `up` started on this state dir, by PID (platform first: it produces into Kafka).
+    Returns {"kafka": {"pids": {pid: "stopped"|"killed"|"not running"}}, "platform": {...}}."""
+    state = StateDir(Path(state_dir))
+    result = {"platform": {"pids": stop_platform(state)}, "kafka": {"pids": kafka.stop_broker(state)}}
+    state.services_file.unlink(missing_ok=True)
+    return result
+
+
+def stack_status(state_dir: Path, probe: bool = True) -> dict:
+    """What services.json says runs, with "alive" for each process, and (``probe``) whether Kafka
+    answers a metadata request and the platform's counters from GET <url>/tbspark/stats."""
+    state = StateDir(Path(state_dir))
+    try:
+        services = json.loads(state.services_file.read_text())
+    except (OSError, ValueError):
+        services = {}
+    out: dict = {"state_dir": str(state.root)}
+    k = services.get("kafka")
+    if k:
+        alive = kafka.is_alive(k.get("pid"), k.get("config", ""))
+        out["kafka"] = {**k, "alive": alive}
+        if probe and alive:
+            out["kafka"]["answers"] = _kafka_answers(k["bootstrap"])
+    p = services.get("platform")
+    if p:
+        alive = procs.is_ours(int(p.get("pid") or 0), str(state.root)) if p.get("pid") else False
+        out["platform"] = {**p, "alive": alive}
+        if probe and alive:
+            out["platform"]["stats"] = _platform_stats(p["url"])
+    orphans = [pid for pid in kafka.find_broker_pids(state) if not k or pid != k.get("pid")]
+    if orphans:
+        out["orphans"] = orphans  # brokers of this state dir that services.json does not know about
+    return out
+
+
+def read_services(state_dir: Path) -> dict:
+    """services.json of a running stack, for other verbs (raises StateError when there is none)."""
+    state = StateDir(Path(state_dir))
+    return read_json(state.services_file, "running stack record (services.json)",
+                     f"start the stack with `tbspark stack up --state-dir {state.root}`")
+
+
+# ---- the embedded platform -----------------------------------------------------------------------
+
+def _platform_paths(state: StateDir) -> dict[str, Path]:
+    d = state.platform_dir
+    return {"dir": d, "endpoint": d / "endpoint.json", "log": d / "platform.log", "pid": d / "platform.pid"}
+
+
+def _platform_marker(state: StateDir) -> str:
+    return str(state.root)
+
+
+def _find_platform_pids(state: StateDir) -> list[int]:
+    paths = _platform_paths(state)
+    marker = _platform_marker(state)
+    pids = []
+    pid = procs.read_pid(paths["pid"])
+    if pid and procs.is_ours(pid, marker):
+        pids.append(pid)
+    for p in procs.find_by_arg(marker):
+        if p not in pids and _is_platform_cmd(p):
+            pids.append(p)
+    return pids
+
+
+def _is_platform_cmd(pid: int) -> bool:
+    import psutil
+
+    try:
+        cmd = psutil.Process(pid).cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    return "platform" in cmd and "serve" in cmd
+
+
+def _refuse_live_platform(state: StateDir) -> None:
+    live = _find_platform_pids(state)
+    if live:
+        raise StackError(f"an embedded platform started by tbspark already runs on {state.root} (pid {live[0]})",
+                         f"use it, or run `tbspark stack down --state-dir {state.root}` first")
+
+
+def start_platform(state: StateDir, http_port: int = 8080, mqtt_port: int = 1883, host: str = "127.0.0.1",
+                   ready_timeout_s: float = PLATFORM_READY_TIMEOUT_S) -> dict:
+    """Run `python -m tbspark platform serve` detached; ready once it has written endpoint.json with its
+    own pid and GET <url>/tbspark/health answers 200."""
+    paths = _platform_paths(state)
+    paths["dir"].mkdir(parents=True, exist_ok=True)
+    paths["endpoint"].unlink(missing_ok=True)  # a stale one from a crash would look ready
+    cmd = [sys.executable, "-m", "tbspark", "platform", "serve", "--host", host,
+           "--http-port", str(http_port), "--mqtt-port", str(mqtt_port), "--state-dir", str(state.root)]
+    with open(paths["log"], "ab") as log:
+        log.write(f"\n=== tbspark: starting platform at {time.strftime('%F %T')} ===\n".encode())
+        log.flush()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    paths["pid"].write_text(f"{proc.pid}\n")
+    try:
+        endpoint = _wait_platform(proc, paths, ready_timeout_s)
+    except BaseException:
+        procs.terminate(proc.pid, PLATFORM_STOP_TIMEOUT_S, proc)
+        paths["pid"].unlink(missing_ok=True)
+        raise
+    return {"url": endpoint["url"], "http_port": endpoint["http_port"], "mqtt_port": endpoint["mqtt_port"],
+            "pid": proc.pid, "log": str(paths["log"])}
+
+
+def _wait_platform(proc: subprocess.Popen, paths: dict[str, Path], timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        code = proc.poll()
+        if code is not None:
+            raise ServiceStartError(f"the embedded platform exited during start (exit code {code})",
+                                    f"see {paths['log']}", log_tail=_tail(paths["log"]))
+        endpoint = _read_endpoint(paths["endpoint"])
+        if endpoint and endpoint.get("pid") == proc.pid:
+            try:
+                if requests.get(f"{endpoint['url']}/tbspark/health", timeout=2).status_code == 200:
+                    return endpoint
+            except requests.RequestException:
+                pass
+        if time.monotonic() > deadline:
+            raise ServiceStartError(f"the embedded platform did not become healthy within {timeout_s:.0f} s",
+                                    f"see {paths['log']}", log_tail=_tail(paths["log"]))
+        time.sleep(0.1)  # poll interval between readiness probes
+
+
+def _read_endpoint(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def stop_platform(state: StateDir) -> dict:
+    paths = _platform_paths(state)
+    results = {pid: procs.terminate(pid, PLATFORM_STOP_TIMEOUT_S) for pid in _find_platform_pids(state)}
+    paths["pid"].unlink(missing_ok=True)
+    paths["endpoint"].unlink(missing_ok=True)
+    return results
+
+
+# ---- probes for status ---------------------------------------------------------------------------
+
+def _kafka_answers(bootstrap: str) -> bool:
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        admin = AdminClient({"bootstrap.servers": bootstrap, "logger": kafka._quiet_logger()})
+        return bool(admin.list_topics(timeout=2.0).brokers)
+    except Exception:  # noqa: BLE001 — any failure means "does not answer", which status reports
+        return False
+
+
+def _platform_stats(url: str) -> dict | None:
+    try:
+        resp = requests.get(f"{url}/tbspark/stats", timeout=2)
+        return resp.json() if resp.status_code == 200 else None
+    except (requests.RequestException, ValueError):
+        return None
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").rstrip().splitlines()[-lines:])
+    except OSError:
+        return ""
+

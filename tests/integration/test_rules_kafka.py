@@ -1,0 +1,164 @@
+"""The tutorial's forwarding chain, script-free, saved over REST and executed by the platform's rule
+engine into a real Kafka broker; and what happens when that broker is killed."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+import requests
+
+from tbspark.mqtt import codec as c
+from tests.integration.test_mqtt import mqtt_platform, raw_connect, read_packets, rest, unique, wait_for  # noqa: F401
+
+P = "org.thingsboard.rule.engine."
+pytestmark = pytest.mark.kafka
+
+
+def forwarding_chain(bootstrap: str, topic: str, other: dict | None = None, failure_sink: bool = False) -> dict:
+    """type switch → save ts / save client attributes; → originator attributes → check fields → copy
+    cs_geoZone into the data → rename it geoZone → Kafka (keyed by device name)."""
+    nodes = [
+        (P + "filter.TbMsgTypeSwitchNode", 0, {"version": 0}),
+        (P + "telemetry.TbMsgTimeseriesNode", 0, {"defaultTTL": 0, "skipLatestPersistence": False, "useServerTs": False}),
+        (P + "telemetry.TbMsgAttributesNode", 1, {"scope": "CLIENT_SCOPE", "notifyDevice": False}),
+        (P + "metadata.TbGetAttributesNode", 1, {"clientAttributeNames": ["deviceType", "geoZone"],
+                                                 "sharedAttributeNames": [], "serverAttributeNames": [],
+                                                 "latestTsKeyNames": [], "tellFailureIfAbsent": True,
+                                                 "getLatestValueWithTs": False, "fetchTo": "METADATA"}),
+        (P + "filter.TbCheckMessageNode", 0, {"messageNames": ["windSpeed"], "metadataNames": ["cs_geoZone"],
+                                              "checkAllKeys": True}),
+        (P + "transform.TbCopyKeysNode", 2, {"copyFrom": "METADATA", "keys": ["cs_geoZone"]}),
+        (P + "transform.TbRenameKeysNode", 2, {"renameIn": "DATA", "renameKeysMapping": {"cs_geoZone": "geoZone"}}),
+        (P + "kafka.TbKafkaNode", 0, {"topicPattern": topic, "keyPattern": "${deviceName}", "bootstrapServers": bootstrap,
+                                      "retries": 0, "batchSize": 16384, "linger": 0, "bufferMemory": 33554432,
+                                      "acks": "-1", "otherProperties": other or {},
+                                      "addMetadataKeyValuesAsKafkaHeaders": True, "kafkaHeadersCharset": "UTF-8",
+                                      "keySerializer": "org.apache.kafka.common.serialization.StringSerializer",
+                                      "valueSerializer": "org.apache.kafka.common.serialization.StringSerializer"}),
+    ]
+    conns = [(0, 1, "Post telemetry"), (0, 2, "Post attributes"), (0, 3, "Post telemetry"), (3, 4, "Success"),
+             (4, 5, "True"), (5, 6, "Success"), (6, 7, "Success")]
+    if failure_sink:  # Kafka Failure → copy the error into the data → save it as telemetry (visible over REST)
+        nodes += [(P + "transform.TbCopyKeysNode", 2, {"copyFrom": "METADATA", "keys": ["error"]}),
+                  (P + "telemetry.TbMsgTimeseriesNode", 0, {"defaultTTL": 0})]
+        conns += [(7, 8, "Failure"), (8, 9, "Success")]
+    return {"firstNodeIndex": 0,
+            "nodes": [{"type": t, "name": t.rsplit(".", 1)[-1], "configurationVersion": v, "configuration": cfg}
+                      for t, v, cfg in nodes],
+            "connections": [{"fromIndex": a, "toIndex": b, "type": rel} for a, b, rel in conns],
+            "ruleChainConnections": None}
+
+
+def install_chain(rest, metadata: dict, device_type: str) -> str:
+    """Save the chain over REST (two calls, §8.1) and make it the default of ``device_type``'s profile."""
+    r = rest.post("/api/ruleChain", {"name": unique("Weather → Kafka"), "type": "CORE"})
+    assert r.ok, r.text
+    chain_id = r.json()["id"]["id"]
+    metadata = dict(metadata, ruleChainId={"entityType": "RULE_CHAIN", "id": chain_id})
+    r = rest.post("/api/ruleChain/metadata", metadata)
+    assert r.ok, r.text
+    profiles = rest.get("/api/deviceProfiles", pageSize=100, page=0, textSearch=device_type)["data"]
+    profile = next(p for p in profiles if p["name"] == device_type)
+    profile["defaultRuleChainId"] = {"entityType": "RULE_CHAIN", "id": chain_id}
+    r = rest.post("/api/deviceProfile", profile)
+    assert r.ok, r.text
+    return chain_id
+
+
+def device_session(ep, rest, dtype: str, zone: str):
+    """A connected MQTT 5 device of a fresh type that has sent its client attributes."""
+    token, name = uuid.uuid4().hex, unique("Wind Turbine")
+    dev_id = rest.device(name, dtype, token)
+    s = raw_connect(ep, token, 5)
+    read_packets(s, 5)
+    s.sendall(c.encode_publish("v1/devices/me/attributes", json.dumps({"deviceType": "WeatherStation", "geoZone": zone}),
+                               1, 1, protocol_level=5))
+    assert read_packets(s, 5)[0][0].reason_code == 0
+    return s, name, dev_id
+
+
+def consume(bootstrap: str, topic: str, n: int, timeout_s: float = 20.0) -> list:
+    from confluent_kafka import Consumer
+
+    cons = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest"})
+    cons.subscribe([topic])
+    out = []
+    try:
+        wait_for(lambda: out.extend(m for m in [cons.poll(0.5)] if m is not None and not m.error()) or len(out) >= n,
+                 timeout_s, f"{n} Kafka records on {topic}")
+    finally:
+        cons.close()
+    return out
+
+
+def test_script_chain_is_refused_naming_the_node(mqtt_platform, rest):
+    r = rest.post("/api/ruleChain", {"name": unique("scripted"), "type": "CORE"})
+    chain_id = r.json()["id"]["id"]
+    meta = {"ruleChainId": {"entityType": "RULE_CHAIN", "id": chain_id}, "firstNodeIndex": 0,
+            "nodes": [{"type": P + "filter.TbJsFilterNode", "name": "is weather station", "configurationVersion": 0,
+                       "configuration": {"scriptLang": "TBEL", "tbelScript": "return true;"}}],
+            "connections": []}
+    r = rest.post("/api/ruleChain/metadata", meta)
+    assert r.status_code == 400 and "is weather station" in r.text and "script" in r.text
+
+
+def test_forwarding_chain_delivers_the_tutorial_records(mqtt_platform, rest, kafka, kafka_topic):
+    topic = kafka_topic(partitions=1)
+    dtype = unique("WeatherStation")
+    rest.device(unique("type seed"), dtype, uuid.uuid4().hex)  # creates the profile
+    install_chain(rest, forwarding_chain(kafka.bootstrap, topic), dtype)
+    s, name, dev_id = device_session(mqtt_platform, rest, dtype, "Zone A")
+    s.sendall(c.encode_publish("v1/devices/me/telemetry", b'{"windSpeed":"42"}', 1, 2, protocol_level=5)
+              + c.encode_publish("v1/devices/me/telemetry", b'[{"ts":1719999999999,"values":{"windSpeed":7.5}}]', 1, 3,
+                                 protocol_level=5)
+              + c.encode_publish("v1/devices/me/telemetry", b'{"temperature":20}', 1, 4, protocol_level=5))
+    acks, _ = read_packets(s, 5, count=3)
+    assert sorted(a.packet_id for a in acks) == [2, 3, 4]
+    records = consume(kafka.bootstrap, topic, 2)
+    assert [r.value() for r in records] == [b'{"windSpeed":42,"geoZone":"Zone A"}',
+                                            b'{"windSpeed":7.5,"geoZone":"Zone A"}']
+    assert {r.key() for r in records} == {name.encode()}
+    headers = dict(records[1].headers())
+    assert headers["tb_msg_md_ts"] == b"1719999999999" and headers["tb_msg_md_deviceName"] == name.encode()
+    # the chain's save node stored the telemetry too (the temperature message stopped at check fields)
+    assert rest.latest_values(dev_id, "windSpeed,temperature")["temperature"] == 20
+    stats = requests.get(mqtt_platform.url + "/tbspark/stats", timeout=5).json()["engine"]
+    kafka_node = [n for n in stats["nodes"] if n["type"] == "TbKafkaNode" and n["out"].get("Success")]
+    assert kafka_node and stats["forwarded"] >= 2
+    s.close()
+
+
+def test_killed_broker_routes_to_failure_and_platform_keeps_serving(mqtt_platform, rest, tmp_path):
+    from tbspark.stack.kafka import ensure_topic, start_broker, stop_pid
+    from tbspark.state import StateDir
+
+    broker = start_broker(StateDir(tmp_path), port=0)
+    try:
+        topic = "weather-" + uuid.uuid4().hex[:8]
+        ensure_topic(broker.bootstrap, topic, 1)
+        dtype = unique("WeatherStation")
+        rest.device(unique("type seed"), dtype, uuid.uuid4().hex)
+        install_chain(rest, forwarding_chain(broker.bootstrap, topic, {"delivery.timeout.ms": "3000",
+                                                                      "request.timeout.ms": "1000"},
+                                             failure_sink=True), dtype)
+        s, name, dev_id = device_session(mqtt_platform, rest, dtype, "Zone B")
+        s.sendall(c.encode_publish("v1/devices/me/telemetry", b'{"windSpeed":1}', 1, 2, protocol_level=5))
+        assert read_packets(s, 5)[0][0].packet_id == 2
+        assert len(consume(broker.bootstrap, topic, 1)) == 1
+    finally:
+        stop_pid(broker.pid, 5)
+    # broker gone: the message is still stored and acknowledged, Kafka delivery fails after 3 s
+    s.sendall(c.encode_publish("v1/devices/me/telemetry", b'{"windSpeed":2}', 1, 3, protocol_level=5))
+    assert read_packets(s, 5)[0][0].packet_id == 3
+    error = wait_for(lambda: rest.latest_values(dev_id, "error").get("error"), 20, "the Failure route to store the error")
+    assert "KafkaException" in error and "timed out" in error.lower()
+    assert rest.latest_values(dev_id, "windSpeed")["windSpeed"] == 2
+    stats = requests.get(mqtt_platform.url + "/tbspark/stats", timeout=5).json()["engine"]
+    assert stats["failed"] >= 1
+    assert any(n["type"] == "TbKafkaNode" and n.get("failed", 0) >= 1 for n in stats["nodes"])
+    # and the platform still serves MQTT
+    s.sendall(c.encode_pingreq())
+    assert read_packets(s, 5)[0][0].kind == c.PINGRESP
+    s.close()

@@ -1,0 +1,247 @@
+"""The rule engine with an in-memory store: routing by relation, the script-free nodes in both
+configuration versions, and validation of chains the platform cannot run."""
+
+import asyncio
+
+import pytest
+
+from tbspark.platform.rules.engine import RuleEngine, default_root_chain_metadata
+from tbspark.platform.rules.msg import POST_ATTRIBUTES, POST_TELEMETRY, TbMsg
+
+P = "org.thingsboard.rule.engine."
+
+
+class FakeStore:
+    def __init__(self):
+        self.attrs = {}      # (id, scope) -> {key: (kind, value, ts)}
+        self.ts = []         # (entity_id, ts, key, kind, value)
+        self.saved_attrs = []
+        self.chains = {}
+        self.root = None
+        self.profiles = {}
+
+    def get_attributes(self, etype, eid, scope, keys=None):
+        found = self.attrs.get((eid, scope), {})
+        return {k: v for k, v in found.items() if keys is None or k in keys}
+
+    def latest(self, eid, keys=None):
+        return {k: (ts, kind, v) for (e, ts, k, kind, v) in self.ts if e == eid and (keys is None or k in keys)}
+
+    async def save_timeseries(self, etype, eid, rows):
+        self.ts += [(eid, *r) for r in rows]
+
+    async def save_attributes(self, etype, eid, scope, kv, ts):
+        self.saved_attrs.append((eid, scope, kv))
+
+    def rule_chain_metadata(self, cid):
+        return self.chains.get(cid)
+
+    def root_rule_chain_id(self, tenant):
+        return self.root
+
+    def device_profile(self, pid):
+        return self.profiles.get(pid)
+
+    def add_chain_listener(self, cb):
+        self.listener = cb
+
+
+def node(type_, config, version=0, name=None):
+    return {"type": P + type_, "name": name or type_.rsplit(".", 1)[-1], "configurationVersion": version,
+            "configuration": config}
+
+
+def chain(nodes, conns):
+    return {"firstNodeIndex": 0, "nodes": nodes,
+            "connections": [{"fromIndex": a, "toIndex": b, "type": t} for a, b, t in conns]}
+
+
+def tele(data, dev="d1", ts="1719999999999"):
+    return TbMsg(POST_TELEMETRY, ("DEVICE", dev), data,
+                 {"deviceName": "Wind Turbine 1", "deviceType": "WeatherStation", "ts": ts}, "t1")
+
+
+def run(engine, msgs):
+    async def go():
+        await engine.start()
+        await engine.process(msgs)
+        counters = engine.counters()
+        await engine.stop()
+        return counters
+    return asyncio.run(go())
+
+
+def forwarding_chain(copy_cfg, copy_version, rename_cfg, tail):
+    """type switch → originator attributes → check fields → copy → rename → (tail node)."""
+    return chain([
+        node("filter.TbMsgTypeSwitchNode", {"version": 0}),
+        node("metadata.TbGetAttributesNode", {"clientAttributeNames": ["deviceType", "geoZone"],
+                                              "tellFailureIfAbsent": True, "fetchTo": "METADATA"}, 1),
+        node("filter.TbCheckMessageNode", {"messageNames": ["windSpeed"], "metadataNames": ["cs_geoZone"],
+                                           "checkAllKeys": True}),
+        node("transform.TbCopyKeysNode", copy_cfg, copy_version),
+        node("transform.TbRenameKeysNode", rename_cfg, copy_version),
+        tail,
+    ], [(0, 1, "Post telemetry"), (1, 2, "Success"), (2, 3, "True"), (3, 4, "Success"), (4, 5, "Success")])
+
+
+@pytest.mark.parametrize("version,copy_cfg,rename_cfg", [
+    (2, {"copyFrom": "METADATA", "keys": ["cs_geoZone"]}, {"renameIn": "DATA", "renameKeysMapping": {"cs_geoZone": "geoZone"}}),
+    (0, {"fromMetadata": True, "keys": ["cs_geo.*"]}, {"fromMetadata": False, "renameKeysMapping": {"cs_geoZone": "geoZone"}}),
+])
+def test_forwarding_chain_builds_the_tutorial_record(version, copy_cfg, rename_cfg):
+    store = FakeStore()
+    store.attrs[("d1", "CLIENT_SCOPE")] = {"geoZone": ("STRING", "Zone A", 1), "deviceType": ("STRING", "WeatherStation", 1)}
+    store.chains["c1"] = forwarding_chain(copy_cfg, version, rename_cfg,
+                                          node("telemetry.TbMsgTimeseriesNode", {"defaultTTL": 0}))
+    store.root = "c1"
+    m = tele({"windSpeed": 42})
+    counters = run(RuleEngine(store), [m])
+    assert m.data_json() == '{"windSpeed":42,"geoZone":"Zone A"}'
+    assert m.metadata["cs_deviceType"] == "WeatherStation"
+    # the save node stored both keys at the metadata ts
+    assert sorted((k, v) for _, ts, k, _, v in store.ts) == [("geoZone", "Zone A"), ("windSpeed", 42)]
+    assert {t for _, t, *_ in store.ts} == {1719999999999}
+    assert counters["messages_in"] == 1 and counters["failed"] == 0
+
+
+def test_missing_attribute_goes_to_failure_and_is_counted():
+    store = FakeStore()
+    store.attrs[("d1", "CLIENT_SCOPE")] = {"deviceType": ("STRING", "WeatherStation", 1)}
+    store.chains["c1"] = forwarding_chain({"copyFrom": "METADATA", "keys": ["cs_geoZone"]}, 2,
+                                          {"renameIn": "DATA", "renameKeysMapping": {"cs_geoZone": "geoZone"}},
+                                          node("telemetry.TbMsgTimeseriesNode", {}))
+    store.root = "c1"
+    m = tele({"windSpeed": 42})
+    counters = run(RuleEngine(store), [m])
+    assert "cs_geoZone" in m.metadata["error"]
+    assert store.ts == []
+    assert counters["failed"] == 1
+    attrs_node = [n for n in counters["nodes"] if n["type"] == "TbGetAttributesNode"][0]
+    assert attrs_node["out"] == {"Failure": 1}
+
+
+def test_check_fields_false_stops_messages_without_the_value():
+    store = FakeStore()
+    store.attrs[("d1", "CLIENT_SCOPE")] = {"geoZone": ("STRING", "Zone A", 1), "deviceType": ("STRING", "x", 1)}
+    store.chains["c1"] = forwarding_chain({"copyFrom": "METADATA", "keys": ["cs_geoZone"]}, 2,
+                                          {"renameIn": "DATA", "renameKeysMapping": {"cs_geoZone": "geoZone"}},
+                                          node("telemetry.TbMsgTimeseriesNode", {}))
+    store.root = "c1"
+    run(RuleEngine(store), [tele({"temperature": 20})])
+    assert store.ts == []
+
+
+def test_builtin_root_saves_telemetry_and_client_attributes():
+    store = FakeStore()
+    a = TbMsg(POST_ATTRIBUTES, ("DEVICE", "d1"), {"geoZone": "Zone A"}, {"deviceName": "x"}, "t1")
+    run(RuleEngine(store), [tele({"windSpeed": 1.5}), a])
+    assert [(k, kind, v) for _, _, k, kind, v in store.ts] == [("windSpeed", "DOUBLE", 1.5)]
+    assert store.saved_attrs == [("d1", "CLIENT_SCOPE", {"geoZone": ("STRING", "Zone A")})]
+
+
+def test_profile_default_chain_wins_over_root():
+    class Profile:
+        default_rule_chain_id = "p-chain"
+    store = FakeStore()
+    store.profiles["p1"] = Profile()
+    store.root = "root"
+    store.chains["root"] = chain([node("telemetry.TbMsgTimeseriesNode", {})], [])
+    store.chains["p-chain"] = chain([node("transform.TbDeleteKeysNode", {"deleteFrom": "DATA", "keys": ["w.*"]}, 2)], [])
+    m = tele({"windSpeed": 1, "x": 2})
+    m.profile_id = "p1"
+    run(RuleEngine(store), [m])
+    assert m.data == {"x": 2} and store.ts == []
+
+
+def test_fetch_to_data_and_shared_prefix():
+    store = FakeStore()
+    store.attrs[("d1", "SHARED_SCOPE")] = {"limit": ("DOUBLE", 20.0, 1)}
+    store.root = "c"
+    store.chains["c"] = chain([node("metadata.TbGetAttributesNode",
+                                    {"sharedAttributeNames": ["limit"], "fetchTo": "DATA"}, 1)], [])
+    m = tele({"windSpeed": 1})
+    run(RuleEngine(store), [m])
+    assert m.data == {"windSpeed": 1, "shared_limit": 20.0}
+
+
+def test_fetch_version0_without_fetch_to_data_goes_to_metadata():
+    store = FakeStore()
+    store.attrs[("d1", "SHARED_SCOPE")] = {"limit": ("DOUBLE", 20.0, 1)}
+    store.root = "c"
+    store.chains["c"] = chain([node("metadata.TbGetAttributesNode",
+                                    {"sharedAttributeNames": ["limit"], "fetchTo": "DATA"}, 0)], [])
+    m = tele({"windSpeed": 1})
+    run(RuleEngine(store), [m])
+    assert m.metadata["shared_limit"] == "20.0" and "shared_limit" not in m.data
+
+
+def test_type_switch_emits_display_names_and_other():
+    store = FakeStore()
+    store.root = "c"
+    store.chains["c"] = chain([node("filter.TbMsgTypeSwitchNode", {"version": 0})], [])
+    odd = TbMsg("SOMETHING_ELSE", ("DEVICE", "d1"), {}, {}, "t1")
+    counters = run(RuleEngine(store), [tele({"a": 1}), odd])
+    assert counters["nodes"][0]["out"] == {"Post telemetry": 1, "Other": 1}
+
+
+def test_copy_data_to_metadata_stringifies():
+    store = FakeStore()
+    store.root = "c"
+    store.chains["c"] = chain([node("transform.TbCopyKeysNode", {"copyFrom": "DATA", "keys": ["a", "b"]}, 2)], [])
+    m = tele({"a": 1.0, "b": {"x": True}})
+    run(RuleEngine(store), [m])
+    assert (m.metadata["a"], m.metadata["b"]) == ("1.0", '{"x":true}')
+
+
+def test_one_relation_to_two_nodes_copies_the_message():
+    store = FakeStore()
+    store.root = "c"
+    store.chains["c"] = chain([
+        node("filter.TbMsgTypeSwitchNode", {}),
+        node("transform.TbDeleteKeysNode", {"deleteFrom": "DATA", "keys": ["a"]}, 2),
+        node("telemetry.TbMsgTimeseriesNode", {}),
+    ], [(0, 1, "Post telemetry"), (0, 2, "Post telemetry")])
+    run(RuleEngine(store), [tele({"a": 1})])
+    assert [k for _, _, k, _, _ in store.ts] == ["a"]  # the delete on the other branch did not leak
+
+
+def test_validate_refuses_script_and_unknown_nodes_naming_each():
+    meta = chain([
+        node("filter.TbMsgTypeSwitchNode", {}),
+        node("filter.TbJsFilterNode", {"scriptLang": "TBEL"}, name="is weather"),
+        node("transform.TbTransformMsgNode", {}, name="reshape"),
+        node("action.TbSomethingNode", {}, name="mystery"),
+        node("kafka.TbKafkaNode", {"topicPattern": ""}, name="kafka"),
+    ], [(0, 9, "True")])
+    problems = RuleEngine(FakeStore()).validate_chain(meta)
+    assert len(problems) == 5
+    assert "is weather" in problems[0] and "script nodes are not supported" in problems[0]
+    assert "reshape" in problems[1]
+    assert "mystery" in problems[2] and "not supported" in problems[2]
+    assert "topicPattern" in problems[3]
+    assert "toIndex" in problems[4]
+
+
+def test_validate_accepts_the_default_root_and_kafka_node_v0():
+    meta = default_root_chain_metadata()
+    meta["nodes"].append(node("kafka.TbKafkaNode", {
+        "topicPattern": "weather", "keyPattern": "${deviceName}", "bootstrapServers": "127.0.0.1:1",
+        "retries": 0, "batchSize": 16384, "linger": 0, "bufferMemory": 33554432, "acks": "-1",
+        "keySerializer": "org.apache.kafka.common.serialization.StringSerializer",
+        "valueSerializer": "org.apache.kafka.common.serialization.StringSerializer",
+        "otherProperties": {}, "addMetadataKeyValuesAsKafkaHeaders": False, "kafkaHeadersCharset": "UTF-8"}))
+    assert RuleEngine(FakeStore()).validate_chain(meta) == []
+
+
+def test_validate_reports_kafka_properties_librdkafka_rejects():
+    meta = chain([node("kafka.TbKafkaNode", {"topicPattern": "t", "otherProperties": {"no.such.property": "1"}}, 1)], [])
+    problems = RuleEngine(FakeStore()).validate_chain(meta)
+    assert len(problems) == 1 and "no.such.property" in problems[0]
+
+
+def test_patterns_substitute_metadata_and_data():
+    from tbspark.platform.rules.nodes import compile_pattern
+    m = tele({"windSpeed": 42, "nested": {"zone": "A"}})
+    assert compile_pattern("${deviceName}/$[nested.zone]/$[windSpeed]/${missing}")(m) == \
+        "Wind Turbine 1/A/42/${missing}"
