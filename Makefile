@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 VENV_STAMP := $(VENV)/.tbspark-installed
 PYTEST_ARGS ?=
 
-.PHONY: help demo test setup venv jars bench clean-state
+.PHONY: help demo test setup venv jars bench clean-state browser
 
 help:
 	@echo "make demo    run the whole pipeline on the embedded platform (sets everything up first)"
@@ -19,12 +19,20 @@ help:
 demo: setup
 	$(BIN)/tbspark demo
 
-test: setup
+test: setup browser
 	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests — a run that tests nothing is a failure" >&2; fi; \
 	exit $$rc
 
 setup: venv jars
+
+# Headless Chromium for tests/integration/test_web.py (Debian's package); that test skips, saying
+# why, only where it cannot be installed.
+browser:
+	@command -v chromium >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; }) || \
+	  echo "make test: chromium could not be installed; the browser test will be skipped" >&2
 
 venv: $(VENV_STAMP)
 

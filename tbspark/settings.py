@@ -13,6 +13,9 @@ Environment variables read here and nowhere else:
     TB_PASSWORD         its password
     KAFKA_BOOTSTRAP     Kafka bootstrap servers as tbspark's own clients see them
     TBSPARK_JAR_CACHE   where Maven copies the JVM jars (default ``.cache/jars`` in the repo)
+    TBSPARK_TENANT_USERNAME / TBSPARK_TENANT_PASSWORD
+                        the embedded platform's tenant admin, created on its first start
+                        (default tenant@thingsboard.org / tenant; flags --tenant-username/-password)
 """
 
 from __future__ import annotations

@@ -152,7 +152,7 @@ class Platform:
             path = request.path
             if path.startswith("/api/") and not path.startswith(_PUBLIC):
                 header = request.headers.get("X-Authorization") or request.headers.get("Authorization")
-                request["principal"] = self.auth.verify(header)
+                request[common.PRINCIPAL_KEY] = self.auth.verify(header)
             return await handler(request)
         except errors.TbHttpError as exc:
             return exc.response()

@@ -4,6 +4,7 @@ project's MQTT codec (tbspark.mqtt.codec), publishes batched per loop wake-up.""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -146,7 +147,7 @@ class AioEngine:
                 await loop.create_connection(lambda: conn, cfg.host, cfg.port)
             except OSError as exc:
                 self.error(f"{dev.name}: cannot connect to {cfg.host}:{cfg.port} "
-                           f"({exc.strerror or exc})")
+                           f"({os.strerror(exc.errno) if exc.errno else exc})")
             else:
                 self.conns[dev.index] = conn
                 await conn.closed

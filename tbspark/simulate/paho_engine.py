@@ -43,6 +43,7 @@ class PahoEngine:
         self.fleet = fleet
         self.devs = [_Dev(p) for p in fleet.devices]
         self.sel = selectors.DefaultSelector()
+        self._retry: list[_Dev] = []
 
     def error(self, text: str) -> None:
         self.fleet.stats.errors += 1
@@ -115,6 +116,17 @@ class PahoEngine:
         dev.retry_at = time.monotonic() + RECONNECT_BACKOFF_S[min(dev.attempt,
                                                                   len(RECONNECT_BACKOFF_S) - 1)]
         dev.attempt += 1
+        self._retry.append(dev)
+
+    def _reconnect_due(self, now: float) -> None:
+        due = [d for d in self._retry if d.retry_at <= now]
+        if not due:
+            return
+        self._retry = [d for d in self._retry if d.retry_at > now]
+        for dev in due:
+            if not dev.refused and dev.sock is None:
+                self.fleet.stats.reconnects += 1
+                self._open(dev)
 
     # ---- the loop --------------------------------------------------------------------------
 
@@ -142,6 +154,8 @@ class PahoEngine:
                     if rc != paho.MQTT_ERR_SUCCESS or dev.refused:
                         self._lost(dev, paho.error_string(rc))
                 self._publish_due(now)
+                if self._retry:
+                    self._reconnect_due(now)
                 if now - misc_at > 1.0:
                     misc_at = now
                     self._misc(now)
@@ -195,17 +209,13 @@ class PahoEngine:
                 dev.client.loop_write()  # type: ignore[union-attr]
 
     def _misc(self, now: float) -> None:
+        """Keep-alive pings for every live session (paho's loop_misc)."""
         for dev in self.devs:
             if dev.connected:
                 if dev.client.loop_misc() != paho.MQTT_ERR_SUCCESS:  # type: ignore[union-attr]
                     self._lost(dev, "keep-alive")
                 elif dev.client.want_write():  # type: ignore[union-attr]
                     dev.client.loop_write()  # type: ignore[union-attr]
-            elif dev.client is not None and not dev.refused and dev.sock is None \
-                    and dev.retry_at and now >= dev.retry_at:
-                self.fleet.stats.reconnects += 1
-                dev.retry_at = 0.0
-                self._open(dev)
 
     def _drain_acks(self) -> None:
         if not self.fleet.cfg.qos:

@@ -118,6 +118,13 @@ def _copy_dependencies(kind: str, target: Path, environ: dict[str, str] | None) 
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def cds_archive(kind: str, java: Path, cache_dir: Path | None = None) -> Path:
+    """Where the JVM's class-data-sharing archive for one jar folder lives: inside that folder (so a
+    re-resolve drops it with the jars), one per Java installation (an archive is tied to its JDK)."""
+    java_id = hashlib.sha256(str(Path(java).resolve()).encode()).hexdigest()[:12]
+    return jar_dir(kind, cache_dir) / f".classes-{java_id}.jsa"
+
+
 def kafka_classpath(cache_dir: Path | None = None) -> str:
     """The broker's classpath (kafka_2.13, its dependencies and log4j2), resolved if needed."""
     return os.pathsep.join(str(p) for p in resolve_jars("kafka", cache_dir))

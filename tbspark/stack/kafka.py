@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import subprocess
 import time
@@ -62,7 +63,7 @@ class Broker:
 def broker_paths(state: StateDir) -> dict[str, Path]:
     d = state.kafka_dir
     return {"dir": d, "data": d / "data", "config": d / "server.properties", "log": d / "kafka.log",
-            "log4j": d / "log4j2.properties", "pid": d / "kafka.pid"}
+            "log4j": d / "log4j2.properties", "pid": d / "kafka.pid", "cds_pending": d / "classes.jsa.tmp"}
 
 
 def check_port_free(port: int, flag: str, host: str = "127.0.0.1") -> None:
@@ -120,8 +121,19 @@ def _cluster_id() -> str:
 
 
 def _java_cmd(java: Path, classpath: str, log4j: Path, main: str, *args: str,
-              opts: list[str] = JVM_OPTS) -> list[str]:
-    return [str(java), *opts, f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath, main, *args]
+              opts: list[str] = JVM_OPTS, cds: list[str] | None = None) -> list[str]:
+    return [str(java), *opts, *(cds or []), f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath, main, *args]
+
+
+def _cds_options(java: Path, paths: dict[str, Path]) -> list[str]:
+    """Class-data sharing for the broker's own classes: on a busy 2-core machine it halves start-up.
+    The first broker of a jar cache records the archive when it stops (see stop_broker); later ones
+    map it. A stale or foreign archive is harmless: the JVM then just starts without it."""
+    archive = jvm.cds_archive("kafka", java)
+    if archive.exists():
+        return [f"-XX:SharedArchiveFile={archive}"]
+    paths["cds_pending"].unlink(missing_ok=True)
+    return [f"-XX:ArchiveClassesAtExit={paths['cds_pending']}"]
 
 
 def find_broker_pids(state: StateDir) -> list[int]:
@@ -165,7 +177,8 @@ def start_broker(state: StateDir, port: int = 9092, host: str = "127.0.0.1",
         log.write(f"\n=== tbspark: starting broker on {host}:{port} at {time.strftime('%F %T')} ===\n".encode())
         log.flush()
         proc = subprocess.Popen(
-            _java_cmd(java, classpath, paths["log4j"], "kafka.Kafka", str(paths["config"])),
+            _java_cmd(java, classpath, paths["log4j"], "kafka.Kafka", str(paths["config"]),
+                      cds=_cds_options(java, paths)),
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C in the user's terminal must not reach the broker
         )
@@ -184,7 +197,7 @@ def start_broker(state: StateDir, port: int = 9092, host: str = "127.0.0.1",
 
 def _format_storage(java: Path, classpath: str, paths: dict[str, Path]) -> None:
     cmd = _java_cmd(java, classpath, paths["log4j"], "kafka.tools.StorageTool", "format",
-                    "--ignore-formatted", "-t", _cluster_id(), "-c", str(paths["config"]), opts=TOOL_OPTS)
+                    "--ignore-formatted", f"--cluster-id={_cluster_id()}", "-c", str(paths["config"]), opts=TOOL_OPTS)
     done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     with open(paths["log"], "a") as log:
         log.write(f"=== tbspark: format storage ===\n{done.stdout}{done.stderr}")
@@ -249,9 +262,23 @@ def stop_broker(state: StateDir, timeout_s: float = STOP_TIMEOUT_S) -> dict:
     """Stop every broker of this state dir (by PID) and remove the pid file."""
     paths = broker_paths(state)
     results = {pid: stop_pid(pid, timeout_s) for pid in find_broker_pids(state)}
+    _adopt_cds_archive(paths["cds_pending"], results)
     paths["pid"].unlink(missing_ok=True)
     (paths["dir"] / "broker.json").unlink(missing_ok=True)
     return results
+
+
+def _adopt_cds_archive(pending: Path, results: dict) -> None:
+    """The JVM writes its class archive while exiting cleanly; publish it by an atomic rename (a
+    killed JVM may leave half a file, which is dropped)."""
+    try:
+        if pending.exists():
+            if "stopped" in results.values() and pending.stat().st_size > 0:
+                os.replace(pending, jvm.cds_archive("kafka", jvm.find_java()))
+            else:
+                pending.unlink()
+    except (OSError, StackError):
+        pending.unlink(missing_ok=True)
 
 
 def ensure_topic(bootstrap: str, topic: str, partitions: int = 1, timeout_s: float = 30.0) -> int:

@@ -36,3 +36,16 @@ def test_port_in_use_is_one_clear_error(tmp_path):
     assert r.returncode == 1
     assert r.stderr.strip() == (f"Error: port {port} on 127.0.0.1 is already in use — stop what holds it, "
                                 f"or pass --http-port 0 to pick a free port")
+
+
+def test_tenant_login_from_environment(tmp_path):
+    p = start_platform(tmp_path / "state", extra_env={"TBSPARK_TENANT_USERNAME": "ops@example.com",
+                                                      "TBSPARK_TENANT_PASSWORD": "s3cret"})
+    try:
+        ok = requests.post(p.url + "/api/auth/login", json={"username": "ops@example.com", "password": "s3cret"})
+        assert ok.status_code == 200 and ok.json()["token"].count(".") == 2
+        old = requests.post(p.url + "/api/auth/login",
+                            json={"username": "tenant@thingsboard.org", "password": "tenant"})
+        assert old.status_code == 401
+    finally:
+        p.stop()

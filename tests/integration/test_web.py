@@ -18,8 +18,8 @@ from tbspark.thingsboard.rest import TbRestClient
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed "
-                       "(apt-get install -y chromium; `make test-setup` does it)"),
+    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed and could not be "
+                       "(`make test` runs `make browser`: apt-get install -y chromium)"),
 ]
 
 

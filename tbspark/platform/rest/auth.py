@@ -7,7 +7,7 @@ import json
 from aiohttp import web
 
 from tbspark.platform.rest import errors
-from tbspark.platform.rest.common import eid, ok_json, platform, route
+from tbspark.platform.rest.common import PRINCIPAL_KEY, eid, ok_json, platform, route
 from tbspark.platform.store import NULL_UUID
 
 
@@ -41,7 +41,7 @@ async def refresh(request: web.Request) -> web.Response:
 
 @route("GET", "/api/auth/user", "The current user", "auth")
 async def current_user(request: web.Request) -> web.Response:
-    principal = request["principal"]
+    principal = request[PRINCIPAL_KEY]
     u = principal.user
     return ok_json({
         "id": eid("USER", u.id), "createdTime": u.created_time,

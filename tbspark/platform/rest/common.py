@@ -15,6 +15,7 @@ from tbspark.platform.rest import errors
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PLATFORM_KEY = web.AppKey("platform", object)
+PRINCIPAL_KEY = web.RequestKey("principal", object)  # the verified caller (auth.Principal)
 
 
 @dataclass
@@ -63,7 +64,7 @@ def platform(request: web.Request) -> Any:
 
 def tenant_admin(request: web.Request):
     """The caller, who must be a tenant administrator (a sysadmin gets TB's 403)."""
-    principal = request.get("principal")
+    principal = request.get(PRINCIPAL_KEY)
     if principal is None:
         raise errors.auth_failed()
     if principal.authority != "TENANT_ADMIN":
@@ -137,7 +138,10 @@ async def json_body(request: web.Request) -> Any:
     ctype = request.headers.get("Content-Type", "")
     if ctype and "json" not in ctype.lower():
         raise errors.TbHttpError(415, f"Content-Type '{ctype}' is not supported", errors.GENERAL)
-    text = await request.text()
+    try:
+        text = await request.text()  # UnicodeDecodeError (a ValueError) on bytes that are not UTF-8
+    except ValueError:
+        raise errors.bad_request("Invalid request body: JSON parse error") from None
     if not text.strip():
         raise errors.bad_request("Required request body is missing")
     try:

@@ -12,7 +12,9 @@ from aiohttp import web
 
 from tbspark.platform import values
 from tbspark.platform.rest import errors
-from tbspark.platform.rest.common import Param, ok_empty, ok_json, parse_uuid, platform, q_bool, q_int, q_keys, route
+from tbspark.platform.rest.common import (
+    PRINCIPAL_KEY, Param, ok_empty, ok_json, parse_uuid, platform, q_bool, q_int, q_keys, route,
+)
 
 P = "/api/plugins/telemetry"
 ENTITY_TYPES = {"TENANT", "CUSTOMER", "USER", "DASHBOARD", "ASSET", "DEVICE", "ALARM", "RULE_CHAIN", "RULE_NODE",
@@ -38,7 +40,7 @@ HISTORY_PARAMS = [
 
 def _entity(request: web.Request, entity_type: str, raw_id: str) -> tuple[str, str]:
     """(entity type, uuid) of an entity the caller owns; TB's errors otherwise."""
-    principal = request.get("principal")
+    principal = request.get(PRINCIPAL_KEY)
     if principal is None:
         raise errors.auth_failed()
     if entity_type not in ENTITY_TYPES:
@@ -70,8 +72,8 @@ def _now() -> int:
 
 async def _save_timeseries(request: web.Request, entity_type: str, raw_id: str) -> web.Response:
     etype, eid = _entity(request, entity_type, raw_id)
-    text = await request.text()
     try:
+        text = await request.text()  # UnicodeDecodeError (a ValueError) on bytes that are not UTF-8
         obj = values.loads(text)
     except ValueError:
         raise errors.bare(400, "Unable to parse time series payload: Invalid JSON body!") from None
@@ -110,8 +112,8 @@ async def _save_attributes(request: web.Request, entity_type: str, raw_id: str, 
     etype, eid = _entity(request, entity_type, raw_id)
     if scope not in WRITABLE_SCOPES:
         raise errors.bare(400, f"Invalid scope: {scope}")
-    text = await request.text()
     try:
+        text = await request.text()  # UnicodeDecodeError (a ValueError) on bytes that are not UTF-8
         obj = values.loads(text) if text.strip() else None
     except ValueError:
         raise errors.bare(400, "Invalid JSON") from None

@@ -60,7 +60,8 @@ class EntityStore:
         return self._writer.run(fn)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        return await asyncio.wrap_future(self._writer.submit(fn))
+        fut = self._writer.submit(fn, small=True)
+        return fut.result() if fut.done() else await asyncio.wrap_future(fut)
 
     @staticmethod
     def _unique(fn: Callable[[sqlite3.Connection], Any], message: str) -> Callable[[sqlite3.Connection], Any]:

@@ -67,6 +67,7 @@ class Store(EntityStore, RuleChainStore, TelemetryStore):
             "rule_chains": len(self._rule_chains),
             "transactions": self._writer.transactions,
             "writes": self._writer.writes,
+            "inline_commits": self._writer.inline,
             "ts_points_written": self.ts_points_written,
             "attr_values_written": self.attr_values_written,
             "db_bytes": self.path.stat().st_size if self.path.exists() else 0,

@@ -21,6 +21,7 @@ _BOOL = KIND_CODES["BOOLEAN"]
 _LONG = KIND_CODES["LONG"]
 _DOUBLE = KIND_CODES["DOUBLE"]
 AGGREGATIONS = ("NONE", "AVG", "MIN", "MAX", "SUM", "COUNT")
+_MAX_SEEK_BUCKETS = 200_000
 
 AttrListener = Callable[[str, str, str, dict], Any]
 
@@ -81,7 +82,11 @@ class TelemetryStore:
                               entries: list[tuple[int, str, str, Any]]) -> None:
         """Save ``[(ts, key, kind, value)]``; returns after the batch holding it committed."""
         if entries:
-            await asyncio.wrap_future(self._writer.submit(self._ts_write_fn(entity_type, entity_id, entries)))
+            fut = self._writer.submit(self._ts_write_fn(entity_type, entity_id, entries), small=len(entries) <= 32)
+            if fut.done():
+                fut.result()  # committed inline: no trip through the event loop
+            else:
+                await asyncio.wrap_future(fut)
 
     def save_timeseries_sync(self, entity_type: str, entity_id: str, entries: list) -> None:
         if entries:
@@ -100,7 +105,11 @@ class TelemetryStore:
                               values: dict[str, tuple[str, Any]], ts: int) -> None:
         if not values:
             return
-        await asyncio.wrap_future(self._writer.submit(self._attr_write_fn(entity_type, entity_id, scope, values, ts)))
+        fut = self._writer.submit(self._attr_write_fn(entity_type, entity_id, scope, values, ts), small=len(values) <= 32)
+        if fut.done():
+            fut.result()
+        else:
+            await asyncio.wrap_future(fut)
         if scope == "SHARED_SCOPE":
             for cb in list(self._attr_listeners):
                 try:
@@ -204,25 +213,31 @@ class TelemetryStore:
 
     @staticmethod
     def _aggregate(conn: sqlite3.Connection, sid: int, start: int, end: int, interval: int, agg: str) -> list:
-        numeric = f"kind IN ({_LONG},{_DOUBLE})"
-        if agg == "COUNT":
-            sql = "SELECT (ts-?)/? AS b, COUNT(*), 0 FROM ts_kv WHERE sid=? AND ts>=? AND ts<? GROUP BY b"
-        else:
-            fn = {"AVG": "AVG", "MIN": "MIN", "MAX": "MAX", "SUM": "SUM"}[agg]
-            sql = (f"SELECT (ts-?)/? AS b, {fn}(v), MAX(kind) FROM ts_kv "
-                   f"WHERE sid=? AND ts>=? AND ts<? AND {numeric} GROUP BY b")
+        fn = {"AVG": "AVG(v)", "MIN": "MIN(v)", "MAX": "MAX(v)", "SUM": "SUM(v)", "COUNT": "COUNT(*)"}[agg]
+        numeric = "" if agg == "COUNT" else f" AND kind IN ({_LONG},{_DOUBLE})"
+        n_buckets = (end - start + interval - 1) // interval
+        if n_buckets <= _MAX_SEEK_BUCKETS:
+            # One index seek per bucket over the (sid, ts) primary key: rows are read in order and no
+            # temporary B-tree is built, several times faster than GROUP BY on 1M rows.
+            sql = (f"WITH RECURSIVE b(i) AS (SELECT 0 UNION ALL SELECT i+1 FROM b WHERE i+1 < :n) "
+                   f"SELECT i, (SELECT {fn} FROM ts_kv WHERE sid=:sid AND ts >= :s + i*:iv "
+                   f"AND ts < MIN(:s + (i+1)*:iv, :e){numeric}) AS a FROM b")
+            rows = conn.execute(sql, {"n": n_buckets, "sid": sid, "s": start, "iv": interval, "e": end})
+        else:  # a huge range of mostly empty buckets: group the points instead
+            rows = conn.execute(f"SELECT (ts-?)/? AS b, {fn} FROM ts_kv WHERE sid=? AND ts>=? AND ts<?{numeric} "
+                                f"GROUP BY b ORDER BY b", (start, interval, sid, start, end))
         points = []
-        for b, value, max_kind in conn.execute(sql, (start, interval, sid, start, end)):
+        for b, value in rows:
+            if value is None or (agg == "COUNT" and value == 0):
+                continue  # empty bucket: ThingsBoard leaves it out
             lo = start + b * interval
             hi = min(lo + interval, end)
             ts = lo + (hi - lo) // 2
-            if agg == "COUNT":
+            if agg in ("COUNT",):
                 points.append((ts, "LONG", value))
-            elif agg == "AVG":
-                points.append((ts, "DOUBLE", float(value)))
-            elif max_kind == _DOUBLE:
+            elif agg == "AVG" or isinstance(value, float):
+                # AVG is always DOUBLE; SUM/MIN/MAX are DOUBLE as soon as a double took part.
                 points.append((ts, "DOUBLE", float(value)))
             else:
                 points.append((ts, "LONG", int(value)))
-        points.sort()
         return points

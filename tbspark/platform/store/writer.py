@@ -3,6 +3,10 @@
 Everything queued while one transaction runs goes into the next one, so ingest is not bound by one
 commit per message. A caller's future completes only after COMMIT (WAL, synchronous=NORMAL), so an
 acknowledged write survives kill -9 of the process.
+
+A small write submitted while the writer is idle (nothing queued or in flight) is committed right away
+on the caller's thread instead: handing it to the thread and back costs more CPU than the commit
+itself (~45 µs), and order is kept because nothing older is pending.
 """
 
 from __future__ import annotations
@@ -31,20 +35,35 @@ class Writer:
         self.transactions = 0
         self.writes = 0
         self._closed = False
+        self._commit_lock = threading.Lock()  # held by whoever runs a transaction on self._conn
+        self._count_lock = threading.Lock()
+        self._pending = 0  # queued or in-flight items of the writer thread
+        self.inline = 0
         self._thread.start()
 
-    def submit(self, fn: WriteFn) -> concurrent.futures.Future:
-        """Queue ``fn(conn)``; the future holds its result once the transaction has committed."""
+    def submit(self, fn: WriteFn, small: bool = False) -> concurrent.futures.Future:
+        """Queue ``fn(conn)``; the future holds its result once the transaction has committed.
+        ``small``: may be committed at once on this thread when the writer is idle."""
         fut: concurrent.futures.Future = concurrent.futures.Future()
         if self._closed:
             fut.set_exception(RuntimeError("store is closed"))
             return fut
+        if small and self._commit_lock.acquire(blocking=False):
+            try:
+                if self._pending == 0:
+                    self.inline += 1
+                    self._commit([(fn, fut)])
+                    return fut
+            finally:
+                self._commit_lock.release()
+        with self._count_lock:
+            self._pending += 1
         self._queue.put((fn, fut))
         return fut
 
-    def run(self, fn: WriteFn) -> Any:
+    def run(self, fn: WriteFn, small: bool = True) -> Any:
         """Blocking form of :meth:`submit`."""
-        return self.submit(fn).result()
+        return self.submit(fn, small).result()
 
     def close(self) -> None:
         """Commit everything queued so far, then stop the thread."""
@@ -53,7 +72,8 @@ class Writer:
         self._closed = True
         self._queue.put(_STOP)
         self._thread.join()
-        self._conn.close()
+        with self._commit_lock:  # an inline commit may still be running on another thread
+            self._conn.close()
 
     def _run(self) -> None:
         stop = False
@@ -76,7 +96,10 @@ class Writer:
                     if item is not _STOP:
                         batch.append(item)
             if batch:
-                self._commit(batch)
+                with self._commit_lock:
+                    self._commit(batch)
+                with self._count_lock:
+                    self._pending -= len(batch)
 
     def _commit(self, batch: list) -> None:
         conn = self._conn

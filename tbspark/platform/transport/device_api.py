@@ -4,6 +4,7 @@ request answers, and the session limits the official client asks for. No socket 
 from __future__ import annotations
 
 import json
+import re
 
 from tbspark.platform import values
 from tbspark.platform.rules.msg import POST_ATTRIBUTES, POST_TELEMETRY, TO_SERVER_RPC, TbMsg
@@ -51,14 +52,52 @@ def _data_of(kv: dict) -> dict:
     return {k: (json.loads(v) if kind == values.JSON else v) for k, (kind, v) in kv.items()}
 
 
+# Numbers whose spelling matters to ThingsBoard's typing (exponents, > 16 decimals): only payloads
+# holding one need the slower spelling-aware parser; everything else parses with the C decoder.
+_SPELLING = re.compile(rb"[0-9.][eE][-+0-9]|\.[0-9]{17}")
+_I64 = (-(2**63), 2**63 - 1)
+
+
+def loads(payload: bytes):
+    if _SPELLING.search(payload):
+        return values.loads(payload)
+    return json.loads(payload)
+
+
+def _flat_data(obj: dict) -> dict | None:
+    """Typed message data of a flat telemetry object (§5.5), or None when it needs the full parser
+    (a {ts, values} object, a null, an out-of-range integer)."""
+    if "ts" in obj and "values" in obj:
+        return None
+    out = {}
+    for k, v in obj.items():
+        t = type(v)
+        if t is str:
+            out[k] = values.typed(v)[1]
+        elif t is float or t is bool or (t is int and _I64[0] <= v <= _I64[1]) or t is dict or t is list:
+            out[k] = v
+        else:
+            return None
+    return out
+
+
 def telemetry_msgs(device, payload: bytes, now_ms: int) -> list[TbMsg]:
     """One POST_TELEMETRY_REQUEST per payload element (arrays are not merged, §6.5).
     Raises ValueError (values.PayloadError included) on malformed JSON or a wrong shape."""
-    entries = values.parse_telemetry(values.loads(payload), now_ms)
+    obj = loads(payload)
     origin = ("DEVICE", device.id)
     name, dtype = device.name, device.type
+    # Fast path: the flat object real devices send (or tb-mqtt-client's one-element array of it).
+    flat = obj[0] if type(obj) is list and len(obj) == 1 and type(obj[0]) is dict else obj
+    if type(flat) is dict:
+        data = _flat_data(flat)
+        if data is not None:
+            if not data:
+                return []
+            return [TbMsg(POST_TELEMETRY, origin, data, {"deviceName": name, "deviceType": dtype, "ts": str(now_ms)},
+                          device.tenant_id, device.customer_id, None, device.profile_id, now_ms)]
     out = []
-    for ts, kv in entries:
+    for ts, kv in values.parse_telemetry(obj, now_ms):
         out.append(TbMsg(POST_TELEMETRY, origin, _data_of(kv),
                          {"deviceName": name, "deviceType": dtype, "ts": str(ts)},
                          device.tenant_id, device.customer_id, None, device.profile_id, now_ms))
@@ -66,7 +105,7 @@ def telemetry_msgs(device, payload: bytes, now_ms: int) -> list[TbMsg]:
 
 
 def attributes_msg(device, payload: bytes, now_ms: int) -> TbMsg | None:
-    kv = values.parse_attributes(values.loads(payload))
+    kv = values.parse_attributes(loads(payload))
     if not kv:
         return None
     return TbMsg(POST_ATTRIBUTES, ("DEVICE", device.id), _data_of(kv),
@@ -93,7 +132,7 @@ def _keys(text) -> list[str] | None:
 def attribute_response(store, device_id: str, payload: bytes) -> dict:
     """``{"clientKeys":"a,b","sharedKeys":"c"}`` → ``{"client":{…},"shared":{…}}``; no keys at all
     asks for every client and shared attribute; empty sections are omitted (§6.2)."""
-    req = values.loads(payload) if payload.strip() else {}
+    req = loads(payload) if payload.strip() else {}
     if not isinstance(req, dict):
         raise values.PayloadError("attribute request must be a JSON object")
     client, shared = _keys(req.get("clientKeys")), _keys(req.get("sharedKeys"))

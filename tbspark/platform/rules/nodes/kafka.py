@@ -47,6 +47,9 @@ def producer_config(node_id: str, config: dict) -> dict:
         "linger.ms": _int(config, "linger", 0),
         "queue.buffering.max.kbytes": max(1, _int(config, "bufferMemory", 33554432) // 1024),
         "delivery.timeout.ms": DEFAULT_DELIVERY_TIMEOUT_MS,
+        # librdkafka's own log lines (e.g. one per failed reconnect while a broker is down) go to
+        # Python logging instead of stderr.
+        "logger": logging.getLogger("tbspark.kafka.librdkafka"),
     }
     other = config.get("otherProperties") or {}
     if not isinstance(other, dict):

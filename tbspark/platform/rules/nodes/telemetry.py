@@ -13,11 +13,21 @@ from tbspark.platform.rules.nodes import PKG, Node, NodeConfigError, register
 _SCOPES = ("CLIENT_SCOPE", "SHARED_SCOPE", "SERVER_SCOPE")
 
 
+_KIND_OF = {bool: values.BOOLEAN, float: values.DOUBLE}
+_I64 = (-(2**63), 2**63 - 1)
+
+
 def _typed_items(data: dict):
     for k, v in data.items():
-        kind, val = values.typed(v)
-        if kind is not None:
-            yield k, kind, val
+        t = type(v)
+        if t is int and _I64[0] <= v <= _I64[1]:
+            yield k, values.LONG, v  # the common case, without a call
+        elif t in _KIND_OF:
+            yield k, _KIND_OF[t], v
+        else:
+            kind, val = values.typed(v)
+            if kind is not None:
+                yield k, kind, val
 
 
 def _unsupported(m, wanted: str):

@@ -1,0 +1,410 @@
+"""Benchmark: MQTT ingest of the embedded platform (MQTT → store → forwarding chain → Kafka) with many
+device connections at 10 Hz, QoS 0 and 1, in messages per platform CPU-second; side by side with
+Mosquitto as a plain broker under the same load; and memory per idle connection.
+
+    .venv/bin/python bench/platform_mqtt.py [--devices 3000] [--rate-hz 10] [--windows 3] [--window-s 8]
+                                            [--idle 10000] [--skip-mosquitto]
+
+Method: a fresh Kafka broker and a fresh `tbspark platform serve` process (own state dirs, free
+ports); devices created over REST; the forwarding chain of issue 4 attached to their profile. The
+load generator is a multiprocess asyncio publisher built on tbspark.mqtt.codec (one packet per
+message, as devices send, each device on its own 100 ms schedule, at most 100 unacknowledged QoS 1
+messages per device). After all devices are connected and a warm-up, several windows measure
+messages received (server counter) and the server process's CPU time (psutil user+system, all its
+threads: event loop, SQLite writer, librdkafka). The figure is the median over the windows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tbspark.mqtt import codec as c  # noqa: E402
+
+P = "org.thingsboard.rule.engine."
+MAX_INFLIGHT = 100
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+# ---------------------------------------------------------------------------------- load generator
+
+class Device(asyncio.Protocol):
+    __slots__ = ("w", "token", "transport", "dec", "inflight", "pid", "connected", "zone")
+
+    def __init__(self, w, token: str, zone: str):
+        self.w, self.token, self.zone = w, token, zone
+        self.transport = None
+        self.dec = c.StreamDecoder()
+        self.inflight = 0
+        self.pid = 0
+        self.connected = False
+
+    def connection_made(self, transport):
+        self.transport = transport
+        data = c.encode_connect("", username=self.token, keep_alive=600, protocol_level=self.w.level)
+        if self.w.send_attrs:
+            data += c.encode_publish("v1/devices/me/attributes",
+                                     json.dumps({"deviceType": "WeatherStation", "geoZone": self.zone}),
+                                     1, 1, protocol_level=self.w.level)
+        transport.write(data)
+
+    def data_received(self, data):
+        for t, _f, _b in self.dec.feed(data):
+            if t == c.CONNACK:
+                self.connected = True
+                self.w.connected.value += 1
+            elif t == c.PUBACK:
+                self.inflight = max(0, self.inflight - 1)
+
+    def connection_lost(self, exc):
+        if self.connected:
+            self.w.connected.value -= 1
+        self.connected = False
+
+    def send(self, payload: bytes) -> bool:
+        if not self.connected or self.transport.is_closing():
+            return False
+        qos = self.w.qos
+        if qos and self.inflight >= MAX_INFLIGHT:
+            return False
+        self.pid = self.pid % 65535 + 1
+        if qos:
+            self.inflight += 1
+        self.transport.write(c.encode_publish("v1/devices/me/telemetry", payload, qos, self.pid,
+                                              protocol_level=self.w.level))
+        return True
+
+
+class Worker:
+    def __init__(self, level, qos, connected, send_attrs):
+        self.level, self.qos, self.connected, self.send_attrs = level, qos, connected, send_attrs
+
+
+def worker_main(host, port, tokens, level, qos, rate_hz, stop, connected, sent, send_attrs, zones):
+    raise_fd_limit()
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        w = Worker(level, qos, connected, send_attrs)
+        devs = [Device(w, tok, zones[i % len(zones)]) for i, tok in enumerate(tokens)]
+        for i in range(0, len(devs), 500):  # open in waves of 500 so the accept backlog keeps up
+            await asyncio.gather(*(loop.create_connection(lambda d=d: d, host, port) for d in devs[i:i + 500]),
+                                 return_exceptions=True)
+        if rate_hz <= 0:
+            while not stop.is_set():
+                await asyncio.sleep(0.2)
+            return
+        slots = 10  # each device on its own phase of the 1/rate period
+        groups = [devs[i::slots] for i in range(slots)]
+        period = 1.0 / rate_hz
+        t0 = loop.time()
+        k = 0
+        n = 0
+        while not stop.is_set():
+            for d in groups[k % slots]:
+                if d.send(b'{"windSpeed":"%d"}' % (n % 60)):
+                    n += 1
+            if k % slots == 0:
+                sent.value = n
+            k += 1
+            delay = t0 + k * period / slots - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        sent.value = n
+        for d in devs:
+            if d.transport is not None:
+                d.transport.close()
+
+    asyncio.run(run())
+
+
+class Load:
+    """``procs`` generator processes sharing the device tokens."""
+
+    def __init__(self, host, port, tokens, level, qos, rate_hz, procs=2, send_attrs=True, zones=("Zone A",)):
+        self.stop = mp.Event()
+        self.connected = [mp.Value("i", 0, lock=False) for _ in range(procs)]
+        self.sent = [mp.Value("q", 0, lock=False) for _ in range(procs)]
+        self.procs = [mp.Process(target=worker_main, args=(host, port, tokens[i::procs], level, qos, rate_hz,
+                                                             self.stop, self.connected[i], self.sent[i],
+                                                             send_attrs, list(zones)), daemon=True)
+                      for i in range(procs)]
+        for p in self.procs:
+            p.start()
+
+    def n_connected(self) -> int:
+        return sum(v.value for v in self.connected)
+
+    def n_sent(self) -> int:
+        return sum(v.value for v in self.sent)
+
+    def close(self):
+        self.stop.set()
+        for p in self.procs:
+            p.join(20)
+            if p.is_alive():
+                p.kill()
+
+
+def wait_until(pred, timeout_s, what):
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+# ---------------------------------------------------------------------------------- services
+
+def start_platform(state: Path) -> tuple[subprocess.Popen, dict]:
+    state.mkdir(parents=True, exist_ok=True)
+    log = open(state / "platform.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-c", "from tbspark.cli import main; main()", "platform", "serve",
+                             "--host", "127.0.0.1", "--http-port", "0", "--mqtt-port", "0",
+                             "--state-dir", str(state)], stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=raise_fd_limit)
+    endpoint = state / "platform" / "endpoint.json"
+    wait_until(lambda: endpoint.exists() or proc.poll() is not None, 60, "the platform")
+    if proc.poll() is not None:
+        raise SystemExit((state / "platform.log").read_text()[-3000:])
+    return proc, json.loads(endpoint.read_text())
+
+
+def start_mosquitto(state: Path) -> tuple[subprocess.Popen, int] | None:
+    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if exe is None:
+        return None
+    from tbspark.stack.kafka import free_port
+    port = free_port()
+    conf = state / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\n"
+                    "persistence false\nlog_dest none\nmax_inflight_messages 100\n")
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=raise_fd_limit)
+    import socket
+
+    def listening():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+    wait_until(listening, 10, "mosquitto")
+    return proc, port
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class Rest:
+    def __init__(self, url):
+        self.url = url
+        tok = requests.post(url + "/api/auth/login", json={"username": "tenant@thingsboard.org",
+                                                           "password": "tenant"}).json()["token"]
+        self.s = requests.Session()
+        self.s.headers["X-Authorization"] = "Bearer " + tok
+
+    def post(self, path, body, **params):
+        r = self.s.post(self.url + path, json=body, params=params)
+        r.raise_for_status()
+        return r.json() if r.content else None
+
+    def get(self, path, **params):
+        r = self.s.get(self.url + path, params=params)
+        r.raise_for_status()
+        return r.json()
+
+
+def forwarding_chain(bootstrap: str, topic: str) -> dict:
+    nodes = [
+        ("filter.TbMsgTypeSwitchNode", 0, {"version": 0}),
+        ("telemetry.TbMsgTimeseriesNode", 0, {"defaultTTL": 0, "skipLatestPersistence": False, "useServerTs": False}),
+        ("telemetry.TbMsgAttributesNode", 1, {"scope": "CLIENT_SCOPE"}),
+        ("metadata.TbGetAttributesNode", 1, {"clientAttributeNames": ["deviceType", "geoZone"],
+                                             "tellFailureIfAbsent": True, "fetchTo": "METADATA"}),
+        ("filter.TbCheckMessageNode", 0, {"messageNames": ["windSpeed"], "metadataNames": ["cs_geoZone"],
+                                          "checkAllKeys": True}),
+        ("transform.TbCopyKeysNode", 2, {"copyFrom": "METADATA", "keys": ["cs_geoZone"]}),
+        ("transform.TbRenameKeysNode", 2, {"renameIn": "DATA", "renameKeysMapping": {"cs_geoZone": "geoZone"}}),
+        ("kafka.TbKafkaNode", 0, {"topicPattern": topic, "keyPattern": "${deviceName}", "bootstrapServers": bootstrap,
+                                  "acks": "-1", "linger": 0, "batchSize": 16384, "otherProperties": {}}),
+    ]
+    conns = [(0, 1, "Post telemetry"), (0, 2, "Post attributes"), (0, 3, "Post telemetry"), (3, 4, "Success"),
+             (4, 5, "True"), (5, 6, "Success"), (6, 7, "Success")]
+    return {"firstNodeIndex": 0,
+            "nodes": [{"type": P + t, "name": t, "configurationVersion": v, "configuration": cfg} for t, v, cfg in nodes],
+            "connections": [{"fromIndex": a, "toIndex": b, "type": r} for a, b, r in conns]}
+
+
+def provision(rest: Rest, n: int, dtype: str, bootstrap: str | None = None, topic: str | None = None) -> list[str]:
+    tokens = []
+    for i in range(n):
+        tok = uuid.uuid4().hex
+        rest.post("/api/device", {"name": f"{dtype} {i}", "type": dtype}, accessToken=tok)
+        tokens.append(tok)
+    if topic is None:
+        return tokens
+    chain = rest.post("/api/ruleChain", {"name": f"{dtype} → Kafka", "type": "CORE"})
+    meta = dict(forwarding_chain(bootstrap, topic), ruleChainId=chain["id"])
+    rest.post("/api/ruleChain/metadata", meta)
+    profile = next(p for p in rest.get("/api/deviceProfiles", pageSize=1000, page=0)["data"] if p["name"] == dtype)
+    profile["defaultRuleChainId"] = chain["id"]
+    rest.post("/api/deviceProfile", profile)
+    return tokens
+
+
+# ---------------------------------------------------------------------------------- measurement
+
+def cpu_s(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
+def measure(server: psutil.Process, received, windows: int, window_s: float) -> list[dict]:
+    out = []
+    for _ in range(windows):
+        c0, m0, t0 = cpu_s(server), received(), time.monotonic()
+        time.sleep(window_s)  # a measurement interval, not a wait for a service
+        c1, m1, t1 = cpu_s(server), received(), time.monotonic()
+        out.append({"msgs_per_s": (m1 - m0) / (t1 - t0), "cpu_util": (c1 - c0) / (t1 - t0),
+                    "msgs_per_cpu_s": (m1 - m0) / max(c1 - c0, 1e-9)})
+    return out
+
+
+def summary(name: str, rows: list[dict]) -> dict:
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    print(f"{name:42s} {med['msgs_per_cpu_s']:>10,.0f} msg/CPU-s   {med['msgs_per_s']:>8,.0f} msg/s   "
+          f"CPU {med['cpu_util'] * 100:5.0f} %   (windows: "
+          + ", ".join(f"{r['msgs_per_cpu_s']:,.0f}" for r in rows) + ")", flush=True)
+    return med
+
+
+def platform_load(info, server, tokens, level, qos, args) -> dict:
+    stats = lambda: requests.get(info["url"] + "/tbspark/stats", timeout=10).json()  # noqa: E731
+    load = Load("127.0.0.1", info["mqtt_port"], tokens, level, qos, args.rate_hz, procs=args.procs)
+    try:
+        wait_until(lambda: load.n_connected() >= len(tokens), 120, "all devices to connect")
+        time.sleep(args.warmup_s)  # warm-up interval before measuring
+        rows = measure(server, lambda: stats()["mqtt"]["messages"], args.windows, args.window_s)
+    finally:
+        load.close()
+    s = stats()
+    med = summary(f"platform  MQTT {'5' if level == 5 else '3.1.1'} QoS {qos}", rows)
+    med["forwarded_total"] = s["engine"]["forwarded"]
+    med["failed_total"] = s["engine"]["failed"]
+    return med
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--devices", type=int, default=3000)
+    ap.add_argument("--rate-hz", type=float, default=10.0)
+    ap.add_argument("--windows", type=int, default=3)
+    ap.add_argument("--window-s", type=float, default=8.0)
+    ap.add_argument("--warmup-s", type=float, default=4.0)
+    ap.add_argument("--procs", type=int, default=2)
+    ap.add_argument("--idle", type=int, default=10000)
+    ap.add_argument("--skip-mosquitto", action="store_true")
+    args = ap.parse_args()
+    raise_fd_limit()
+    work = Path(tempfile.mkdtemp(prefix="bench-mqtt-"))
+    results: dict = {"devices": args.devices, "rate_hz": args.rate_hz}
+    from tbspark.stack.kafka import ensure_topic, start_broker, stop_pid
+    from tbspark.state import StateDir
+
+    broker = start_broker(StateDir(work / "kafka"), port=0)
+    proc = None
+    try:
+        topic = "weather-" + uuid.uuid4().hex[:6]
+        ensure_topic(broker.bootstrap, topic, 1)
+        proc, info = start_platform(work / "platform")
+        server = psutil.Process(proc.pid)
+        rest = Rest(info["url"])
+        t0 = time.monotonic()
+        tokens = provision(rest, args.devices, "WeatherStation", broker.bootstrap, topic)
+        print(f"provisioned {args.devices} devices in {time.monotonic() - t0:.1f} s", flush=True)
+        for qos in (0, 1):
+            results[f"platform_qos{qos}"] = platform_load(info, server, tokens, 5, qos, args)
+        # memory per idle connection
+        idle_tokens = provision(rest, args.idle, "IdleSensor") if args.idle else []
+        if idle_tokens:
+            time.sleep(1)
+            rss0 = server.memory_info().rss
+            load = Load("127.0.0.1", info["mqtt_port"], idle_tokens, 5, 0, 0, procs=args.procs, send_attrs=False)
+            try:
+                wait_until(lambda: load.n_connected() >= len(idle_tokens), 180, "idle devices to connect")
+                time.sleep(2)
+                rss1 = server.memory_info().rss
+            finally:
+                load.close()
+            per = (rss1 - rss0) / len(idle_tokens)
+            results["platform_idle_bytes_per_conn"] = per
+            print(f"platform  idle connections: {len(idle_tokens)}  RSS +{(rss1 - rss0) / 2**20:.1f} MiB  "
+                  f"= {per / 1024:.1f} KiB per connection", flush=True)
+    finally:
+        if proc is not None:
+            stop(proc)
+        stop_pid(broker.pid, 10)
+    if not args.skip_mosquitto:
+        started = start_mosquitto(work)
+        if started is None:
+            print("mosquitto: not installed (apt-get install -y mosquitto) — reference skipped")
+        else:
+            mproc, mport = started
+            try:
+                mserver = psutil.Process(mproc.pid)
+                fake = [uuid.uuid4().hex for _ in range(args.devices)]
+                for qos in (0, 1):
+                    load = Load("127.0.0.1", mport, fake, 5, qos, args.rate_hz, procs=args.procs)
+                    try:
+                        wait_until(lambda: load.n_connected() >= len(fake), 120, "mosquitto clients")
+                        time.sleep(args.warmup_s)
+                        rows = measure(mserver, load.n_sent, args.windows, args.window_s)
+                    finally:
+                        load.close()
+                    results[f"mosquitto_qos{qos}"] = summary(f"mosquitto MQTT 5 QoS {qos} (plain broker)", rows)
+                rss0 = mserver.memory_info().rss
+                idle = [uuid.uuid4().hex for _ in range(args.idle)]
+                load = Load("127.0.0.1", mport, idle, 5, 0, 0, procs=args.procs, send_attrs=False)
+                try:
+                    wait_until(lambda: load.n_connected() >= len(idle), 180, "mosquitto idle clients")
+                    time.sleep(2)
+                    per = (mserver.memory_info().rss - rss0) / len(idle)
+                finally:
+                    load.close()
+                results["mosquitto_idle_bytes_per_conn"] = per
+                print(f"mosquitto idle connections: {len(idle)} = {per / 1024:.1f} KiB per connection")
+            finally:
+                stop(mproc)
+    print(json.dumps(results, indent=1))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
