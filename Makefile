@@ -41,9 +41,11 @@ $(VENV_STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $@
 
-# Quick when done: resolve_jars() compares the jar cache's stamp with the pom's hash.
+# Quick when done: resolve_jars() compares the jar cache's stamp with the pom's hash; the second
+# line records the broker's class-data archive once (it halves broker start-up on a busy machine).
 jars: venv
 	@$(BIN)/python -m tbspark.stack.jvm kafka spark
+	@$(BIN)/python -m tbspark.stack.kafka
 
 bench: setup
 	@set -e; for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script; done

@@ -29,7 +29,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tbspark.stack import jvm, kafka  # noqa: E402
-from tbspark.state import StateDir  # noqa: E402
 
 TBSPARK = [sys.executable, "-m", "tbspark"]
 KAFKA_SCRIPT_OPTS = ["-Xmx1G", "-Xms1G", "-server", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
@@ -105,6 +104,7 @@ def main() -> None:
     ap.add_argument("--write-docs", action="store_true", help="write the figures into docs/benchmarks.md")
     args = ap.parse_args()
 
+    load_before = os.getloadavg()[0]
     results: dict[str, list[float]] = {"cold": [], "warm": [], "ref": []}
     with_platform = platform_exists()
     if with_platform:
@@ -124,14 +124,15 @@ def main() -> None:
             print(f"run {i + 1}: " + "  ".join(f"{k} {v[-1]:.2f}s" for k, v in results.items()), flush=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+    load = (load_before, os.getloadavg()[0])
     med = {k: statistics.median(v) for k, v in results.items() if v}
-    print(json.dumps({"runs": args.runs, "median_s": {k: round(v, 2) for k, v in med.items()},
+    print(json.dumps({"runs": args.runs, "load_avg_1min": load, "median_s": {k: round(v, 2) for k, v in med.items()},
                       "all_s": {k: [round(x, 2) for x in v] for k, v in results.items()}}, indent=2))
     if args.write_docs:
-        write_docs(args.runs, results, med, with_platform)
+        write_docs(args.runs, results, med, with_platform, load)
 
 
-def write_docs(runs: int, results: dict, med: dict, with_platform: bool) -> None:
+def write_docs(runs: int, results: dict, med: dict, with_platform: bool, load: tuple) -> None:
     def row(name: str, key: str) -> str:
         v = results[key]
         return f"| {name} | {med[key]:.1f} s | {min(v):.1f}–{max(v):.1f} s |"
@@ -141,8 +142,9 @@ def write_docs(runs: int, results: dict, med: dict, with_platform: bool) -> None
         f"Method: `.venv/bin/python bench/stack_up.py --runs {runs} --write-docs`; each run in a fresh",
         "temporary state dir on free ports, wall clock from launching the command until it returns (the",
         "broker answers a metadata request, the topic exists; the platform answers /tbspark/health).",
-        f"Median of {runs} runs, measured {time.strftime('%Y-%m-%d')} on this machine (2 cores; other",
-        "engineers' work was running at the same time, so treat the spread as real).", "",
+        f"Median of {runs} runs, measured {time.strftime('%Y-%m-%d %H:%M')} UTC on this machine (2 cores). The",
+        f"machine was shared: 1-minute load average {load[0]:.1f} before and {load[1]:.1f} after the runs",
+        "(other engineers' test suites, brokers and Spark jobs), so these are figures under contention.", "",
         "| what | median | range |", "|---|---|---|",
         row("`tbspark stack up --no-platform`, cold (formats storage)", "cold"),
         row("`tbspark stack up --no-platform`, warm (formatted state dir)", "warm"),
@@ -155,8 +157,10 @@ def write_docs(runs: int, results: dict, med: dict, with_platform: bool) -> None
         row("reference: bare `kafka.Kafka` as kafka-server-start.sh launches it, formatted, to first metadata answer", "ref"),
         "", f"Target: <= 15 s to a broker that answers — met: cold median {med['cold']:.1f} s." if med["cold"] <= 15
         else f"Target: <= 15 s to a broker that answers — NOT met: cold median {med['cold']:.1f} s.",
-        "The difference between cold and warm is the one-off `StorageTool format` JVM; between warm and",
-        "the reference, the Python CLI's start-up, topic creation and the stop/ready bookkeeping.",
+        "Cold and warm differ little because a cold state dir is formatted by copying the output of Kafka's",
+        "StorageTool kept beside the jars (only the first state dir of a jar cache runs the tool). Between",
+        "warm and the reference: the Python CLI's start-up and topic creation, minus the class-data-sharing",
+        "archive tbspark's broker maps (the reference runs without it).",
     ]
     doc = ROOT / "docs" / "benchmarks.md"
     text = doc.read_text()

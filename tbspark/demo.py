@@ -139,7 +139,14 @@ class _SparkJob:
     def shutdown(self) -> None:
         """Stop the query between batches, then the session and its JVM (when we started it)."""
         self.stop.set()
+        if not self.session_ready.is_set() and self.own_session:
+            # Interrupted while the session was still starting: nothing to stop gracefully, and
+            # waiting for the JVM to finish starting would only delay Ctrl-C. Its thread then
+            # fails on the closed gateway and ends.
+            _stop_jvm()
         self.thread.join(timeout=60)
+        if self.thread.is_alive() or (self.spark is None and self.own_session):
+            _stop_jvm()  # the gateway may have come up after the first attempt
         if self.spark is None or not self.own_session:
             return
         try:

@@ -317,10 +317,20 @@ def verify(scenario: Any, conn: Any, state: StateDir, since_ms: int | None = Non
     from tbspark.thingsboard.rest import TbRestClient
 
     prov, gt = load_records(scenario, state)
+    own_client = client is None
+    client = client or TbRestClient(conn.tb_url, conn.username, conn.password)
+    try:
+        return _read_and_judge(scenario, conn, client, prov, gt, since_ms)
+    finally:
+        if own_client:
+            client.close()
+
+
+def _read_and_judge(scenario: Any, conn: Any, client: Any, prov: dict, gt: dict | None,
+                    since_ms: int | None) -> VerifyReport:
     agg = scenario.aggregation
     window_ms = int(round(agg.window_s * 1000))
     keys = metric_keys(scenario)
-    client = client or TbRestClient(conn.tb_url, conn.username, conn.password)
     entity_type = "ASSET" if agg.sink == "rest" else "DEVICE"
     zones = list(dict.fromkeys([*scenario.zones(), *(gt or {}).get("windows", {})]))
     ids: dict[str, str] = {}
@@ -354,8 +364,13 @@ def verify(scenario: Any, conn: Any, state: StateDir, since_ms: int | None = Non
 
     points = read_points(fetch, ids, keys, start, end)
     expectations = {z: (e.mean, e.tolerance) for z, e in scenario.expectations.zones.items()}
-    return judge(scenario=scenario.name, window_s=agg.window_s, keys=keys, points=points,
-                 groundtruth=gt, expectations=expectations, exact=scenario.expectations.exact,
-                 timestamps=(gt or {}).get("timestamps") or scenario.simulation.timestamps,
-                 since_ms=since_ms)
+    report = judge(scenario=scenario.name, window_s=agg.window_s, keys=keys, points=points,
+                   groundtruth=gt, expectations=expectations, exact=scenario.expectations.exact,
+                   timestamps=(gt or {}).get("timestamps") or scenario.simulation.timestamps,
+                   since_ms=since_ms)
+    for zone in zones:
+        if zone not in ids:
+            report.notes.append(f"no {entity_type.lower()} named {zone!r} on {conn.tb_url}: "
+                                "the aggregation job has written nothing for this zone")
+    return report
 

@@ -47,9 +47,14 @@ def _parse_float(text: str) -> Any:
         except InvalidOperation:  # pragma: no cover - the JSON scanner only hands us valid numbers
             return float(text)
         if d == d.to_integral_value():
-            n = int(d)
-            if _I64_MIN <= n <= _I64_MAX:
-                return n
+            # int() of 1e999999 runs for minutes (a one-packet DoS found by tests/fuzz): only a number
+            # of at most 19 digits can fit a LONG, and a huge one keeps its own spelling.
+            if d.adjusted() <= 18:
+                n = int(d)
+                if _I64_MIN <= n <= _I64_MAX:
+                    return n
+            if d.adjusted() > 4096:
+                return _NumText(text)
             return _NumText(format(d.normalize(), "f"))
         return float(d)
     dot = text.find(".")
@@ -69,7 +74,10 @@ def loads(data: str | bytes | bytearray) -> Any:
     """Parse JSON text the way ThingsBoard's JsonConverter sees numbers. Raises ValueError."""
     if isinstance(data, (bytes, bytearray)):
         data = data.decode("utf-8")
-    return _DECODER.decode(data)
+    try:
+        return _DECODER.decode(data)
+    except RecursionError:  # "[[[[…" nested thousands deep (found by tests/fuzz): malformed, not a crash
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _is_parsable(s: str) -> bool:

@@ -3,48 +3,22 @@ waits on, and stops by PID. Its config, data and log live under <state>/kafka/."
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import socket
 import subprocess
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tbspark.errors import KafkaError, PortInUseError, ServiceStartError, StackError
 from tbspark.stack import jvm, procs
+from tbspark.stack.kafka_config import (  # noqa: F401 — server_properties is part of this module's API
+    LOG4J2, format_storage, java_cmd, server_properties, tail)
 from tbspark.state import StateDir, write_json_atomic
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
-# Enough for a development broker; the JVM's default (a quarter of RAM) would take 6 GiB here.
-JVM_OPTS = ["-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-            "-Djava.awt.headless=true"]
-# The storage formatter runs for a second: C1 only and one GC thread start it faster on a busy machine.
-TOOL_OPTS = ["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Djava.awt.headless=true"]
-
-LOG4J2 = """\
-# Written by tbspark: the broker logs to stdout, which tbspark sends to kafka.log.
-status = warn
-appender.out.type = Console
-appender.out.name = OUT
-appender.out.layout.type = PatternLayout
-appender.out.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = info
-rootLogger.appenderRef.out.ref = OUT
-logger.kafka.name = kafka
-logger.kafka.level = info
-logger.state.name = state.change.logger
-logger.state.level = warn
-logger.controller.name = org.apache.kafka.controller
-logger.controller.level = warn
-logger.authorizer.name = kafka.authorizer.logger
-logger.authorizer.level = warn
-"""
-
-
+CDS_DUMP_STOP_TIMEOUT_S = 90.0
 @dataclass(frozen=True)
 class Broker:
     """A running broker as recorded in services.json under "kafka"."""
@@ -83,59 +57,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def server_properties(data_dir: Path, host: str, port: int, controller_port: int) -> str:
-    """A single-node combined broker+controller. Static quorum (controller.quorum.voters) rather than a
-    dynamic one, so a restart on other ports needs no reformat; replication factors of 1 because
-    there is one node; no initial rebalance delay so the first consumer group starts at once."""
-    props = {
-        "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@{host}:{controller_port}",
-        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
-        "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-        "log.dirs": str(data_dir),
-        "num.partitions": "1",
-        "auto.create.topics.enable": "true",
-        "offsets.topic.replication.factor": "1",
-        "offsets.topic.num.partitions": "4",  # 50 by default: slows the first group join for nothing
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
-        "group.initial.rebalance.delay.ms": "0",
-        "log.segment.bytes": str(64 * 1024 * 1024),
-        "log.retention.hours": "24",
-        "num.io.threads": "2",
-        "num.network.threads": "2",
-        "num.recovery.threads.per.data.dir": "1",
-    }
-    return "".join(f"{k}={v}\n" for k, v in props.items())
-
-
-def _cluster_id() -> str:
-    # The format Kafka's own `random-uuid` prints: a v4 UUID, URL-safe base64 without padding.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-
-
-def _java_cmd(java: Path, classpath: str, log4j: Path, main: str, *args: str,
-              opts: list[str] = JVM_OPTS, cds: list[str] | None = None) -> list[str]:
-    return [str(java), *opts, *(cds or []), f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath, main, *args]
-
-
-def _cds_options(java: Path, paths: dict[str, Path]) -> list[str]:
-    """Class-data sharing for the broker's own classes: on a busy 2-core machine it halves start-up.
-    The first broker of a jar cache records the archive when it stops (see stop_broker); later ones
-    map it. A stale or foreign archive is harmless: the JVM then just starts without it."""
-    archive = jvm.cds_archive("kafka", java)
-    if archive.exists():
-        return [f"-XX:SharedArchiveFile={archive}"]
-    paths["cds_pending"].unlink(missing_ok=True)
-    return [f"-XX:ArchiveClassesAtExit={paths['cds_pending']}"]
-
-
 def find_broker_pids(state: StateDir) -> list[int]:
     """PIDs of live brokers started on this state dir: the pid file, and (after a crash that lost it)
     any process whose command line names our server.properties."""
@@ -172,13 +93,13 @@ def start_broker(state: StateDir, port: int = 9092, host: str = "127.0.0.1",
     paths["config"].write_text(server_properties(paths["data"], host, port, controller_port))
     paths["log4j"].write_text(LOG4J2)
     if not (paths["data"] / "meta.properties").exists():
-        _format_storage(java, classpath, paths)
+        format_storage(java, classpath, paths)
     with open(paths["log"], "ab") as log:
         log.write(f"\n=== tbspark: starting broker on {host}:{port} at {time.strftime('%F %T')} ===\n".encode())
         log.flush()
         proc = subprocess.Popen(
-            _java_cmd(java, classpath, paths["log4j"], "kafka.Kafka", str(paths["config"]),
-                      cds=_cds_options(java, paths)),
+            java_cmd(java, classpath, paths["log4j"], "kafka.Kafka", str(paths["config"]),
+                      cds=jvm.cds_options("kafka", java, paths["cds_pending"])),
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C in the user's terminal must not reach the broker
         )
@@ -195,19 +116,6 @@ def start_broker(state: StateDir, port: int = 9092, host: str = "127.0.0.1",
     return broker
 
 
-def _format_storage(java: Path, classpath: str, paths: dict[str, Path]) -> None:
-    cmd = _java_cmd(java, classpath, paths["log4j"], "kafka.tools.StorageTool", "format",
-                    "--ignore-formatted", f"--cluster-id={_cluster_id()}", "-c", str(paths["config"]), opts=TOOL_OPTS)
-    done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    with open(paths["log"], "a") as log:
-        log.write(f"=== tbspark: format storage ===\n{done.stdout}{done.stderr}")
-    if done.returncode != 0:
-        raise ServiceStartError(
-            f"formatting Kafka storage in {paths['data']} failed (exit {done.returncode})",
-            f"see {paths['log']}; if the state dir is damaged, delete {paths['dir']}",
-            log_tail=_tail(paths["log"]))
-
-
 def _wait_ready(proc: subprocess.Popen, broker: Broker, timeout_s: float) -> None:
     from confluent_kafka.admin import AdminClient
 
@@ -222,7 +130,7 @@ def _wait_ready(proc: subprocess.Popen, broker: Broker, timeout_s: float) -> Non
                 f"the Kafka broker exited during start (exit code {code})",
                 f"see {broker.log}; if the state dir is damaged, run `tbspark stack down` and delete "
                 f"{Path(broker.config).parent}",
-                log_tail=_tail(Path(broker.log)))
+                log_tail=tail(Path(broker.log)))
         try:
             md = admin.list_topics(timeout=1.0)
             if md.brokers:
@@ -232,7 +140,7 @@ def _wait_ready(proc: subprocess.Popen, broker: Broker, timeout_s: float) -> Non
         if time.monotonic() > deadline:
             raise ServiceStartError(
                 f"the Kafka broker on {broker.bootstrap} did not answer within {timeout_s:.0f} s",
-                f"see {broker.log}", log_tail=_tail(Path(broker.log)))
+                f"see {broker.log}", log_tail=tail(Path(broker.log)))
         time.sleep(0.1)  # poll interval between readiness probes, not a wait for the service
 
 
@@ -245,14 +153,6 @@ def _quiet_logger():
     return logger
 
 
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace").rstrip().splitlines()
-    except OSError:
-        return ""
-    return "\n".join(text[-lines:])
-
-
 def stop_pid(pid: int, timeout_s: float = STOP_TIMEOUT_S, popen: subprocess.Popen | None = None) -> str:
     """SIGTERM, wait, SIGKILL after ``timeout_s``. Returns "stopped", "killed" or "not running"."""
     return procs.terminate(pid, timeout_s, popen)
@@ -261,24 +161,13 @@ def stop_pid(pid: int, timeout_s: float = STOP_TIMEOUT_S, popen: subprocess.Pope
 def stop_broker(state: StateDir, timeout_s: float = STOP_TIMEOUT_S) -> dict:
     """Stop every broker of this state dir (by PID) and remove the pid file."""
     paths = broker_paths(state)
+    if paths["cds_pending"].exists():
+        timeout_s = max(timeout_s, CDS_DUMP_STOP_TIMEOUT_S)  # it is writing its class archive on the way out
     results = {pid: stop_pid(pid, timeout_s) for pid in find_broker_pids(state)}
-    _adopt_cds_archive(paths["cds_pending"], results)
+    jvm.adopt_cds_archive("kafka", paths["cds_pending"], clean_exit="stopped" in results.values())
     paths["pid"].unlink(missing_ok=True)
     (paths["dir"] / "broker.json").unlink(missing_ok=True)
     return results
-
-
-def _adopt_cds_archive(pending: Path, results: dict) -> None:
-    """The JVM writes its class archive while exiting cleanly; publish it by an atomic rename (a
-    killed JVM may leave half a file, which is dropped)."""
-    try:
-        if pending.exists():
-            if "stopped" in results.values() and pending.stat().st_size > 0:
-                os.replace(pending, jvm.cds_archive("kafka", jvm.find_java()))
-            else:
-                pending.unlink()
-    except (OSError, StackError):
-        pending.unlink(missing_ok=True)
 
 
 def ensure_topic(bootstrap: str, topic: str, partitions: int = 1, timeout_s: float = 30.0) -> int:
@@ -331,3 +220,33 @@ def broker_record(state: StateDir) -> dict | None:
 def is_alive(pid: int | None, config: str) -> bool:
     return bool(pid) and procs.is_ours(int(pid), config)
 
+
+def prime_cds(timeout_s: float = READY_TIMEOUT_S) -> bool:
+    """Start and stop a throw-away broker once so that the class archive exists before the first real
+    start (`make jars` calls this). Returns False when the archive was already there."""
+    import shutil
+    import tempfile
+
+    if jvm.cds_archive("kafka", jvm.find_java()).exists():
+        return False
+    tmp = Path(tempfile.mkdtemp(prefix="tbspark-cds-"))
+    try:
+        state = StateDir(tmp)
+        start_broker(state, port=0, ready_timeout_s=timeout_s)
+        stop_broker(state)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return True
+
+
+if __name__ == "__main__":
+    import sys
+
+    from tbspark.errors import TbsparkError
+
+    try:
+        made = prime_cds()
+    except TbsparkError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    print("kafka: class archive " + ("recorded" if made else "up to date"))

@@ -116,3 +116,15 @@ def test_old_history_spelling_and_text_plain(http, target, device):
     r = http.get(f"{base}/values/timeseries", params={"keys": "w", "startTs": T0, "endTs": T0 + 10,
                                                       "orderBy": "ASC", "useStrictDataTypes": "True"})
     assert r.json() == {"w": [{"ts": T0, "value": 1}, {"ts": T0 + 1, "value": 2}]}
+
+
+def test_asset_telemetry_as_the_aggregation_sink_writes_it(client, unique):
+    from tb_rest_client.models import Asset
+
+    zone = client.save_asset(Asset(name=f"Sink Zone {unique}", type="WeatherStation"))
+    window = {"ts": T0 + 5000, "values": {"windSpeed": 42.5, "windSpeedCount": 10}}
+    client.save_entity_telemetry(zone.id, "ANY", window)
+    client.save_entity_telemetry(zone.id, "ANY", window)  # a replayed window is idempotent
+    got = client.get_timeseries(zone.id, start_ts=T0, end_ts=T0 + 10_000, keys="windSpeed,windSpeedCount",
+                                use_strict_data_types=True)
+    assert values(got, "windSpeed") == [(T0 + 5000, 42.5)] and values(got, "windSpeedCount") == [(T0 + 5000, 10)]

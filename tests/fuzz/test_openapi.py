@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import random
-import time
 import uuid
 
 import pytest
@@ -14,8 +13,9 @@ import requests
 
 pytestmark = [pytest.mark.slow]
 
-# 65 operations × 2 modes × 20 ≈ 2,600 requests (about a minute on 2 cores). More with the env var.
-CASES = int(os.environ.get("TBSPARK_FUZZ_CASES", "20"))
+# 65 operations × 2 modes × 15 ≈ 1,900 requests; generation costs more than the requests (about
+# 40 s on an idle 2-core machine). TBSPARK_FUZZ_CASES=100 for a longer campaign.
+CASES = int(os.environ.get("TBSPARK_FUZZ_CASES", "15"))
 SEED = int(os.environ.get("TBSPARK_FUZZ_SEED", str(random.randrange(1 << 32))))
 TRACEBACK_MARKERS = ("Traceback (most recent call last)", 'File "/', "aiohttp/web_protocol.py")
 
@@ -85,13 +85,11 @@ def test_generated_requests_never_get_a_500_or_a_traceback(own_platform):
                     failures.append(f"{op.label} [{mode}]: {resp.status_code} {body[:300]!r}\n  "
                                     f"{case.as_curl_command()}")
 
-            t0 = time.monotonic()
             try:
                 run()
             except Unsatisfiable:
                 # Nothing to break in this mode (e.g. no parameters and no body): nothing to send.
                 assert mode is GenerationMode.NEGATIVE, f"{op.label}: no valid request can be generated"
-            if os.environ.get("FUZZ_TIMING"): print(f"{time.monotonic()-t0:6.2f} {op.label} {mode}")
 
     assert requests.get(f"{url}/tbspark/health", timeout=5).status_code == 200
     assert own_platform.proc.poll() is None, "the platform process died under fuzzing"

@@ -175,7 +175,7 @@ def test_every_window_arrives_after_the_platform_was_down_for_20_s(spark, kafka,
         client = TbRestClient(own.url, "tenant@thingsboard.org", "tenant")
         want1 = expected_table(truth1)
         _wait_for(lambda: len(_ids(client, "ASSET", zones)) == 2
-                  and _stored(client, "ASSET", _ids(client, "ASSET", zones)) == want1, 90, "first windows")
+                  and _stored(client, "ASSET", _ids(client, "ASSET", zones)) == want1, 180, "first windows")
 
         own.stop()
         down_at = time.monotonic()
@@ -223,7 +223,7 @@ aggregation: {{trigger_s: 0.2, max_offsets_per_trigger: 60}}
     try:
         # Mid-run: a few batches committed, the backlog (16 batches) far from done.
         _wait_for(lambda: commits.exists() and len([p for p in commits.iterdir()
-                                                    if p.name.isdigit()]) >= 3, 120, "3 batches")
+                                                    if p.name.isdigit()]) >= 3, 300, "3 batches")
         family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)

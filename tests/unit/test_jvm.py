@@ -111,3 +111,38 @@ def test_real_jar_cache_has_the_broker_and_the_connector():
     cp = jvm.kafka_classpath().split(os.pathsep)
     assert any(Path(p).name.startswith("kafka_2.13-") for p in cp)
     assert any(p.name.startswith("spark-sql-kafka-0-10_2.13-") for p in jvm.spark_connector_jars())
+
+
+def _cache_with_stamp(tmp_path: Path, kind: str) -> Path:
+    folder = tmp_path / "cache" / kind
+    folder.mkdir(parents=True)
+    (folder / jvm.STAMP_NAME).write_text(jvm.pom_sha256())
+    return tmp_path / "cache"
+
+
+def test_class_archive_is_recorded_first_then_mapped(tmp_path, monkeypatch):
+    cache = _cache_with_stamp(tmp_path, "kafka")
+    monkeypatch.setenv("TBSPARK_JAR_CACHE", str(cache))
+    java = _fake_exe(tmp_path / "bin", "java")
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    pending = tmp_path / "state" / "classes.jsa.tmp"
+    pending.parent.mkdir()
+    assert jvm.cds_options("kafka", java, pending) == [f"-XX:ArchiveClassesAtExit={pending}"]
+    pending.write_bytes(b"archive")  # what the JVM writes as it exits
+    assert jvm.adopt_cds_archive("kafka", pending, clean_exit=True)
+    archive = jvm.cds_archive("kafka", java)
+    assert archive.parent == cache / "kafka" and archive.read_bytes() == b"archive"
+    assert jvm.cds_options("kafka", java, pending) == [f"-XX:SharedArchiveFile={archive}"]
+
+
+def test_archive_of_a_killed_jvm_is_dropped(tmp_path, monkeypatch):
+    cache = _cache_with_stamp(tmp_path, "kafka")
+    monkeypatch.setenv("TBSPARK_JAR_CACHE", str(cache))
+    java = _fake_exe(tmp_path / "bin", "java")
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    pending = tmp_path / "classes.jsa.tmp"
+    pending.write_bytes(b"half an arch")
+    assert not jvm.adopt_cds_archive("kafka", pending, clean_exit=False)
+    assert not pending.exists() and not jvm.cds_archive("kafka", java).exists()

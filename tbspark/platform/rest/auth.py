@@ -14,7 +14,7 @@ from tbspark.platform.store import NULL_UUID
 async def _body(request: web.Request) -> dict:
     try:
         body = json.loads(await request.text() or "null")
-    except ValueError:
+    except (ValueError, RecursionError):  # not UTF-8 / nested thousands deep (tests/fuzz)
         raise errors.auth_failed("Authentication failed") from None
     if not isinstance(body, dict):
         raise errors.auth_failed("Authentication failed")

@@ -146,7 +146,7 @@ async def json_body(request: web.Request) -> Any:
         raise errors.bad_request("Required request body is missing")
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested thousands deep (tests/fuzz)
         raise errors.bad_request("Invalid request body: JSON parse error") from None
 
 

@@ -41,6 +41,11 @@ class TelemetryStore:
         for sid, entity_id, key in conn.execute("SELECT sid, entity_id, key FROM ts_series"):
             self._sids[(entity_id, key)] = sid
         self._attr_listeners: list[AttrListener] = []
+        # Loop-side micro-batch: writes awaited by coroutines that ran in the same loop iteration
+        # (e.g. a rule node's asyncio.gather over devices) go to the writer as one transaction.
+        self._batch: list[tuple[Callable, asyncio.Future]] = []
+        self._batch_rows = 0
+        self._flush_scheduled = False
         self.ts_points_written = 0
         self.attr_values_written = 0
 
@@ -49,6 +54,52 @@ class TelemetryStore:
         self._attr_listeners.append(cb)
 
     # -- writes ----------------------------------------------------------------------------------
+
+    def _enqueue(self, fn: Callable[[sqlite3.Connection], None], rows: int) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._batch.append((fn, fut))
+        self._batch_rows += rows
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush, loop)
+        return fut
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, rows = self._batch, self._batch_rows
+        self._batch, self._batch_rows, self._flush_scheduled = [], 0, False
+
+        def combined(conn: sqlite3.Connection) -> list:
+            results: list = []
+            for fn, _ in batch:
+                conn.execute("SAVEPOINT part")
+                try:
+                    fn(conn)
+                except Exception as exc:  # one bad write fails only its own caller
+                    conn.execute("ROLLBACK TO part")
+                    results.append(exc)
+                else:
+                    results.append(None)
+                conn.execute("RELEASE part")
+            return results
+
+        def resolve(cf) -> None:
+            exc = cf.exception()
+            results = [exc] * len(batch) if exc is not None else cf.result()
+            for (_, fut), res in zip(batch, results):
+                if fut.done():
+                    continue
+                if res is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(res)
+
+        # A small batch while the writer is idle commits right here (cheaper than a thread hand-off).
+        cf = self._writer.submit(combined, small=rows <= 32)
+        if cf.done():
+            resolve(cf)
+        else:
+            cf.add_done_callback(lambda done: loop.call_soon_threadsafe(resolve, done))
 
     def _sid(self, conn: sqlite3.Connection, entity_type: str, entity_id: str, key: str) -> int:
         sid = self._sids.get((entity_id, key))
@@ -82,11 +133,7 @@ class TelemetryStore:
                               entries: list[tuple[int, str, str, Any]]) -> None:
         """Save ``[(ts, key, kind, value)]``; returns after the batch holding it committed."""
         if entries:
-            fut = self._writer.submit(self._ts_write_fn(entity_type, entity_id, entries), small=len(entries) <= 32)
-            if fut.done():
-                fut.result()  # committed inline: no trip through the event loop
-            else:
-                await asyncio.wrap_future(fut)
+            await self._enqueue(self._ts_write_fn(entity_type, entity_id, entries), len(entries))
 
     def save_timeseries_sync(self, entity_type: str, entity_id: str, entries: list) -> None:
         if entries:
@@ -105,11 +152,7 @@ class TelemetryStore:
                               values: dict[str, tuple[str, Any]], ts: int) -> None:
         if not values:
             return
-        fut = self._writer.submit(self._attr_write_fn(entity_type, entity_id, scope, values, ts), small=len(values) <= 32)
-        if fut.done():
-            fut.result()
-        else:
-            await asyncio.wrap_future(fut)
+        await self._enqueue(self._attr_write_fn(entity_type, entity_id, scope, values, ts), len(values))
         if scope == "SHARED_SCOPE":
             for cb in list(self._attr_listeners):
                 try:

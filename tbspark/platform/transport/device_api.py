@@ -54,14 +54,17 @@ def _data_of(kv: dict) -> dict:
 
 # Numbers whose spelling matters to ThingsBoard's typing (exponents, > 16 decimals): only payloads
 # holding one need the slower spelling-aware parser; everything else parses with the C decoder.
-_SPELLING = re.compile(rb"[0-9.][eE][-+0-9]|\.[0-9]{17}")
+_SPELLING = re.compile(rb"[0-9.][eE][-+0-9]|\.[0-9]{17}|NaN|Infinity")
 _I64 = (-(2**63), 2**63 - 1)
 
 
 def loads(payload: bytes):
     if _SPELLING.search(payload):
         return values.loads(payload)
-    return json.loads(payload)
+    try:
+        return json.loads(payload)
+    except RecursionError:  # "[[[[…" nested thousands deep (found by tests/fuzz): malformed, not a crash
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _flat_data(obj: dict) -> dict | None:

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10.0   # a socket that sends no CONNECT within this is closed
 SWEEP_INTERVAL_S = 1.0
 PAUSE_ABOVE = 20_000       # queued messages above which sessions stop being read (backpressure)
+MAX_BATCH = 4_000          # messages per engine.process call: bounds how long one batch holds the loop
 
 
 class MqttServer:
@@ -32,8 +33,8 @@ class MqttServer:
         self.by_device: dict[str, list[MqttSession]] = {}      # device id → connected sessions
         self.gw_subdevices: dict[str, list[MqttSession]] = {}  # sub-device id → gateway sessions
         self._server: asyncio.AbstractServer | None = None
-        self._msgs: list = []
-        self._acks: list = []
+        self._queue: list = []    # (session, msgs, ack | None) in arrival order
+        self._queued = 0          # messages in _queue
         self._paused: list[MqttSession] = []
         self._wake: asyncio.Event | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -94,7 +95,7 @@ class MqttServer:
                 "messages": self.messages, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
                 "errors": self.errors, "rejected_connects": self.rejected, "malformed": self.malformed,
                 "unknown_topic": self.unknown_topic, "batches": self.batches,
-                "queued": len(self._msgs)}
+                "queued": self._queued}
 
     def spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)
@@ -138,9 +139,17 @@ class MqttServer:
 
     async def _sweep(self) -> None:
         """Keep-alive: a session silent for 1.5 × its keep-alive is closed (§3.1.2.10 of MQTT)."""
+        last = time.monotonic()
         while True:
             await asyncio.sleep(SWEEP_INTERVAL_S)
             now = time.monotonic()
+            late, last = now - last - SWEEP_INTERVAL_S, now
+            if late > SWEEP_INTERVAL_S:
+                # The loop itself was held up: bytes may sit unread in socket buffers, so silence
+                # proves nothing this round. Give every session the stall back.
+                for s in self.sessions:
+                    s.last_seen += late
+                continue
             for s in list(self.sessions):
                 idle = now - s.last_seen
                 if s.state == CONNECTED:
@@ -154,10 +163,9 @@ class MqttServer:
 
     def submit(self, s: MqttSession, msgs: list, ack: bytes | None) -> None:
         """Queue engine-bound messages; ``ack`` (a PUBACK) is written once they are processed."""
-        self._msgs.extend(msgs)
-        if ack is not None:
-            self._acks.append((s, ack))
-        if len(self._msgs) > PAUSE_ABOVE and s.transport is not None and not s.transport.is_closing():
+        self._queue.append((s, msgs, ack))
+        self._queued += len(msgs)
+        if self._queued > PAUSE_ABOVE and s.transport is not None and not s.transport.is_closing():
             s.transport.pause_reading()
             self._paused.append(s)
         self._wake.set()
@@ -169,25 +177,33 @@ class MqttServer:
             await self._drain()
 
     async def _drain(self) -> None:
-        while self._msgs or self._acks:
-            msgs, acks = self._msgs, self._acks
-            self._msgs, self._acks = [], []
+        while self._queue:
+            n, take = 0, 0
+            for entry in self._queue:
+                n += len(entry[1])
+                take += 1
+                if n >= MAX_BATCH:
+                    break
+            entries, self._queue = self._queue[:take], self._queue[take:]
+            self._queued -= n
+            msgs = [m for e in entries for m in e[1]]
             self.batches += 1
+            ok = True
             try:
-                if msgs:
-                    await self.engine.process(msgs)
+                await self.engine.process(msgs)
             except Exception:  # noqa: BLE001 - not acknowledged: the devices will resend
                 log.exception("rule engine failed on a batch of %d messages", len(msgs))
                 self.errors += 1
-                for s, _ in acks:
-                    s.close(0x80)
-                acks = []
+                ok = False
             per: dict[MqttSession, list] = {}
-            for s, a in acks:
-                per.setdefault(s, []).append(a)
+            for s, _msgs, ack in entries:
+                if not ok:
+                    s.close(0x80)
+                elif ack is not None:
+                    per.setdefault(s, []).append(ack)
             for s, parts in per.items():
                 s.write(b"".join(parts) if len(parts) > 1 else parts[0])
-            if self._paused and len(self._msgs) <= PAUSE_ABOVE:
+            if self._paused and self._queued <= PAUSE_ABOVE // 2:
                 paused, self._paused = self._paused, []
                 for s in paused:
                     if s.transport is not None and not s.transport.is_closing():
