@@ -132,7 +132,7 @@ def latency(spark, conn: Connection, tmp: Path, topic: str, seconds: float) -> d
     def job() -> None:
         try:
             aggregate(scenario(topic, "bench-latency"), conn, StateDir(tmp / "latency").ensure(),
-                      starting_offsets="latest", spark=spark, stop_event=stop_job,
+                      starting_offsets="earliest", spark=spark, stop_event=stop_job,
                       progress=statuses.append)
         except BaseException as exc:  # noqa: BLE001
             result["error"] = exc
@@ -176,6 +176,7 @@ def latency(spark, conn: Connection, tmp: Path, topic: str, seconds: float) -> d
     lat_end.sort()
     pct = lambda q: lat_end[min(len(lat_end) - 1, int(q * len(lat_end)))] if lat_end else None  # noqa: E731
     return {"error": repr(result["error"]) if "error" in result else None, "windows": len(lat_end),
+            "windows_seen_at_all": len(history),
             "windows_never_complete": missing, "rate_per_s": rate,
             "from_window_end_s": {"p50": pct(0.5), "p95": pct(0.95), "max": lat_end[-1] if lat_end else None},
             "from_end_plus_watermark_s": {"p50": pct(0.5) - 5 if lat_end else None,

@@ -7,6 +7,7 @@ its ~8 s start overlaps with starting Kafka and the platform and with provisioni
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -103,6 +104,8 @@ class _SparkJob:
 
             t0 = time.monotonic()
             self.own_session = SparkSession.getActiveSession() is None
+            if self.own_session:
+                _spark_log_to_file(self.state)
             self.spark = build_session("local[2]", self.scenario.aggregation.shuffle_partitions)
             self.session_s = time.monotonic() - t0
             self.session_ready.set()
@@ -124,17 +127,18 @@ class _SparkJob:
             if isinstance(self.error, TbsparkError):
                 raise self.error
             raise AggregationError(f"the aggregation job failed: {self.error}",
-                                   "see the log above") from self.error
+                                   f"see {self.state.logs_dir / 'spark.log'}") from self.error
 
     def wait(self, event: threading.Event, timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
         while not event.wait(POLL_S):
             self.check()
             if not self.thread.is_alive():
-                raise AggregationError(f"the aggregation job ended before {what}", "see the log above")
+                raise AggregationError(f"the aggregation job ended before {what}",
+                                       f"see {self.state.logs_dir / 'spark.log'}")
             if time.monotonic() > deadline:
                 raise AggregationError(f"the aggregation job was not {what} after {timeout_s:.0f} s",
-                                       "is the machine overloaded? see the log above")
+                                       f"is the machine overloaded? see {self.state.logs_dir}/spark.log")
 
     def shutdown(self) -> None:
         """Stop the query between batches, then the session and its JVM (when we started it)."""
@@ -154,6 +158,27 @@ class _SparkJob:
         except Exception:  # noqa: BLE001 - a JVM already gone (Ctrl-C reaches it too)
             pass
         _stop_jvm()
+
+
+def _spark_log_to_file(state: StateDir) -> Path | None:
+    """Send the Spark JVM's log4j output to <state>/logs/spark.log instead of the terminal, so the
+    demo's progress lines stay readable. Leaves a user's own SPARK_CONF_DIR alone."""
+    if os.environ.get("SPARK_CONF_DIR"):
+        return None
+    conf = state.logs_dir / "spark-conf"
+    conf.mkdir(parents=True, exist_ok=True)
+    log = state.logs_dir / "spark.log"
+    (conf / "log4j2.properties").write_text(
+        "rootLogger.level = warn\n"
+        "rootLogger.appenderRef.file.ref = file\n"
+        "appender.file.type = File\n"
+        "appender.file.name = file\n"
+        f"appender.file.fileName = {log}\n"
+        "appender.file.layout.type = PatternLayout\n"
+        "appender.file.layout.pattern = %d{HH:mm:ss.SSS} %p %c{1}: %m%n\n")
+    # Read by spark-submit when PySpark launches the JVM (inherited environment).
+    os.environ["SPARK_CONF_DIR"] = str(conf)
+    return log
 
 
 def _stop_jvm() -> None:
@@ -288,7 +313,7 @@ def demo(scenario: Any, state_dir: Path | None = None, duration_s: float = 30.0,
         if arrived is None:
             report.problem = (f"the last window's aggregates had not all reached the zone assets "
                               f"{report.phases['final_window']:.0f} s after the end of the simulation "
-                              f"(see the job's log above; verify shows which windows are short)")
+                              f"(see {state.logs_dir / 'spark.log'}; verify shows which windows are short)")
             say("final window", report.problem)
         else:
             from tbspark.verify import load_records

@@ -4,6 +4,8 @@ the gateway — idempotently, and record it in provision.json for simulate and v
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 import string
 import time
@@ -14,7 +16,7 @@ from typing import Any, Callable
 from tbspark.errors import TbApiError
 from tbspark.settings import Connection
 from tbspark.state import StateDir, write_json_atomic
-from tbspark.thingsboard.mqtt import publish_attributes_many
+from tbspark.thingsboard.mqtt import AttributePublisher
 from tbspark.thingsboard.rest import TbRestClient
 from tbspark.thingsboard.rulechain import (
     build_rule_chain,
@@ -26,7 +28,7 @@ from tbspark.thingsboard.rulechain import (
 Progress = Callable[[str, int, int], None]  # (stage, done so far, total)
 KINDS = ("rule_chain", "device_profiles", "devices", "attributes", "assets", "gateway")
 REST_WORKERS = 8
-MQTT_WORKERS = 32
+MQTT_SESSIONS = 64  # attribute sessions open at once
 
 
 @dataclass
@@ -82,8 +84,11 @@ def provision(scenario: Any, conn: Connection, state: StateDir, dry_run: bool = 
         tb.login()
         chain_id = _rule_chain(tb, scenario, conn, report)
         profiles = _profiles(tb, sorted({s.type for s in specs}), chain_id, report)
-        devices = _devices(tb, specs, profiles, report, progress)
-        _attributes(tb, conn, specs, devices, report, progress)
+        previous = _previous(state, scenario.name)
+        with AttributePublisher(conn.mqtt_host, conn.mqtt_port, parallel=MQTT_SESSIONS) as mqtt:
+            devices = _devices(tb, mqtt, specs, profiles, previous, report, progress)
+            existing_names = {n for n, d in devices.items() if not d["new"]}
+            _attributes(tb, mqtt, specs, devices, existing_names, report, progress)
         assets = _assets(tb, scenario.zones(), agg.asset_type, report)
         gateway = _gateway(tb, agg, report) if agg.sink == "gateway" else None
     report.elapsed_s = time.monotonic() - t0
@@ -93,7 +98,8 @@ def provision(scenario: Any, conn: Connection, state: StateDir, dry_run: bool = 
         "scenario": scenario.name, "complete": True, "tb_url": conn.tb_url,
         "created_at_ms": int(time.time() * 1000),
         "devices": {s.name: {"id": devices[s.name]["id"], "token": devices[s.name]["token"],
-                             "type": s.type, "zone": s.zone} for s in specs},
+                             "type": s.type, "zone": s.zone, "attrs": devices[s.name]["attrs"]}
+                    for s in specs},
         "assets": {zone: {"id": uuid} for zone, uuid in assets.items()},
         "rule_chain": {"id": chain_id, "name": chain_name(scenario)},
         "device_profiles": profiles,
@@ -162,25 +168,56 @@ def _profiles(tb: TbRestClient, types: list[str], chain_id: str,
     return out
 
 
-def _devices(tb: TbRestClient, specs: list, profiles: dict[str, str], report: ProvisionReport,
-             progress: Progress | None) -> dict[str, dict]:
-    """name → {"id", "token", "new"}; lists the tenant's devices once instead of one lookup each."""
+def _previous(state: StateDir, scenario_name: str) -> dict:
+    """The last complete record of this scenario: tokens and attribute fingerprints it holds
+    are reused for devices whose id is unchanged (saves two requests per device on re-runs)."""
+    try:
+        record = json.loads(state.provision_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not record.get("complete") or record.get("scenario") != scenario_name:
+        return {}
+    return record.get("devices", {})
+
+
+def _fingerprint(attrs: dict) -> str:
+    return hashlib.sha1(json.dumps(attrs, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _wait_all(futures: list, stage: str, progress: Progress | None) -> None:
+    for i, fut in enumerate(futures, 1):
+        fut.result()  # the first failure (refused token, lost platform) is raised here
+        if progress and (i % 100 == 0 or i == len(futures)):
+            progress(stage, i, len(futures))
+
+
+def _devices(tb: TbRestClient, mqtt: AttributePublisher, specs: list, profiles: dict[str, str],
+             previous: dict, report: ProvisionReport, progress: Progress | None) -> dict[str, dict]:
+    """name → {"id", "token", "attrs", "new"}. Lists the tenant's devices once instead of one lookup
+    each; a new device gets its token chosen here and its client attributes published right
+    after it is created (same worker), so creation and attribute sessions overlap."""
     wanted = {s.name for s in specs}
     existing = {d["name"]: d for d in tb.iter_tenant_devices() if d.get("name") in wanted}
-    out: dict[str, dict] = {}
     missing = [s for s in specs if s.name not in existing]
     retype = [s for s in specs if s.name in existing and existing[s.name].get("type") != s.type]
     report.created["devices"] += len(missing)
     report.existing["devices"] += len(specs) - len(missing)
     report.updated["devices"] += len(retype)
+    report.created["attributes"] += len(missing)
     if missing:
         report.plan.append(f"create {len(missing)} devices ({', '.join(s.name for s in missing[:3])}"
-                           f"{', …' if len(missing) > 3 else ''})")
+                           f"{', …' if len(missing) > 3 else ''}) and publish their client "
+                           "attributes over MQTT")
     if retype:
         report.plan.append(f"change the type of {len(retype)} devices")
     if report.dry_run:
-        return {s.name: {"id": _eid(existing[s.name]) if s.name in existing else "(new)",
-                         "token": "", "new": s.name not in existing} for s in specs}
+        plan = {}
+        for s in specs:
+            dev_id = _eid(existing[s.name]) if s.name in existing else "(new)"
+            prev = previous.get(s.name, {})
+            plan[s.name] = {"id": dev_id, "token": "", "new": s.name not in existing,
+                            "attrs": prev.get("attrs") if prev.get("id") == dev_id else None}
+        return plan
 
     def create(spec: Any) -> tuple[str, dict]:
         token = _token()
@@ -189,17 +226,23 @@ def _devices(tb: TbRestClient, specs: list, profiles: dict[str, str], report: Pr
         try:
             dev = tb.save_device(body, access_token=token)
         except TbApiError as exc:
-            if exc.status == 400 and "already exists" in exc.api_message:
-                dev = tb.get_device_by_name(spec.name)  # created meanwhile (a retried POST)
-                if dev:
-                    return spec.name, {"id": _eid(dev), "token": None, "new": True}
-            raise TbApiError(exc.status, f"the server refused device {spec.name!r} of type "
-                             f"{spec.type!r}: {exc.api_message}", exc.error_code, exc.method,
-                             exc.path, hint="check the scenario's device names and types") from exc
-        return spec.name, {"id": _eid(dev), "token": token, "new": True}
+            if not (exc.status == 400 and "already exists" in exc.api_message):
+                raise TbApiError(exc.status, f"the server refused device {spec.name!r} of type "
+                                 f"{spec.type!r}: {exc.api_message}", exc.error_code, exc.method,
+                                 exc.path, hint="check the scenario's device names and types") from exc
+            dev = tb.get_device_by_name(spec.name)  # created meanwhile (a retried POST)
+            if dev is None:
+                raise
+            token = tb.get_device_credentials(_eid(dev))["credentialsId"]
+        # Client attributes can only be written by the device itself (§5.2): over MQTT, on
+        # the publisher's loop while this worker goes on creating devices.
+        pending.append(mqtt.submit(token, dict(spec.attributes)))
+        return spec.name, {"id": _eid(dev), "token": token, "attrs": _fingerprint(spec.attributes),
+                           "new": True}
 
-    for name, info in _pmap(create, missing, REST_WORKERS, "devices", progress):
-        out[name] = info
+    pending: list = []
+    out: dict[str, dict] = dict(_pmap(create, missing, REST_WORKERS, "devices", progress))
+    _wait_all(pending, "attributes", progress)
 
     def retyped(spec: Any) -> None:
         dev = dict(existing[spec.name])
@@ -208,10 +251,16 @@ def _devices(tb: TbRestClient, specs: list, profiles: dict[str, str], report: Pr
         tb.save_device(dev)
 
     _pmap(retyped, retype, REST_WORKERS, "device types", progress)
+    need_token = []
     for s in specs:
         if s.name in existing:
-            out[s.name] = {"id": _eid(existing[s.name]), "token": None, "new": False}
-    need_token = [n for n, info in out.items() if not info["token"]]
+            dev_id = _eid(existing[s.name])
+            prev = previous.get(s.name, {})
+            same = prev.get("id") == dev_id
+            out[s.name] = {"id": dev_id, "token": prev.get("token") if same else None,
+                           "attrs": prev.get("attrs") if same else None, "new": False}
+            if not out[s.name]["token"]:
+                need_token.append(s.name)
 
     def token_of(name: str) -> tuple[str, str]:
         return name, tb.get_device_credentials(out[name]["id"])["credentialsId"]
@@ -221,42 +270,34 @@ def _devices(tb: TbRestClient, specs: list, profiles: dict[str, str], report: Pr
     return out
 
 
-def _attributes(tb: TbRestClient, conn: Connection, specs: list, devices: dict[str, dict],
-                report: ProvisionReport, progress: Progress | None) -> None:
-    """Client attributes can only be written by the device itself (§5.2), so each goes over
-    MQTT with the device's token. Existing devices are checked over REST first so that a second
-    run publishes nothing."""
-    old = [s for s in specs if not devices[s.name]["new"]]
+def _attributes(tb: TbRestClient, mqtt: AttributePublisher, specs: list, devices: dict[str, dict],
+                existing_names: set[str], report: ProvisionReport,
+                progress: Progress | None) -> None:
+    """Client attributes of devices that already existed: unchanged when the last record's
+    fingerprint matches, else checked over REST and republished over MQTT where they differ."""
+    old = [s for s in specs if s.name in existing_names]
+    unknown = [s for s in old if devices[s.name]["attrs"] != _fingerprint(s.attributes)]
 
     def stale(spec: Any) -> bool:
         have = tb.get_attributes("DEVICE", devices[spec.name]["id"], "CLIENT_SCOPE",
                                  list(spec.attributes))
         return any(have.get(k) != v for k, v in spec.attributes.items())
 
-    flags = _pmap(stale, old, REST_WORKERS, "attribute check", progress) if not report.dry_run \
-        else [True] * len(old)
-    todo = [s for s in specs if devices[s.name]["new"]]
-    report.created["attributes"] += len(todo)
-    for spec, is_stale in zip(old, flags):
-        if is_stale:
-            todo.append(spec)
-            report.updated["attributes"] += 1
-        else:
-            report.existing["attributes"] += 1
     if report.dry_run:
+        todo = unknown
+        report.existing["attributes"] += len(old) - len(unknown)
         if todo:
-            report.plan.append(f"publish client attributes of up to {len(todo)} devices over MQTT")
+            report.plan.append(f"check (and republish if they differ) the client attributes of "
+                               f"{len(todo)} existing devices")
         return
-    done = [0]
-
-    def tick(n: int) -> None:
-        done[0] += n
-        if progress and (done[0] % 100 == 0 or done[0] == len(todo)):
-            progress("attributes", done[0], len(todo))
-
-    publish_attributes_many(conn.mqtt_host, conn.mqtt_port,
-                            [(devices[s.name]["token"], dict(s.attributes)) for s in todo],
-                            parallel=MQTT_WORKERS, progress=tick)
+    flags = _pmap(stale, unknown, REST_WORKERS, "attribute check", progress)
+    todo = [spec for spec, is_stale in zip(unknown, flags) if is_stale]
+    report.updated["attributes"] += len(todo)
+    report.existing["attributes"] += len(old) - len(todo)
+    _wait_all([mqtt.submit(devices[s.name]["token"], dict(s.attributes)) for s in todo],
+              "attributes", progress)
+    for spec in old:
+        devices[spec.name]["attrs"] = _fingerprint(spec.attributes)
 
 
 def _assets(tb: TbRestClient, zones: list[str], asset_type: str,

@@ -16,6 +16,9 @@ Environment variables read here and nowhere else:
     TBSPARK_TENANT_USERNAME / TBSPARK_TENANT_PASSWORD
                         the embedded platform's tenant admin, created on its first start
                         (default tenant@thingsboard.org / tenant; flags --tenant-username/-password)
+    JWT_TOKEN_EXPIRATION_TIME / JWT_REFRESH_TOKEN_EXPIRATION_TIME
+                        the embedded platform's token lifetimes in seconds (ThingsBoard's names;
+                        default 9000 / 604800; flags --token-ttl-s / --refresh-ttl-s)
 """
 
 from __future__ import annotations

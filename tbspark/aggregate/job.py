@@ -5,6 +5,7 @@ dead letters to ``<topic>.dlq``. Stops only between batches (see ``_Runner.stop`
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -72,7 +73,13 @@ def build_session(master: str | None = "local[2]", shuffle_partitions: int | Non
         builder = builder.config("spark.jars", ",".join(str(j) for j in jars))
     # A deeper thread stack on the driver: py4j callbacks of foreachBatch recurse deeply.
     builder = builder.config("spark.driver.extraJavaOptions", "-Xss16m")
+    # pyspark installs a SIGINT handler that cancels jobs over py4j from inside the signal handler,
+    # which breaks a py4j call the main thread is in; keep the caller's handler (the CLI's clean stop).
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
     spark = builder.getOrCreate()
+    if main and previous is not None:
+        signal.signal(signal.SIGINT, previous)
     spark.sparkContext.setLogLevel("WARN")
     cores = spark.sparkContext.defaultParallelism
     spark.conf.set("spark.sql.shuffle.partitions", str(shuffle_partitions or max(1, cores)))

@@ -9,6 +9,7 @@ import typer
 from tbspark import settings
 from tbspark.cli import app
 from tbspark.cli._common import console, handle_errors
+from tbspark.errors import UsageError
 
 platform_app = typer.Typer(help="The embedded ThingsBoard-compatible platform (REST + MQTT + rule engine).",
                            no_args_is_help=True)
@@ -24,6 +25,10 @@ def serve(
     state_dir: Path = typer.Option(None, "--state-dir", help="State directory (default: $TBSPARK_STATE_DIR or ./.tbspark)."),
     tenant_username: str = typer.Option(None, "--tenant-username", help="Tenant admin login created on first start."),
     tenant_password: str = typer.Option(None, "--tenant-password", help="Its password (first start only)."),
+    token_ttl_s: int = typer.Option(None, "--token-ttl-s", min=1,
+                                    help="Access-token lifetime (default 9000 s, as ThingsBoard)."),
+    refresh_ttl_s: int = typer.Option(None, "--refresh-ttl-s", min=1,
+                                      help="Refresh-token lifetime (default 604800 s, as ThingsBoard)."),
 ) -> None:
     """Serve REST on --http-port and MQTT on --mqtt-port until Ctrl-C / SIGTERM."""
     from tbspark.platform.app import serve as run
@@ -31,6 +36,16 @@ def serve(
     user = tenant_username or settings.env("TBSPARK_TENANT_USERNAME") or settings.DEFAULT_USERNAME
     password = tenant_password or settings.env("TBSPARK_TENANT_PASSWORD") or settings.DEFAULT_PASSWORD
     root = settings.state_dir(state_dir)
+    lifetimes = {}
+    for key, flag, env_name in (("access_ttl_s", token_ttl_s, "JWT_TOKEN_EXPIRATION_TIME"),
+                                ("refresh_ttl_s", refresh_ttl_s, "JWT_REFRESH_TOKEN_EXPIRATION_TIME")):
+        value = flag if flag is not None else settings.env(env_name)
+        if value is not None:
+            try:
+                lifetimes[key] = int(value)
+            except ValueError:
+                raise UsageError(f"{env_name}={value!r} is not a number of seconds",
+                                 f"set {env_name} to an integer, e.g. 9000") from None
 
     def ready(info: dict) -> None:
         console.print(f"REST  {info['url']}   (login {user})", highlight=False)
@@ -38,4 +53,4 @@ def serve(
             console.print(f"MQTT  {info['url'].split('//')[1].rsplit(':', 1)[0]}:{info['mqtt_port']}", highlight=False)
         console.print(f"state {root}   pid {info['pid']}   — Ctrl-C to stop", highlight=False)
 
-    run(root, host, http_port, mqtt_port, on_ready=ready, tenant_user=(user, password))
+    run(root, host, http_port, mqtt_port, on_ready=ready, tenant_user=(user, password), **lifetimes)

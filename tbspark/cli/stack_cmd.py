@@ -97,10 +97,22 @@ def status(
     if k or p:
         console.print(table)
     if p and p.get("stats"):
-        console.print("platform counters: " + ", ".join(f"{key}={val}" for key, val in p["stats"].items()))
+        console.print("platform counters: " + ", ".join(f"{key}={val}" for key, val in _flat(p["stats"])),
+                      highlight=False, soft_wrap=True)
     for pid in st.get("orphans", []):
         console.print(f"[yellow]a broker of this state dir runs unrecorded: pid {pid}[/yellow] "
                       "— `tbspark stack down` stops it")
+
+
+def _flat(stats: dict, prefix: str = "") -> list[tuple[str, object]]:
+    """{"mqtt": {"connected": 3}} → [("mqtt.connected", 3)]: one line of counters, nested or not."""
+    out: list[tuple[str, object]] = []
+    for key, val in stats.items():
+        if isinstance(val, dict):
+            out += _flat(val, f"{prefix}{key}.")
+        elif val is not None and not isinstance(val, list):
+            out.append((f"{prefix}{key}", val))
+    return out
 
 
 def _state(alive: bool, answers: bool | None) -> str:

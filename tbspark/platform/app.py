@@ -38,13 +38,6 @@ _PUBLIC = ("/api/auth/login", "/api/auth/token", "/api/noauth/", "/api/v1/")
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
-def _optional(module: str, name: str) -> Any:
-    """A class from a sibling package that may not be written yet (MQTT transport, rule engine)."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        log.warning("%s.%s unavailable (%s); running without it", module, name, exc)
-        return None
 
 
 class Platform:
@@ -82,16 +75,18 @@ class Platform:
         app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY_BYTES)
         app[common.PLATFORM_KEY] = self
         common.register(app)
-        web_mod = _optional("tbspark.platform.web", "setup")
-        if web_mod is not None:
-            web_mod(app, self)
+        from tbspark.platform import web as web_view
+
+        web_view.setup(app, self)  # the live telemetry page at /tbspark/ui
         return app
 
-    async def start(self, host: str = "127.0.0.1", http_port: int = 8080, mqtt_port: int = 1883) -> tuple[int, int | None]:
-        engine_cls = _optional("tbspark.platform.rules.engine", "RuleEngine")
-        if engine_cls is not None:
-            self.engine = engine_cls(self.store)
-            await self.engine.start()
+    async def start(self, host: str = "127.0.0.1", http_port: int = 8080, mqtt_port: int = 1883) -> tuple[int, int]:
+        # Imported here: the CLI's other verbs should not pay for the engine's imports.
+        from tbspark.platform.rules.engine import RuleEngine
+        from tbspark.platform.transport.server import MqttServer
+
+        self.engine = RuleEngine(self.store)
+        await self.engine.start()
         self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, http_port)
@@ -104,18 +99,16 @@ class Platform:
             raise StackError(f"cannot listen on {host}:{http_port} ({exc.strerror})",
                              "pick another --http-port or --host") from exc
         self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        server_cls = _optional("tbspark.platform.transport.server", "MqttServer")
-        if server_cls is not None:
-            self.mqtt = server_cls(self.store, self.engine, host, mqtt_port)
-            try:
-                self.mqtt_port = await self.mqtt.start()
-            except OSError as exc:
-                self.mqtt = None
-                await self.stop()
-                if exc.errno == errno.EADDRINUSE:
-                    raise PortInUseError(mqtt_port, "--mqtt-port", host) from exc
-                raise StackError(f"cannot listen on {host}:{mqtt_port} ({exc.strerror})",
-                                 "pick another --mqtt-port or --host") from exc
+        self.mqtt = MqttServer(self.store, self.engine, host, mqtt_port)
+        try:
+            self.mqtt_port = await self.mqtt.start()
+        except OSError as exc:
+            self.mqtt = None
+            await self.stop()
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(mqtt_port, "--mqtt-port", host) from exc
+            raise StackError(f"cannot listen on {host}:{mqtt_port} ({exc.strerror})",
+                             "pick another --mqtt-port or --host") from exc
         return self.http_port, self.mqtt_port
 
     async def stop(self) -> None:

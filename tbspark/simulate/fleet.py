@@ -25,6 +25,7 @@ class DevicePlan:
     # Per stream: index of the value key among the stream's keys, or -1.
     value_pos: list[int]
     sent_per_stream: list[int] = field(default_factory=list)
+    quotas: list[int] = field(default_factory=list)
     last_ts_ms: int = 0
 
 
@@ -83,6 +84,7 @@ class Fleet:
         if dev.sent_per_stream:
             return  # a reconnect: the schedule kept running
         dev.sent_per_stream = [0] * len(dev.streams)
+        dev.quotas = [self.quota(st) for st in dev.streams]
         for s, stream in enumerate(dev.streams):
             phase = ((dev.index * GOLDEN) % 1.0) * stream.period_s
             self._push(now + phase, dev.index, s)
@@ -108,8 +110,8 @@ class Fleet:
             dev = self.devices[d]
             dev.sent_per_stream[s] += 1
             out.append((dev, s))
-            if dev.sent_per_stream[s] < self.quota(dev.streams[s]):
-                self._push(due + dev.streams[s].period_s, d, s)
+            if dev.sent_per_stream[s] < dev.quotas[s]:
+                self._push(due + dev.streams[s].period, d, s)
         return out
 
     def drop_device(self, dev: DevicePlan) -> None:

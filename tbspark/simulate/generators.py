@@ -85,9 +85,12 @@ class MessageStream:
     keys: list[str]
     fns: list[ValueFn]
 
+    def __post_init__(self) -> None:
+        self.period = 1.0 / self.rate_hz  # plain attribute: read on every scheduled message
+
     @property
     def period_s(self) -> float:
-        return 1.0 / self.rate_hz
+        return self.period
 
     @property
     def prefixes(self) -> list[str]:

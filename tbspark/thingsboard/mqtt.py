@@ -1,12 +1,12 @@
-"""Device sessions on paho-mqtt 2.x (CallbackAPIVersion.VERSION2): connect with an access token,
-publish and wait for the PUBACK, and publish client attributes for many devices in parallel."""
+"""Device-side MQTT: a device session on paho-mqtt 2.x (CallbackAPIVersion.VERSION2) — connect
+with an access token, publish and wait for the PUBACK — and AttributePublisher, which publishes
+client attributes for thousands of devices from one asyncio loop (provision uses it)."""
 
 from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -15,6 +15,10 @@ from tbspark.errors import MqttError
 
 ATTRIBUTES_TOPIC = "v1/devices/me/attributes"
 TELEMETRY_TOPIC = "v1/devices/me/telemetry"
+
+
+class TokenRefusedError(MqttError):
+    """The server answered CONNACK with a refusal: retrying the same token cannot help."""
 
 
 def _payload(data: Any) -> bytes:
@@ -72,7 +76,7 @@ class DeviceSession:
             if self._connack is None:
                 raise
         if self._connack.is_failure:
-            raise MqttError(f"{self.host}:{self.port} refused the device token "
+            raise TokenRefusedError(f"{self.host}:{self.port} refused the device token "
                             f"(CONNACK: {self._connack})",
                             "provision the devices again (tbspark provision) or check the token")
         return self
@@ -114,28 +118,97 @@ class DeviceSession:
         self.close()
 
 
-def publish_attributes_many(host: str, port: int, items: Iterable[tuple[str, dict]], *,
-                            parallel: int = 32, timeout_s: float = 10,
-                            progress: Callable[[int], None] | None = None) -> int:
-    """Publish client attributes for many devices, each over its own token's session, waiting
-    for each PUBACK. Returns how many were acknowledged; the first failure is raised."""
-    items = list(items)
+class AttributePublisher:
+    """Client attributes for many devices from one asyncio loop (in its own thread), with the
+    project's MQTT codec: per device connect → PUBLISH (QoS 1) → PUBACK → DISCONNECT, at most
+    ``parallel`` sessions at once. Much lighter than a paho client per device, and callers
+    (REST worker threads) hand devices over as soon as they exist."""
 
-    def one(token: str, attrs: dict) -> None:
-        with DeviceSession(host, port, token, timeout_s=timeout_s) as session:
-            session.publish_attributes(attrs)
+    def __init__(self, host: str, port: int, *, parallel: int = 64, timeout_s: float = 10,
+                 attempts: int = 3):
+        import asyncio
+        import threading
 
-    done = 0
-    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(items) or 1))) as pool:
-        futures = [pool.submit(one, tok, attrs) for tok, attrs in items]
+        self.host, self.port, self.timeout_s, self.attempts = host, port, timeout_s, attempts
+        self._loop = asyncio.new_event_loop()
+        self._sem: Any = None
+        self._parallel = parallel
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._sem = asyncio.Semaphore(parallel)
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="attribute-publisher", daemon=True)
+        self._thread.start()
+        ready.wait()
+
+    def submit(self, token: str, attributes: dict) -> Any:
+        """A concurrent.futures.Future that resolves once the PUBACK is in (or raises MqttError)."""
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(self._publish(token, attributes), self._loop)
+
+    async def _publish(self, token: str, attributes: dict) -> None:
+        import asyncio
+
+        async with self._sem:
+            for attempt in range(self.attempts):
+                try:
+                    await asyncio.wait_for(self._session(token, _payload(attributes)),
+                                           self.timeout_s)
+                    return
+                except TokenRefusedError:
+                    raise
+                except (MqttError, OSError, asyncio.TimeoutError) as exc:
+                    if attempt + 1 == self.attempts:
+                        why = getattr(exc, "message", None) or exc.__class__.__name__
+                        raise MqttError(f"could not publish client attributes to "
+                                        f"{self.host}:{self.port} ({why})",
+                                        "is the platform running? check TB_MQTT_HOST / "
+                                        "TB_MQTT_PORT") from exc
+                    await asyncio.sleep(0.2 * (attempt + 1))
+
+    async def _session(self, token: str, payload: bytes) -> None:
+        import asyncio
+
+        from tbspark.mqtt import codec
+
+        reader, writer = await asyncio.open_connection(self.host, self.port)
         try:
-            for fut in as_completed(futures):
-                fut.result()
-                done += 1
-                if progress:
-                    progress(1)
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
-    return done
+            writer.write(codec.encode_connect(username=token, keep_alive=60))
+            decoder = codec.StreamDecoder()
+            state = "connack"
+            while True:
+                data = await reader.read(4096)
+                if not data:
+                    raise MqttError(f"{self.host}:{self.port} closed the session while waiting "
+                                    f"for {state.upper()}")
+                for ptype, _flags, body in decoder.feed(data):
+                    if ptype == codec.CONNACK:
+                        if body[1] != 0:
+                            raise TokenRefusedError(
+                                f"{self.host}:{self.port} refused the device token "
+                                f"(CONNACK {body[1]})",
+                                "provision the devices again (tbspark provision) or check the token")
+                        writer.write(codec.encode_publish(ATTRIBUTES_TOPIC, payload, 1, 1))
+                        state = "puback"
+                    elif ptype == codec.PUBACK and state == "puback":
+                        writer.write(codec.encode_disconnect())
+                        await writer.drain()
+                        return
+        finally:
+            writer.close()
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    def __enter__(self) -> "AttributePublisher":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

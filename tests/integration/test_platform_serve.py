@@ -6,7 +6,9 @@ import json
 import socket
 import subprocess
 import sys
+import time
 
+import pytest
 import requests
 
 from tests.fixtures.platform import REPO, start_platform
@@ -25,17 +27,19 @@ def test_endpoint_record_and_clean_sigterm(tmp_path):
     assert f"REST  {p.url}" in out and "Traceback" not in out
 
 
-def test_port_in_use_is_one_clear_error(tmp_path):
+@pytest.mark.parametrize("flag", ["--http-port", "--mqtt-port"])
+def test_port_in_use_is_one_clear_error(tmp_path, flag):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        r = subprocess.run([sys.executable, "-m", "tbspark", "platform", "serve", "--http-port", str(port),
-                            "--mqtt-port", "0", "--state-dir", str(tmp_path / "s")],
+        ports = {"--http-port": "0", "--mqtt-port": "0", flag: str(port)}
+        r = subprocess.run([sys.executable, "-m", "tbspark", "platform", "serve", *sum(ports.items(), ()),
+                            "--state-dir", str(tmp_path / "s")],
                            cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert r.stderr.strip() == (f"Error: port {port} on 127.0.0.1 is already in use — stop what holds it, "
-                                f"or pass --http-port 0 to pick a free port")
+                                f"or pass {flag} 0 to pick a free port")
 
 
 def test_tenant_login_from_environment(tmp_path):
@@ -47,5 +51,26 @@ def test_tenant_login_from_environment(tmp_path):
         old = requests.post(p.url + "/api/auth/login",
                             json={"username": "tenant@thingsboard.org", "password": "tenant"})
         assert old.status_code == 401
+    finally:
+        p.stop()
+
+
+def test_expired_access_token_then_refresh(tmp_path):
+    p = start_platform(tmp_path / "state", extra_env={"JWT_TOKEN_EXPIRATION_TIME": "1"})
+    try:
+        pair = requests.post(p.url + "/api/auth/login",
+                             json={"username": "tenant@thingsboard.org", "password": "tenant"}).json()
+        headers = {"X-Authorization": "Bearer " + pair["token"]}
+        assert requests.get(p.url + "/api/auth/user", headers=headers).status_code == 200
+        deadline = time.monotonic() + 5
+        while True:  # poll until the 1-second lifetime has run out
+            r = requests.get(p.url + "/api/auth/user", headers=headers)
+            if r.status_code != 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert r.status_code == 401 and (r.json()["message"], r.json()["errorCode"]) == ("Token has expired", 11)
+        fresh = requests.post(p.url + "/api/auth/token", json={"refreshToken": pair["refreshToken"]}).json()
+        ok = requests.get(p.url + "/api/auth/user", headers={"X-Authorization": "Bearer " + fresh["token"]})
+        assert ok.status_code == 200 and ok.json()["email"] == "tenant@thingsboard.org"
     finally:
         p.stop()

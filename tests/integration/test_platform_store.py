@@ -76,3 +76,20 @@ def test_get_or_create_device_is_idempotent_and_makes_profiles(store):
     assert created and not created_again and again.id == dev.id
     assert store.device_profile(dev.profile_id).name == "Thermostat"
     assert store.device_by_token(dev.token).id == dev.id and len(dev.token) == 20
+
+
+def test_a_failing_write_fails_alone(store):
+    tenant = store.create_tenant("T")
+    profile = store.default_device_profile(tenant.id)
+    a = store.new_device(tenant.id, "same-name", profile)
+    b = store.new_device(tenant.id, "same-name", profile)
+
+    async def run():
+        return await asyncio.gather(store.save_device(a), store.save_device(b),
+                                    store.save_timeseries("DEVICE", a.id, [(1, "k", "LONG", 1)]),
+                                    return_exceptions=True)
+    results = asyncio.run(run())
+    assert results[0].name == "same-name"
+    assert str(results[1]) == "Device with such name already exists!"
+    assert results[2] is None and store.latest(a.id)["k"] == (1, "LONG", 1)
+    assert store.device_by_name(tenant.id, "same-name").id == a.id

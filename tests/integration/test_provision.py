@@ -107,6 +107,11 @@ def test_tutorial_provisions_exactly_its_entities_and_a_second_run_changes_nothi
     assert report["existing"]["devices"] == 3 and report["existing"]["attributes"] == 3
     third = run(["provision", str(path)], stack, state)
     assert "nothing changed" in third.output
+    # Without the record, tokens and attributes are read back from the server: still no change.
+    (state / "provision.json").unlink()
+    fourth = run(["provision", str(path), "--json"], stack, state)
+    assert json.loads(fourth.output)["changed"] is False
+    assert json.loads((state / "provision.json").read_text())["devices"] == record["devices"]
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(stack, tmp_path):
@@ -191,3 +196,17 @@ simulation: {{qos: 1, ramp_per_s: 2000}}
         assert len(series) == 2
         assert sum(p["value"] for p in series) == gt["devices"][name]["sum"]
     client.close()
+
+
+def test_unreachable_mqtt_is_one_line_and_no_record(stack, tmp_path):
+    path, _ = unique_tutorial(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    res = run(["provision", str(path), "--mqtt-port", str(port)], stack, tmp_path / "state")
+    assert res.exit_code == 1
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"Error: could not publish client attributes to 127.0.0.1:{port}")
+    assert lines[0].endswith("is the platform running? check TB_MQTT_HOST / TB_MQTT_PORT")
+    assert not (tmp_path / "state" / "provision.json").exists()

@@ -117,51 +117,6 @@ def test_broker_that_fails_to_start_shows_its_log_tail_and_leaves_nothing(tmp_pa
     assert not (tmp_path / "services.json").exists()
 
 
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
-def test_up_json_status_down_from_a_crashed_state_dir(tmp_path):
-    # What a crash leaves: pid files and a services.json naming processes that are gone.
-    dead = _dead_pid()
-    (tmp_path / "kafka").mkdir()
-    (tmp_path / "kafka" / "kafka.pid").write_text(f"{dead}\n")
-    (tmp_path / "services.json").write_text(json.dumps(
-        {"kafka": {"bootstrap": "127.0.0.1:1", "port": 1, "controller_port": 2, "pid": dead,
-                   "log": "x", "config": str(tmp_path / "kafka" / "server.properties")}}))
-    stale = runner.invoke(app, ["stack", "status", "--state-dir", str(tmp_path), "--json"])
-    assert json.loads(stale.stdout)["kafka"]["alive"] is False
-
-    up = runner.invoke(app, ["stack", "up", "--state-dir", str(tmp_path), "--kafka-port", "0",
-                             "--no-platform", "--partitions", "2", "--json"])
-    assert up.exit_code == 0, up.output
-    services = json.loads(up.stdout)
-    k = services["kafka"]
-    assert set(services) == {"kafka"}
-    assert k["bootstrap"] == f"127.0.0.1:{k['port']}"
-    assert k["topics"] == {"weather-stations-data": 2}
-    assert k["log"] == str(tmp_path / "kafka" / "kafka.log")
-    assert json.loads((tmp_path / "services.json").read_text()) == services
-
-    status = json.loads(runner.invoke(app, ["stack", "status", "--state-dir", str(tmp_path), "--json"]).stdout)
-    assert status["kafka"]["pid"] == k["pid"]
-    assert status["kafka"]["alive"] is True and status["kafka"]["answers"] is True
-
-    down = runner.invoke(app, ["stack", "down", "--state-dir", str(tmp_path)])
-    assert down.exit_code == 0
-    assert f"kafka     pid {k['pid']}: stopped" in down.stdout
-    assert not psutil.pid_exists(k["pid"])
-    for port in (k["port"], k["controller_port"]):
-        with socket.socket() as s:
-            assert s.connect_ex(("127.0.0.1", port)) != 0  # nothing listens any more
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("127.0.0.1", port))  # and a new broker could take the port
-    again = runner.invoke(app, ["stack", "status", "--state-dir", str(tmp_path)])
-    assert "No stack recorded" in again.stdout
-
-
 def test_platform_failing_to_start_stops_the_broker_again(tmp_path, monkeypatch):
     from tbspark.stack import services
 

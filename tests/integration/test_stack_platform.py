@@ -1,9 +1,13 @@
-"""`stack up` with the embedded platform: both services answer, status shows the platform's counters,
-`down` stops both. Runs as soon as `tbspark platform serve` exists."""
+"""The whole local stack through the CLI, as a user meets it after a crash: stale pid files are
+recovered, `stack up --json` starts Kafka and the embedded platform and prints one JSON object,
+`status` sees both answer, and `down` leaves no process and frees every port."""
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 
 import psutil
 import pytest
@@ -11,35 +15,66 @@ import requests
 from typer.testing import CliRunner
 
 from tbspark.cli import app
-from tbspark.stack.services import stack_down, stack_status, stack_up
+
+pytestmark = pytest.mark.kafka
+runner = CliRunner()
 
 
-def _platform_serve_exists() -> bool:
-    return CliRunner().invoke(app, ["platform", "serve", "--help"]).exit_code == 0
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
 
 
-pytestmark = [
-    pytest.mark.kafka,
-    pytest.mark.skipif(not _platform_serve_exists(), reason="`tbspark platform serve` does not exist yet"),
-]
+def test_up_json_status_down_from_a_crashed_state_dir(tmp_path):
+    # What a crash leaves: pid files and a services.json naming processes that are gone.
+    dead = _dead_pid()
+    (tmp_path / "kafka").mkdir()
+    (tmp_path / "platform").mkdir()
+    (tmp_path / "kafka" / "kafka.pid").write_text(f"{dead}\n")
+    (tmp_path / "platform" / "platform.pid").write_text(f"{dead}\n")
+    (tmp_path / "platform" / "endpoint.json").write_text(json.dumps({"url": "http://127.0.0.1:1", "pid": dead}))
+    (tmp_path / "services.json").write_text(json.dumps(
+        {"kafka": {"bootstrap": "127.0.0.1:1", "port": 1, "controller_port": 2, "pid": dead,
+                   "log": "x", "config": str(tmp_path / "kafka" / "server.properties")}}))
+    stale = runner.invoke(app, ["stack", "status", "--state-dir", str(tmp_path), "--json"])
+    assert json.loads(stale.stdout)["kafka"]["alive"] is False
 
+    up = runner.invoke(app, ["stack", "up", "--state-dir", str(tmp_path), "--kafka-port", "0", "--http-port", "0",
+                             "--mqtt-port", "0", "--partitions", "2", "--json"])
+    assert up.exit_code == 0, up.output
+    services = json.loads(up.stdout)
+    k, p = services["kafka"], services["platform"]
+    assert set(services) == {"kafka", "platform"}
+    assert k["bootstrap"] == f"127.0.0.1:{k['port']}"
+    assert k["topics"] == {"weather-stations-data": 2}
+    assert k["log"] == str(tmp_path / "kafka" / "kafka.log")
+    assert p["url"] == f"http://127.0.0.1:{p['http_port']}"
+    assert p["log"] == str(tmp_path / "platform" / "platform.log")
+    assert json.loads((tmp_path / "services.json").read_text()) == services
 
-def test_up_starts_kafka_and_the_platform_and_down_stops_both(tmp_path):
-    services = stack_up(tmp_path, kafka_port=0, http_port=0, mqtt_port=0)
-    try:
-        p = services["platform"]
-        assert p["url"] == f"http://127.0.0.1:{p['http_port']}"
-        assert requests.get(f"{p['url']}/tbspark/health", timeout=5).status_code == 200
-        with socket.create_connection(("127.0.0.1", p["mqtt_port"]), timeout=5):
-            pass
-        status = stack_status(tmp_path)
-        assert status["platform"]["alive"] is True and status["kafka"]["answers"] is True
-    finally:
-        result = stack_down(tmp_path)
-    assert result["platform"]["pids"] == {p["pid"]: "stopped"}
-    assert result["kafka"]["pids"] == {services["kafka"]["pid"]: "stopped"}
-    for pid in (p["pid"], services["kafka"]["pid"]):
+    assert requests.get(f"{p['url']}/tbspark/health", timeout=5).status_code == 200
+    with socket.create_connection(("127.0.0.1", p["mqtt_port"]), timeout=5):
+        pass
+    status = json.loads(runner.invoke(app, ["stack", "status", "--state-dir", str(tmp_path), "--json"]).stdout)
+    assert status["kafka"]["pid"] == k["pid"] and status["platform"]["pid"] == p["pid"]
+    assert status["kafka"]["alive"] is True and status["kafka"]["answers"] is True
+    assert status["platform"]["alive"] is True
+    assert status["platform"]["stats"]["http"]["port"] == p["http_port"]  # the platform's own counters
+    shown = runner.invoke(app, ["stack", "status", "--state-dir", str(tmp_path)]).stdout
+    assert f"{k['bootstrap']} (controller :{k['controller_port']})" in shown
+    assert f"http.port={p['http_port']}" in shown
+
+    down = runner.invoke(app, ["stack", "down", "--state-dir", str(tmp_path)])
+    assert down.exit_code == 0
+    assert f"kafka     pid {k['pid']}: stopped" in down.stdout
+    assert f"platform  pid {p['pid']}: stopped" in down.stdout
+    for pid in (k["pid"], p["pid"]):
         assert not psutil.pid_exists(pid)
-    for port in (p["http_port"], p["mqtt_port"], services["kafka"]["port"]):
+    for port in (k["port"], k["controller_port"], p["http_port"], p["mqtt_port"]):
         with socket.socket() as s:
-            assert s.connect_ex(("127.0.0.1", port)) != 0
+            assert s.connect_ex(("127.0.0.1", port)) != 0  # nothing listens any more
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))  # and a new stack could take the port
+    again = runner.invoke(app, ["stack", "status", "--state-dir", str(tmp_path)])
+    assert "No stack recorded" in again.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from aiohttp import web
@@ -25,7 +26,10 @@ async def _body(request: web.Request) -> dict:
        body="json", auth=False)
 async def login(request: web.Request) -> web.Response:
     body = await _body(request)
-    return ok_json(platform(request).auth.login(body.get("username"), body.get("password")))
+    # Password hashing (scrypt) takes tens of ms: off the loop, so MQTT sessions never stall on a login.
+    loop = asyncio.get_running_loop()
+    pair = await loop.run_in_executor(None, platform(request).auth.login, body.get("username"), body.get("password"))
+    return ok_json(pair)
 
 
 @route("GET", "/api/auth/login", "Not supported (ThingsBoard answers 401)", "auth", auth=False)

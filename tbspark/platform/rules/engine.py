@@ -270,20 +270,32 @@ class RuleEngine:
             self._route(chain, idx, result, pending)
 
     def _route(self, chain: Chain, idx: int, items: list, pending: dict) -> None:
-        out = chain.stats[idx]["out"]
-        routes = chain.routes
+        # Group by relation first: counters and routing then cost one step per relation, not per message.
+        by_rel: dict[str, list] = {}
         for relation, msg in items:
-            out[relation] = out.get(relation, 0) + 1
+            lst = by_rel.get(relation)
+            if lst is None:
+                by_rel[relation] = lst = []
+            lst.append(msg)
+        out = chain.stats[idx]["out"]
+        totals = self._totals
+        for relation, msgs in by_rel.items():
+            n = len(msgs)
+            out[relation] = out.get(relation, 0) + n
             if relation == "Failure":
-                self._totals["failed"] += 1
+                totals["failed"] += n
             elif relation == "Success" and chain.nodes[idx].TYPE.endswith("TbKafkaNode"):
-                self._totals["forwarded"] += 1
-            targets = routes.get((idx, relation))
+                totals["forwarded"] += n
+            targets = chain.routes.get((idx, relation))
             if not targets:
                 continue
-            pending.setdefault(targets[0], []).append(msg)
-            for t in targets[1:]:
-                pending.setdefault(t, []).append(msg.copy())
+            first = pending.get(targets[0])
+            if first is None:
+                pending[targets[0]] = msgs
+            else:
+                first.extend(msgs)
+            for t in targets[1:]:  # every further target gets its own copy, as ThingsBoard does
+                pending.setdefault(t, []).extend([m.copy() for m in msgs])
 
     def counters(self) -> dict:
         nodes = []

@@ -33,6 +33,7 @@ RELATION_OF_TYPE = {
 }
 
 _COMPACT = (",", ":")
+_ENCODE = json.JSONEncoder(separators=_COMPACT, ensure_ascii=False).encode
 
 
 @dataclass(slots=True)
@@ -66,4 +67,4 @@ class TbMsg:
         """Data as ThingsBoard serializes it: compact JSON text (a string payload stays as is)."""
         if isinstance(self.data, str):
             return self.data
-        return json.dumps(self.data, separators=_COMPACT, ensure_ascii=False)
+        return _ENCODE(self.data)

@@ -70,6 +70,9 @@ class TelemetryStore:
         self._batch, self._batch_rows, self._flush_scheduled = [], 0, False
 
         def combined(conn: sqlite3.Connection) -> list:
+            if len(batch) == 1:  # the writer rolls back a lone failing write itself
+                batch[0][0](conn)
+                return [None]
             results: list = []
             for fn, _ in batch:
                 conn.execute("SAVEPOINT part")

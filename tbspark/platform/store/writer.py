@@ -106,7 +106,16 @@ class Writer:
         results: list[tuple[concurrent.futures.Future, bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for fn, fut in batch:
+            if len(batch) == 1:  # alone in its transaction: no savepoint needed
+                fn, fut = batch[0]
+                try:
+                    value = fn(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK")
+                    fut.set_exception(exc)
+                    return
+                results.append((fut, True, value))
+            for fn, fut in (batch if len(batch) > 1 else ()):
                 conn.execute("SAVEPOINT w")
                 try:
                     value = fn(conn)

@@ -37,7 +37,16 @@ def _text(value) -> str:
 
 
 def _matches(patterns, key: str) -> bool:
-    return any(p.fullmatch(key) for p in patterns)
+    for p in patterns:
+        if p.fullmatch(key):
+            return True
+    return False
+
+
+def _literals(patterns) -> set | None:
+    """The keys themselves when every pattern is a plain name (the usual case): set lookups then."""
+    names = {p.pattern for p in patterns}
+    return names if all(re.escape(n) == n for n in names) else None
 
 
 class _KeysNode(Node):
@@ -56,16 +65,25 @@ class TbCopyKeysNode(_KeysNode):
         super().__init__(*a, **kw)
         self.source = _source(self.config, "copyFrom")
         self.patterns = _regexes(self.config)
+        self.literal = _literals(self.patterns)
 
     def process(self, msgs):
         out = []
+        literal = self.literal
         for m in msgs:
             data = self._data_or_failure(m)
             if data is None:
                 out.append(("Failure", m))
                 continue
             if self.source == "METADATA":  # metadata → data, as strings
-                for k, v in list(m.metadata.items()):
+                md = m.metadata
+                if literal is not None:
+                    for k in literal:
+                        if k in md:
+                            data[k] = md[k]
+                    out.append(("Success", m))
+                    continue
+                for k, v in list(md.items()):
                     if _matches(self.patterns, k):
                         data[k] = v
             else:  # data → metadata, non-text values as JSON text
