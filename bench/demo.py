@@ -32,7 +32,9 @@ def one_run(duration: str, state: Path) -> dict:
     try:
         report = json.loads(proc.stdout)
     except ValueError:
-        raise SystemExit(f"demo did not print a report (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        # A run that errored out counts as a failed run, shown in the summary; the bench goes on.
+        err = [l for l in proc.stderr.splitlines() if l.startswith("Error:")]
+        return {"exit": proc.returncode, "holds": False, "wall_s": wall, "error": (err or ["?"])[0]}
     # process start -> verdict = interpreter + imports (wall - total) + the demo's own start-to-verdict
     startup = max(0.0, wall - report["total_s"])
     return {"exit": proc.returncode, "holds": report["holds"], "wall_s": wall,
@@ -51,12 +53,18 @@ def main() -> None:
         for i in range(args.runs):
             r = one_run(args.duration, Path(tmp) / f"run{i}")
             runs.append(r)
-            print(f"run {i + 1}: exit {r['exit']}, holds {r['holds']}, start to verdict "
-                  f"{r['start_to_verdict_s']:.1f} s, latency {r['latency_s']} s", flush=True)
+            if "error" in r:
+                print(f"run {i + 1}: FAILED (exit {r['exit']}): {r['error']}", flush=True)
+            else:
+                print(f"run {i + 1}: exit {r['exit']}, holds {r['holds']}, start to verdict "
+                      f"{r['start_to_verdict_s']:.1f} s, latency {r['latency_s']:.1f} s", flush=True)
     med = lambda xs: statistics.median(xs) if xs else None  # noqa: E731
+    failed = [r for r in runs if "error" in r]
+    runs = [r for r in runs if "error" not in r]
     summary = {
+        "failed_runs": len(failed), "failures": [r["error"] for r in failed],
         "runs": args.runs, "duration": args.duration, "target_s": TARGET_S,
-        "all_hold": all(r["holds"] for r in runs),
+        "all_hold": bool(runs) and not failed and all(r["holds"] for r in runs),
         "start_to_verdict_s": med([r["start_to_verdict_s"] for r in runs]),
         "startup_s": med([r["startup_s"] for r in runs]),
         "latency_s": med([r["latency_s"] for r in runs if r["latency_s"] is not None]),
@@ -66,7 +74,9 @@ def main() -> None:
     out = REPO / "bench" / "results" / "demo.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"\nmedian of {args.runs} (simulation {args.duration}):")
+    if not runs:
+        raise SystemExit("no run reached a verdict")
+    print(f"\nmedian of {len(runs)} completed run(s) of {args.runs} (simulation {args.duration}):")
     print(f"  start to verdict   {summary['start_to_verdict_s']:.1f} s   (target <= {TARGET_S:.0f} s)")
     print(f"  python start-up    {summary['startup_s']:.1f} s")
     for p in PHASES:

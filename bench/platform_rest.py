@@ -88,7 +88,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--requests", type=int, default=3000)
-    ap.add_argument("--points", type=int, default=1_000_000)
+    ap.add_argument("--points", type=int, default=1_000_000, help="0 skips the history figure")
     args = ap.parse_args()
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})
@@ -122,6 +122,8 @@ def main() -> None:
         print(f"  same client on GET /tbspark/health (ceiling): median {med(r for r, _ in ceiling):,.0f} req/s wall, "
               f"{med(c for _, c in ceiling):,.0f} req/s per server core")
 
+        if args.points <= 0:
+            return
         # 1M points of one key at 10 Hz (100,000 s), written as arrays of 10,000 points per request.
         status, body = c.call("POST", "/api/device", json.dumps({"name": "bench-history", "type": "bench"}))
         hdev = json.loads(body)["id"]["id"]

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,8 +85,11 @@ devices:
                 now = time.monotonic()
                 stages.setdefault(stage, [now, now])[1] = now
 
+            plat = psutil.Process(proc.pid)
+            p0 = sum(plat.cpu_times()[:2])
             c0, t0 = time.process_time(), time.monotonic()
             first = provision(sc, conn, state, progress=progress)
+            platform_cpu = sum(plat.cpu_times()[:2]) - p0
             if os.environ.get("BENCH_STAGES"):
                 print({k: round(v[1] - v[0], 1) for k, v in stages.items()}, flush=True)
             first_s, first_cpu = time.monotonic() - t0, time.process_time() - c0
@@ -98,7 +102,8 @@ devices:
                 os.system(f"cp {pstate / 'platform.log'} /tmp/bench-provision-platform.log")
     assert first.created["devices"] == n and first.created["attributes"] == n
     assert not second.changed
-    return {"first_s": first_s, "first_cpu_s": first_cpu, "second_s": second_s}
+    return {"first_s": first_s, "first_cpu_s": first_cpu, "platform_cpu_s": platform_cpu,
+            "second_s": second_s, "load_avg_1m": os.getloadavg()[0]}
 
 
 def main() -> None:
@@ -110,8 +115,9 @@ def main() -> None:
     for i in range(args.runs):
         r = one_run(args.devices)
         runs.append(r)
-        print(f"run {i + 1}: first {r['first_s']:.1f} s (client CPU {r['first_cpu_s']:.1f} s), "
-              f"second {r['second_s']:.1f} s", flush=True)
+        print(f"run {i + 1}: first {r['first_s']:.1f} s (client CPU {r['first_cpu_s']:.1f} s, "
+              f"platform CPU {r['platform_cpu_s']:.1f} s), second {r['second_s']:.1f} s, "
+              f"machine load {r['load_avg_1m']:.1f}", flush=True)
     print(json.dumps({k: statistics.median(r[k] for r in runs) for k in runs[0]} |
                      {"devices": args.devices, "runs": len(runs)}))
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from tbspark.errors import AggregationError, TbsparkError, UsageError
+from tbspark.errors import AggregationError, MqttError, TbsparkError, UsageError
 from tbspark.state import StateDir
 
 Progress = Callable[[str, str], None]  # (phase, message)
@@ -247,12 +247,34 @@ def _wait_final_window(scenario: Any, conn: Any, state: StateDir, job: _SparkJob
             time.sleep(POLL_S)  # poll interval: the latency figure's resolution
 
 
+def _stack_up_fresh(state: StateDir, scenario: Any, say: Progress) -> dict:
+    """stack_up on free ports, retried once: a free port picked for Kafka can be taken by another
+    process before the broker binds it (seen on a busy machine). The demo's state dir is its own,
+    so a half-written broker directory can simply be removed."""
+    import shutil
+
+    from tbspark.errors import StackError
+    from tbspark.stack.services import stack_up
+
+    for attempt in (1, 2):
+        try:
+            return stack_up(state.root, kafka_port=0, http_port=0, mqtt_port=0,
+                            topic=scenario.kafka.topic, partitions=scenario.kafka.partitions)
+        except StackError as exc:
+            if attempt == 2:
+                raise
+            say("stack", f"did not start ({exc.message}); retrying once on new ports")
+            shutil.rmtree(state.kafka_dir, ignore_errors=True)
+            shutil.rmtree(state.platform_dir, ignore_errors=True)
+    raise AssertionError("unreachable")
+
+
 def demo(scenario: Any, state_dir: Path | None = None, duration_s: float = 30.0, keep: bool = False,
          seed: int | None = None, progress: Progress | None = None) -> DemoReport:
     """Run the scenario end to end on a fresh local stack and return the verdict with timings."""
     from tbspark.provision import provision
     from tbspark.simulate.run import simulate
-    from tbspark.stack.services import stack_down, stack_up
+    from tbspark.stack.services import stack_down
     from tbspark.thingsboard.connection import scenario_connection
     from tbspark.verify import verify
 
@@ -273,8 +295,7 @@ def demo(scenario: Any, state_dir: Path | None = None, duration_s: float = 30.0,
         job.thread.start()
         say("spark", "starting the Spark session in the background")
         t = time.monotonic()
-        services = stack_up(state.root, kafka_port=0, http_port=0, mqtt_port=0,
-                            topic=scenario.kafka.topic, partitions=scenario.kafka.partitions)
+        services = _stack_up_fresh(state, scenario, say)
         stack_started = True
         report.phases["stack"] = time.monotonic() - t
         report.platform_url = services["platform"]["url"]
@@ -308,6 +329,8 @@ def demo(scenario: Any, state_dir: Path | None = None, duration_s: float = 30.0,
 
         t = time.monotonic()
         timeout = agg.window_s + agg.watermark_s + FINAL_WINDOW_EXTRA_S
+        if sim.sent == 0:
+            raise MqttError("the simulator sent no message", sim.last_error or "see the platform's log")
         arrived = _wait_final_window(scenario, conn, state, job, timeout)
         report.phases["final_window"] = time.monotonic() - t
         if arrived is None:

@@ -20,6 +20,8 @@ EMPTY_ZONE = "empty {zone}"
 MISSING_VALUE = "missing {value}"
 NON_NUMERIC = "non-numeric {value}"
 LATE = "late: window already closed by the watermark"
+FUTURE = "ts more than an hour ahead of the clock"
+FUTURE_TOLERANCE_MS = 3_600_000  # one clock far ahead would otherwise drag the watermark along
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ class ParseSpec:
         names = {"zone": self.zone_key, "value": self.value_key}
         return {"bad_json": BAD_JSON, "missing_zone": MISSING_ZONE.format(**names),
                 "empty_zone": EMPTY_ZONE.format(**names), "missing_value": MISSING_VALUE.format(**names),
-                "non_numeric": NON_NUMERIC.format(**names), "late": LATE}
+                "non_numeric": NON_NUMERIC.format(**names), "late": LATE, "future": FUTURE}
 
 
 def window_start_col(event_ms: Column, window_ms: int) -> Column:
@@ -52,33 +54,39 @@ def parse(df: DataFrame, spec: ParseSpec, watermark_ms: int | None, now_ms: int)
                            T.StructField(spec.value_key, T.StringType()),
                            T.StructField(TS_KEY, T.StringType()),
                            T.StructField(CORRUPT, T.StringType())])
-    text = F.col("value").cast("string")
     # StringType fields keep a JSON number's text, so 42 and "42" both arrive as "42".
-    j = F.from_json(text, schema, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT})
+    parsed_json = F.from_json(F.col("value").cast("string"), schema,
+                              {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT})
+    # Parse once into a column, then read the fields from it (not from_json once per use).
+    base = df.select("key", "value", "partition", "offset", "timestamp", parsed_json.alias("_j"))
+    j = F.col("_j")
     zone = j[spec.zone_key]
     raw_value = j[spec.value_key]
     speed = raw_value.try_cast("double")
-    finite = speed.isNotNull() & ~F.isnan(speed) & (F.abs(speed) != F.lit(float("inf")))
     if spec.event_time:
         record_ts = j[TS_KEY].try_cast("double").try_cast("bigint")
         event_ms = F.coalesce(record_ts, F.unix_millis(F.col("timestamp")))
     else:
         event_ms = F.lit(int(now_ms)).cast("bigint")
+    typed = base.select("key", "value", "partition", "offset", "timestamp", "_j",
+                        zone.alias("zone"), raw_value.isNull().alias("_no_value"),
+                        speed.alias("speed"), event_ms.alias("event_ms"))
+    s = F.col("speed")
+    finite = s.isNotNull() & ~F.isnan(s) & (F.abs(s) != F.lit(float("inf")))
     r = spec.reason_texts()
-    win = window_start_col(F.col("event_ms"), spec.window_ms)
-    reason = (F.when(text.isNull() | j.isNull() | j[CORRUPT].isNotNull(), F.lit(r["bad_json"]))
-              .when(zone.isNull(), F.lit(r["missing_zone"]))
+    reason = (F.when(F.col("value").isNull() | j.isNull() | j[CORRUPT].isNotNull(), F.lit(r["bad_json"]))
+              .when(F.col("zone").isNull(), F.lit(r["missing_zone"]))
               # all whitespace, not only spaces: ThingsBoard refuses a blank asset name (Java isBlank)
-              .when(F.trim(zone, F.lit(" \t\r\n\f\u000b")) == "", F.lit(r["empty_zone"]))
-              .when(raw_value.isNull(), F.lit(r["missing_value"]))
-              .when(~finite, F.lit(r["non_numeric"])))
+              .when(F.trim(F.col("zone"), F.lit(" \t\r\n\f\u000b")) == "", F.lit(r["empty_zone"]))
+              .when(F.col("_no_value"), F.lit(r["missing_value"]))
+              .when(~finite, F.lit(r["non_numeric"]))
+              .when(F.col("event_ms") > F.lit(int(now_ms) + FUTURE_TOLERANCE_MS), F.lit(r["future"])))
     if spec.event_time and watermark_ms is not None:
         reason = reason.when(F.col("win") + F.lit(spec.window_ms) <= F.lit(int(watermark_ms)),
                              F.lit(r["late"]))
-    return (df.select("key", "value", "partition", "offset", "timestamp",
-                      zone.alias("zone"), speed.alias("speed"), event_ms.alias("event_ms"))
-              .withColumn("win", win)
-              .withColumn("reason", reason))
+    return (typed.withColumn("win", window_start_col(F.col("event_ms"), spec.window_ms))
+                 .withColumn("reason", reason)
+                 .drop("_j", "_no_value"))
 
 
 def batch_partials(parsed: DataFrame) -> DataFrame:

@@ -40,6 +40,24 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
 
+def _lock_state_dir(platform_dir: Path) -> int:
+    """One platform per state directory: a second one would fight over the SQLite writer."""
+    import fcntl
+
+    path = platform_dir / "platform.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise StackError(f"a platform is already running on {platform_dir.parent} (pid {holder})",
+                         "stop it (tbspark stack down, or kill that pid), or pass another --state-dir") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
 class Platform:
     """Wires the pieces; ``await start(...)`` → bound (http_port, mqtt_port); ``await stop()``."""
 
@@ -49,6 +67,7 @@ class Platform:
         self.state = StateDir(Path(state_dir)).ensure()
         self.dir = self.state.platform_dir
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock_state_dir(self.dir)
         self.store = Store(self.dir / "platform.db")
         self.auth = auth_mod.Auth(self.store, auth_mod.load_or_create_key(self.dir), access_ttl_s, refresh_ttl_s)
         self.tenant_id = self.auth.ensure_users(sysadmin, tenant_user)
@@ -123,6 +142,9 @@ class Platform:
             await self.engine.stop()
             self.engine = None
         self.store.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
 
     # -- controls --------------------------------------------------------------------------------
 
@@ -175,10 +197,10 @@ def serve(state_dir: Path, host: str = "127.0.0.1", http_port: int = 8080, mqtt_
     """Run the platform in the foreground until SIGTERM/SIGINT. When it listens, write
     <state>/platform/endpoint.json {"url","http_port","mqtt_port","pid"} atomically and call ``on_ready``."""
     endpoint = endpoint_file(state_dir)
-    endpoint.unlink(missing_ok=True)  # a stale file must never look like readiness
 
     async def main() -> None:
-        platform = Platform(state_dir, **platform_kwargs)
+        platform = Platform(state_dir, **platform_kwargs)  # takes the state dir's lock first
+        endpoint.unlink(missing_ok=True)  # a stale record must never look like readiness
         http, mqtt = await platform.start(host, http_port, mqtt_port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -101,7 +101,8 @@ class Auth:
                   "isPublic": False}
         if user.tenant_id != NULL_UUID:
             access["tenantId"] = user.tenant_id
-        access["customerId"] = user.customer_id
+        if user.customer_id != NULL_UUID:
+            access["customerId"] = user.customer_id
         refresh = {"sub": user.email, "userId": user.id, "scopes": ["REFRESH_TOKEN"], "sessionId": session,
                    "isPublic": False, "jti": str(uuid.uuid4()), "iss": ISSUER, "iat": now,
                    "exp": now + self.refresh_ttl_s}

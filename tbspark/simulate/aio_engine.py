@@ -102,6 +102,7 @@ class AioEngine:
         self.conns: dict[int, _DeviceConn] = {}
         self.refused: set[int] = set()
         self.stopping = False
+        self._tasks: set[asyncio.Task] = set()
 
     def error(self, text: str) -> None:
         self.fleet.stats.errors += 1
@@ -135,7 +136,10 @@ class AioEngine:
             delay = t0 + i / ramp - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            asyncio.create_task(self._keep_connected(dev))
+            # Keep a reference: the loop holds tasks only weakly.
+            task = asyncio.create_task(self._keep_connected(dev))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _keep_connected(self, dev: DevicePlan) -> None:
         loop = asyncio.get_running_loop()

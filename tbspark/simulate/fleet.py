@@ -69,6 +69,7 @@ class Fleet:
         self.stats.devices = len(devices)
         self._heap: list[tuple[float, int, int, int]] = []  # (due, seq, device, stream)
         self._seq = 0
+        self._device_ts = cfg.timestamps == "device"
         self._t0_mono = time.monotonic()
         self._t0_wall_ms = time.time() * 1000.0
         self._elapsed0 = time.monotonic()
@@ -123,7 +124,8 @@ class Fleet:
         """(JSON payload, ts in ms, numeric value_key or None) for the next message of a stream."""
         stream = dev.streams[s]
         elapsed = now - self._elapsed0
-        vals = [fn(elapsed) for fn in stream.fns]
+        fns = stream.fns
+        vals = [fns[0](elapsed)] if len(fns) == 1 else [fn(elapsed) for fn in fns]
         ts = int(self._t0_wall_ms + (now - self._t0_mono) * 1000.0)
         # Strictly increasing per device: the platform keeps one point per (key, ts).
         if ts <= dev.last_ts_ms:
@@ -133,7 +135,7 @@ class Fleet:
             body = stream.prefixes[0] + _json_value(vals[0])
         else:
             body = ",".join(p + _json_value(v) for p, v in zip(stream.prefixes, vals))
-        if self.cfg.timestamps == "device":
+        if self._device_ts:
             payload = f'{{"ts":{ts},"values":{{{body}}}}}'
         else:
             payload = f"{{{body}}}"

@@ -86,19 +86,19 @@ class MessageStream:
     fns: list[ValueFn]
 
     def __post_init__(self) -> None:
-        self.period = 1.0 / self.rate_hz  # plain attribute: read on every scheduled message
+        # Plain attributes, read on every message: the period, and '"key":' per key ready to
+        # prepend to a JSON value.
+        self.period = 1.0 / self.rate_hz
+        self.prefixes = [json.dumps(k) + ":" for k in self.keys]
+
+    def add(self, key: str, fn: ValueFn) -> None:
+        self.keys.append(key)
+        self.fns.append(fn)
+        self.prefixes.append(json.dumps(key) + ":")
 
     @property
     def period_s(self) -> float:
         return self.period
-
-    @property
-    def prefixes(self) -> list[str]:
-        """'"key":' for each key, ready to prepend to a JSON value."""
-        cached = self.__dict__.get("_prefixes")
-        if cached is None:
-            cached = self.__dict__["_prefixes"] = [json.dumps(k) + ":" for k in self.keys]
-        return cached
 
     def values(self, elapsed_s: float) -> dict[str, Any]:
         return {k: fn(elapsed_s) for k, fn in zip(self.keys, self.fns)}
@@ -109,7 +109,8 @@ def message_streams(telemetry: dict[str, Any], rng: random.Random) -> list[Messa
     by_rate: dict[float, MessageStream] = {}
     for key, gen in telemetry.items():
         rate = float(gen.rate_hz)
-        stream = by_rate.setdefault(rate, MessageStream(rate, [], []))
-        stream.keys.append(key)
-        stream.fns.append(make_value_fn(gen, rng))
+        stream = by_rate.get(rate)
+        if stream is None:
+            stream = by_rate[rate] = MessageStream(rate, [], [])
+        stream.add(key, make_value_fn(gen, rng))
     return list(by_rate.values())

@@ -16,7 +16,7 @@ from tbspark.stack.kafka_config import (  # noqa: F401 — server_properties is 
     LOG4J2, format_storage, java_cmd, server_properties, tail)
 from tbspark.state import StateDir, write_json_atomic
 
-READY_TIMEOUT_S = 60.0
+READY_TIMEOUT_S = 120.0  # generous: a busy 2-core machine has taken 30 s; a dead broker is seen at once
 STOP_TIMEOUT_S = 20.0
 CDS_DUMP_STOP_TIMEOUT_S = 90.0
 @dataclass(frozen=True)
@@ -73,9 +73,10 @@ def find_broker_pids(state: StateDir) -> list[int]:
 
 
 def start_broker(state: StateDir, port: int = 9092, host: str = "127.0.0.1",
-                 ready_timeout_s: float = READY_TIMEOUT_S) -> Broker:
+                 ready_timeout_s: float = READY_TIMEOUT_S, die_with_parent: bool = False) -> Broker:
     """Start the broker and return once it answers a metadata request. Formats storage on first use;
-    recovers a stale pid file; refuses to start a second broker on the same state dir."""
+    recovers a stale pid file; refuses to start a second broker on the same state dir.
+    ``die_with_parent``: the broker gets SIGTERM if this process dies (for test sessions)."""
     java = jvm.find_java()
     classpath = jvm.kafka_classpath()
     paths = broker_paths(state)
@@ -102,6 +103,7 @@ def start_broker(state: StateDir, port: int = 9092, host: str = "127.0.0.1",
                       cds=jvm.cds_options("kafka", java, paths["cds_pending"])),
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C in the user's terminal must not reach the broker
+            preexec_fn=procs.die_with_parent if die_with_parent else None,
         )
     paths["pid"].write_text(f"{proc.pid}\n")
     broker = Broker(bootstrap=f"{host}:{port}", port=port, controller_port=controller_port,

@@ -76,3 +76,15 @@ def _reap(proc: psutil.Process, popen: subprocess.Popen | None) -> None:
         _wait(proc, popen, 1.0)
     except (psutil.TimeoutExpired, subprocess.TimeoutExpired, psutil.NoSuchProcess):
         pass
+
+
+def die_with_parent() -> None:
+    """preexec_fn for Popen: the child gets SIGTERM when the process that started it dies (Linux
+    PR_SET_PDEATHSIG). Test sessions use it so a killed pytest leaves no broker behind."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: the session's teardown still stops it by PID

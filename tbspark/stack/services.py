@@ -16,17 +16,18 @@ from tbspark.stack import kafka, procs
 from tbspark.state import StateDir, read_json, write_json_atomic
 
 DEFAULT_TOPIC = "weather-stations-data"
-PLATFORM_READY_TIMEOUT_S = 60.0
+PLATFORM_READY_TIMEOUT_S = 90.0  # generous for busy machines; an exited platform is seen at once
 PLATFORM_STOP_TIMEOUT_S = 15.0
 
 
 def stack_up(state_dir: Path, kafka_port: int = 9092, http_port: int = 8080, mqtt_port: int = 1883,
              platform: bool = True, topic: str | None = DEFAULT_TOPIC, partitions: int = 1,
-             host: str = "127.0.0.1") -> dict:
+             host: str = "127.0.0.1", die_with_parent: bool = False) -> dict:
     """Start Kafka (and the embedded platform), create ``topic``, record and return services.json:
     {"kafka": {"bootstrap", "port", "controller_port", "pid", "log", "config", "topics"},
      "platform": {"url", "http_port", "mqtt_port", "pid", "log"} | absent}.
-    If anything fails, what was started is stopped again before the error propagates."""
+    If anything fails, what was started is stopped again before the error propagates.
+    ``die_with_parent``: the services get SIGTERM if this process dies (test sessions use it)."""
     state = StateDir(Path(state_dir)).ensure()
     if platform:
         # Ports are checked before anything starts, so a taken port never costs a broker start.
@@ -34,14 +35,15 @@ def stack_up(state_dir: Path, kafka_port: int = 9092, http_port: int = 8080, mqt
             if port:
                 kafka.check_port_free(port, flag, host)
         _refuse_live_platform(state)
-    broker = kafka.start_broker(state, port=kafka_port, host=host)
+    broker = kafka.start_broker(state, port=kafka_port, host=host, die_with_parent=die_with_parent)
     services: dict = {"kafka": broker.to_json()}
     try:
         if topic:
             count = kafka.ensure_topic(broker.bootstrap, topic, partitions)
             services["kafka"]["topics"] = {topic: count}
         if platform:
-            services["platform"] = start_platform(state, http_port, mqtt_port, host)
+            services["platform"] = start_platform(state, http_port, mqtt_port, host,
+                                                  die_with_parent=die_with_parent)
         write_json_atomic(state.services_file, services)
     except BaseException:
         stop_platform(state)
@@ -135,7 +137,7 @@ def _refuse_live_platform(state: StateDir) -> None:
 
 
 def start_platform(state: StateDir, http_port: int = 8080, mqtt_port: int = 1883, host: str = "127.0.0.1",
-                   ready_timeout_s: float = PLATFORM_READY_TIMEOUT_S) -> dict:
+                   ready_timeout_s: float = PLATFORM_READY_TIMEOUT_S, die_with_parent: bool = False) -> dict:
     """Run `python -m tbspark platform serve` detached; ready once it has written endpoint.json with its
     own pid and GET <url>/tbspark/health answers 200."""
     paths = _platform_paths(state)
@@ -147,7 +149,8 @@ def start_platform(state: StateDir, http_port: int = 8080, mqtt_port: int = 1883
         log.write(f"\n=== tbspark: starting platform at {time.strftime('%F %T')} ===\n".encode())
         log.flush()
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True,
+                                preexec_fn=procs.die_with_parent if die_with_parent else None)
     paths["pid"].write_text(f"{proc.pid}\n")
     try:
         endpoint = _wait_platform(proc, paths, ready_timeout_s)

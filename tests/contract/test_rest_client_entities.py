@@ -24,7 +24,10 @@ def test_login_refresh_and_current_user(client, target):
     old = client.get_token()
     claims = jwt.decode(old, options={"verify_signature": False})
     assert claims["sub"] == target.username and claims["scopes"] == ["TENANT_ADMIN"]
-    assert claims["exp"] > time.time()
+    assert claims["exp"] > time.time() and claims["iss"] == "thingsboard.io"
+    assert {"userId", "sessionId", "iat", "tenantId", "enabled", "isPublic"} <= set(claims)
+    refresh = jwt.decode(client.token_info["refreshToken"], options={"verify_signature": False})
+    assert refresh["scopes"] == ["REFRESH_TOKEN"] and refresh["exp"] > claims["exp"]
     client.refresh()
     assert client.get_token() != old
     assert client.get_user().email == target.username  # the refreshed token works

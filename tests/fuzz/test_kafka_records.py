@@ -38,8 +38,8 @@ def _bad(rng: random.Random, zone: str) -> tuple[bytes | None, str]:
                 json.loads(b)
             except ValueError:
                 return b, "bad JSON"
-    if kind == 1:
-        return b'{"geoZone": "' + zone.encode() + b'", "windSpeed": "4\xff\xfe2"}', "bad JSON"
+    if kind == 1:  # bytes that are not UTF-8 are read as U+FFFD (Spark's cast): a value that is no number
+        return b'{"geoZone": "' + zone.encode() + b'", "windSpeed": "4\xff\xfe2"}', "non-numeric windSpeed"
     if kind == 2:
         return good[:rng.randrange(1, len(good) - 1)], "bad JSON"
     if kind == 3:

@@ -39,11 +39,15 @@ def test_each_bad_record_gets_its_reason_and_good_spellings_parse(spark):
         "{not json", "[1,2]", None, '{"windSpeed":1}', '{"geoZone":"  ","windSpeed":1}',
         '{"geoZone":"Zone A"}', '{"geoZone":"Zone A","windSpeed":"NaN"}',
         '{"geoZone":"Zone A","windSpeed":{"a":1}}',
+        '{"geoZone":"Zone A","windSpeed":1,"ts":"1700003600001"}',   # clock an hour ahead
+        '{"geoZone":"Zone A","windSpeed":1,"ts":"1700003600000"}',   # just within the hour
     ]
-    got = parse(_kafka_rows(spark, values), ParseSpec(), None, 0).orderBy("offset").collect()
+    now_ms = 1_700_000_000_000
+    got = parse(_kafka_rows(spark, values), ParseSpec(), None, now_ms).orderBy("offset").collect()
     assert [(r["speed"], r["event_ms"]) for r in got[:4]] == [
         (33.0, 1_700_000_001_000), (33.5, 1_700_000_001_000),
         (7.0, 1_700_000_005_000), (7.0, 1_700_000_005_000)]
     assert [r["reason"] for r in got] == [
         None, None, None, None, "bad JSON", "bad JSON", "bad JSON", "missing geoZone",
-        "empty geoZone", "missing windSpeed", "non-numeric windSpeed", "non-numeric windSpeed"]
+        "empty geoZone", "missing windSpeed", "non-numeric windSpeed", "non-numeric windSpeed",
+        "ts more than an hour ahead of the clock", None]

@@ -74,3 +74,14 @@ def test_expired_access_token_then_refresh(tmp_path):
         assert ok.status_code == 200 and ok.json()["email"] == "tenant@thingsboard.org"
     finally:
         p.stop()
+
+
+def test_second_platform_on_the_same_state_dir_is_refused(platform):
+    r = subprocess.run([sys.executable, "-m", "tbspark", "platform", "serve", "--http-port", "0",
+                        "--mqtt-port", "0", "--state-dir", str(platform.state_dir)],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.strip() == (f"Error: a platform is already running on {platform.state_dir} (pid {platform.pid}) "
+                                f"— stop it (tbspark stack down, or kill that pid), or pass another --state-dir")
+    assert requests.get(platform.url + "/tbspark/health").status_code == 200  # the first one is untouched
+    assert (platform.state_dir / "platform" / "endpoint.json").exists()

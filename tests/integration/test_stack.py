@@ -132,3 +132,14 @@ def test_platform_failing_to_start_stops_the_broker_again(tmp_path, monkeypatch)
     assert len(started["kafka"]) == 1  # the broker was up when the platform failed...
     assert not psutil.pid_exists(started["kafka"][0])  # ...and is gone now
     assert not (tmp_path / "services.json").exists()
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--partitions", "0"], "Error: --partitions 0 must be at least 1 — pass --partitions 1 or more"),
+    (["--kafka-port", "70000"], "Error: --kafka-port 70000 is not a port — use 1-65535, or 0 for a free port"),
+])
+def test_bad_flags_exit_2_before_starting_anything(tmp_path, args, line):
+    result = runner.invoke(app, ["stack", "up", "--state-dir", str(tmp_path), *args])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == line
+    assert not (tmp_path / "kafka").exists()

@@ -40,3 +40,22 @@ def test_reused_pid_is_not_taken_for_ours(tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+PARENT = ("import subprocess, sys, time\n"
+          "from tbspark.stack import procs\n"
+          "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],\n"
+          "                         preexec_fn=procs.die_with_parent, start_new_session=True)\n"
+          "print(child.pid, flush=True)\n"
+          "time.sleep(60)\n")
+
+
+def test_service_started_for_a_test_session_dies_with_it():
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+    child_pid = int(parent.stdout.readline())
+    assert procs.is_ours(child_pid, "import time; time.sleep(60)")
+    parent.kill()  # as when a test session is killed: no teardown runs
+    parent.wait()
+    child = psutil.Process(child_pid)
+    child.wait(timeout=10)  # returns once the kernel's SIGTERM has ended it
+    assert not psutil.pid_exists(child_pid)

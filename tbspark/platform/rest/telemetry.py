@@ -84,7 +84,7 @@ async def _save_timeseries(request: web.Request, entity_type: str, raw_id: str) 
     entries = [(ts, k, kind, v) for ts, kv in parsed for k, (kind, v) in kv.items()]
     if not entries:
         raise errors.bare(400, "No time series data found in request body!")
-    await platform(request).store.save_timeseries(etype, eid, entries)
+    await platform(request).store.save_timeseries(etype, eid, entries, batch=False)
     return ok_empty()
 
 

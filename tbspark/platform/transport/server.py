@@ -5,6 +5,7 @@ keep-alive (1.5 × the client's value) and pushes shared-attribute changes to su
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 import time
@@ -20,6 +21,10 @@ CONNECT_TIMEOUT_S = 10.0   # a socket that sends no CONNECT within this is close
 SWEEP_INTERVAL_S = 1.0
 PAUSE_ABOVE = 20_000       # queued messages above which sessions stop being read (backpressure)
 MAX_BATCH = 4_000          # messages per engine.process call: bounds how long one batch holds the loop
+RESUME_PER_BATCH = 300     # paused sessions resumed per processed batch (all at once would flood the queue)
+# Ingest allocates a few short-lived objects per message; with tens of thousands queued, CPython's
+# default gen-0 threshold (700) runs the cyclic collector thousands of times a second over them.
+GC_THRESHOLDS = (20_000, 20, 50)
 
 
 class MqttServer:
@@ -35,7 +40,7 @@ class MqttServer:
         self._server: asyncio.AbstractServer | None = None
         self._queue: list = []    # (session, msgs, ack | None) in arrival order
         self._queued = 0          # messages in _queue
-        self._paused: list[MqttSession] = []
+        self._paused: list[MqttSession] = []  # sessions not read while the queue is long
         self._wake: asyncio.Event | None = None
         self._tasks: set[asyncio.Task] = set()
         self._worker: asyncio.Task | None = None
@@ -56,6 +61,9 @@ class MqttServer:
         """Bind and serve; returns the bound port (``port=0`` picks a free one)."""
         loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        if gc.get_threshold()[0] < GC_THRESHOLDS[0]:  # process-wide, measured in bench/platform_mqtt.py
+            gc.freeze()  # what exists now (entity caches, modules) is long-lived: out of every collection
+            gc.set_threshold(*GC_THRESHOLDS)
         try:
             self._server = await loop.create_server(lambda: MqttSession(self), self.host, self.port,
                                                     backlog=4096, reuse_address=True)
@@ -175,6 +183,16 @@ class MqttServer:
             await self._wake.wait()
             self._wake.clear()
             await self._drain()
+            if self._paused and not self._queue:
+                self._resume_some()
+                self._wake.set()
+                await asyncio.sleep(0)  # let the resumed sessions be read before looking again
+
+    def _resume_some(self) -> None:
+        resume, self._paused = self._paused[:RESUME_PER_BATCH], self._paused[RESUME_PER_BATCH:]
+        for s in resume:
+            if s.transport is not None and not s.transport.is_closing():
+                s.transport.resume_reading()
 
     async def _drain(self) -> None:
         while self._queue:
@@ -204,10 +222,7 @@ class MqttServer:
             for s, parts in per.items():
                 s.write(b"".join(parts) if len(parts) > 1 else parts[0])
             if self._paused and self._queued <= PAUSE_ABOVE // 2:
-                paused, self._paused = self._paused, []
-                for s in paused:
-                    if s.transport is not None and not s.transport.is_closing():
-                        s.transport.resume_reading()
+                self._resume_some()
 
     # ------------------------------------------------------------------------------ pushes
 

@@ -43,9 +43,9 @@ def _matches(patterns, key: str) -> bool:
     return False
 
 
-def _literals(patterns) -> set | None:
-    """The keys themselves when every pattern is a plain name (the usual case): set lookups then."""
-    names = {p.pattern for p in patterns}
+def _literals(patterns) -> list | None:
+    """The keys themselves, in config order, when every pattern is a plain name (the usual case)."""
+    names = list(dict.fromkeys(p.pattern for p in patterns))
     return names if all(re.escape(n) == n for n in names) else None
 
 
