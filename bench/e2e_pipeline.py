@@ -182,12 +182,17 @@ class Pipeline:
             args += ["--qos", str(qos)]
         return self.spawn("simulate", *args)
 
-    def wait_job_running(self, job: Proc, timeout_s: float = 180) -> None:
-        """Ready once the job has created the dead-letter topic and its checkpoint has an offsets
-        entry (its first trigger ran), or fail with the job's log."""
+    def last_batch(self) -> int:
+        """The id of the newest micro-batch in the job's checkpoint (-1 before the first)."""
         ckpt = self.state.checkpoint_dir(self.scenario.name) / "offsets"
+        ids = [int(f.name) for f in ckpt.iterdir() if f.name.isdigit()] if ckpt.exists() else []
+        return max(ids, default=-1)
+
+    def wait_job_running(self, job: Proc, after_batch: int = -1, timeout_s: float = 300) -> None:
+        """Ready once the job has planned a micro-batch newer than ``after_batch`` (a restarted job
+        finds its predecessor's batches in the checkpoint), or fail with the job's log."""
         deadline = time.monotonic() + timeout_s
-        while not (ckpt.exists() and any(ckpt.iterdir())):
+        while self.last_batch() <= after_batch:
             if not job.alive():
                 raise RuntimeError(f"the aggregation job exited ({job.popen.returncode}):\n{job.tail()}")
             if time.monotonic() > deadline:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import importlib
 import logging
 import os
@@ -38,12 +39,8 @@ _PUBLIC = ("/api/auth/login", "/api/auth/token", "/api/noauth/", "/api/v1/")
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
-
-
 def _lock_state_dir(platform_dir: Path) -> int:
     """One platform per state directory: a second one would fight over the SQLite writer."""
-    import fcntl
-
     path = platform_dir / "platform.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

@@ -12,7 +12,8 @@ from tbspark.simulate.generators import MessageStream, device_rng, message_strea
 from tbspark.simulate.groundtruth import GroundTruth
 
 TELEMETRY_TOPIC = "v1/devices/me/telemetry"
-GOLDEN = 0.6180339887498949  # spreads first-message phases of many devices evenly over a period
+GOLDEN = 0.6180339887498949
+MAX_BATCH = 5000  # messages handled per engine wake-up at most  # spreads first-message phases of many devices evenly over a period
 
 
 @dataclass
@@ -101,12 +102,14 @@ class Fleet:
     def next_due(self) -> float | None:
         return self._heap[0][0] if self._heap else None
 
-    def pop_due(self, now: float) -> list[tuple[DevicePlan, int]]:
-        """Every (device, stream) whose next message is due; reschedules each at its absolute
-        next time (first_due + k·period), so lateness never accumulates into drift."""
+    def pop_due(self, now: float, limit: int = MAX_BATCH) -> list[tuple[DevicePlan, int]]:
+        """The (device, stream) pairs whose next message is due, at most ``limit`` (an engine
+        that falls behind still reads acks and notices a stop between batches); reschedules
+        each at its absolute next time (first_due + k·period), so lateness never accumulates
+        into drift."""
         out = []
         heap = self._heap
-        while heap and heap[0][0] <= now:
+        while heap and heap[0][0] <= now and len(out) < limit:
             due, _, d, s = heapq.heappop(heap)
             dev = self.devices[d]
             dev.sent_per_stream[s] += 1

@@ -93,3 +93,13 @@ def test_a_failing_write_fails_alone(store):
     assert str(results[1]) == "Device with such name already exists!"
     assert results[2] is None and store.latest(a.id)["k"] == (1, "LONG", 1)
     assert store.device_by_name(tenant.id, "same-name").id == a.id
+
+
+def test_a_rolled_back_write_leaves_no_ghost_series(store):
+    async def run():
+        bad = [(1, "fresh", "LONG", 1), (2, "fresh", "NO_SUCH_KIND", 2)]  # fails after creating the series
+        with pytest.raises(KeyError):
+            await store.save_timeseries("DEVICE", "g", bad)
+        await store.save_timeseries("DEVICE", "g", [(3, "fresh", "LONG", 3)])
+    asyncio.run(run())
+    assert store.history_sync("g", ["fresh"], 0, 10)["fresh"] == [(3, "LONG", 3)]

@@ -12,13 +12,14 @@ import threading
 from pathlib import Path
 
 from tbspark.platform.store import schema
+from tbspark.platform.store.devices import DeviceStore
 from tbspark.platform.store.entities import EntityStore
 from tbspark.platform.store.rulechains import RuleChainStore
 from tbspark.platform.store.telemetry import TelemetryStore
 from tbspark.platform.store.writer import Writer
 
 
-class Store(EntityStore, RuleChainStore, TelemetryStore):
+class Store(EntityStore, DeviceStore, RuleChainStore, TelemetryStore):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,6 +35,7 @@ class Store(EntityStore, RuleChainStore, TelemetryStore):
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._writer = Writer(self.path)
+        self._writer.on_rollback.append(self._forget_sids)
 
     def _read(self) -> sqlite3.Connection:
         """This thread's read connection (WAL lets readers run beside the writer)."""

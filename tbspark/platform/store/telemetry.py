@@ -106,28 +106,40 @@ class TelemetryStore:
     def _sid(self, conn: sqlite3.Connection, entity_type: str, entity_id: str, key: str) -> int:
         sid = self._sids.get((entity_id, key))
         if sid is None:
-            cur = conn.execute("INSERT INTO ts_series(entity_type, entity_id, key) VALUES (?,?,?)",
-                               (entity_type, entity_id, key))
-            sid = cur.lastrowid
+            # Look before inserting: the cache may have been dropped after a rollback.
+            row = conn.execute("SELECT sid FROM ts_series WHERE entity_id=? AND key=?", (entity_id, key)).fetchone()
+            if row:
+                sid = row[0]
+            else:
+                sid = conn.execute("INSERT INTO ts_series(entity_type, entity_id, key) VALUES (?,?,?)",
+                                   (entity_type, entity_id, key)).lastrowid
             self._sids[(entity_id, key)] = sid
         return sid
+
+    def _forget_sids(self) -> None:
+        """After a rollback, sids cached during it may not exist: drop the cache (it refills lazily)."""
+        self._sids.clear()
 
     def _ts_write_fn(self, entity_type: str, entity_id: str, entries: list) -> Callable[[sqlite3.Connection], None]:
         def fn(conn: sqlite3.Connection) -> None:
             rows = []
             latest: dict[int, tuple] = {}
-            for ts, key, kind, value in entries:
-                sid = self._sid(conn, entity_type, entity_id, key)
-                row = (sid, ts, KIND_CODES[kind], value)
-                rows.append(row)
-                cur = latest.get(sid)
-                if cur is None or ts >= cur[1]:
-                    latest[sid] = row
-            conn.executemany("INSERT OR REPLACE INTO ts_kv(sid, ts, kind, v) VALUES (?,?,?,?)", rows)
-            conn.executemany(
-                "INSERT INTO ts_latest(sid, ts, kind, v) VALUES (?,?,?,?) ON CONFLICT(sid) DO UPDATE SET "
-                "ts=excluded.ts, kind=excluded.kind, v=excluded.v WHERE excluded.ts >= ts_latest.ts",
-                list(latest.values()))
+            try:
+                for ts, key, kind, value in entries:
+                    sid = self._sid(conn, entity_type, entity_id, key)
+                    row = (sid, ts, KIND_CODES[kind], value)
+                    rows.append(row)
+                    cur = latest.get(sid)
+                    if cur is None or ts >= cur[1]:
+                        latest[sid] = row
+                conn.executemany("INSERT OR REPLACE INTO ts_kv(sid, ts, kind, v) VALUES (?,?,?,?)", rows)
+                conn.executemany(
+                    "INSERT INTO ts_latest(sid, ts, kind, v) VALUES (?,?,?,?) ON CONFLICT(sid) DO UPDATE SET "
+                    "ts=excluded.ts, kind=excluded.kind, v=excluded.v WHERE excluded.ts >= ts_latest.ts",
+                    list(latest.values()))
+            except BaseException:
+                self._forget_sids()  # this write is rolled back, series it created with it
+                raise
             self.ts_points_written += len(rows)
         return fn
 

@@ -39,6 +39,7 @@ class Writer:
         self._count_lock = threading.Lock()
         self._pending = 0  # queued or in-flight items of the writer thread
         self.inline = 0
+        self.on_rollback: list[Any] = []  # called (under the commit lock) when a whole transaction failed
         self._thread.start()
 
     def submit(self, fn: WriteFn, small: bool = False) -> concurrent.futures.Future:
@@ -133,6 +134,8 @@ class Writer:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
+            for cb in self.on_rollback:
+                cb()
             for fn, fut in batch:
                 if not fut.done():
                     fut.set_exception(exc)
