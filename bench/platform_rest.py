@@ -6,7 +6,10 @@
    (target <= 200 ms).
 
 The platform runs as `python -m tbspark platform serve` pinned to CPU 0 (taskset), the client on CPU 1.
-Every figure is the median of --runs runs. Usage: .venv/bin/python bench/platform_rest.py [--runs 5]
+Every figure is the median of --runs runs. Usage: .venv/bin/python bench/platform_rest.py [--runs 5] [--rt]
+
+--rt (root only): during the measured sections only (not while loading the 1M points), the client and
+every thread of the platform run SCHED_FIFO, so other work on a shared machine does not preempt them.
 """
 
 from __future__ import annotations
@@ -72,6 +75,17 @@ class Client:
         self.headers["X-Authorization"] = "Bearer " + json.loads(body)["token"]
 
 
+def realtime(on: bool, server_pid: int) -> None:
+    """SCHED_FIFO (priority 10) for this process and all platform threads, or back to SCHED_OTHER."""
+    policy, param = (os.SCHED_FIFO, os.sched_param(10)) if on else (os.SCHED_OTHER, os.sched_param(0))
+    tids = [t.id for t in psutil.Process(server_pid).threads()] + [t.id for t in psutil.Process().threads()]
+    for tid in tids:
+        try:
+            os.sched_setscheduler(tid, policy, param)
+        except (PermissionError, ProcessLookupError):
+            pass
+
+
 def rate(fn, n: int, server: "psutil.Process") -> tuple[float, float]:
     """(wall-clock req/s, req/s per core of server CPU). The second is what one dedicated core would
     sustain: it holds up when other work shares the machine, the first does not."""
@@ -89,6 +103,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--requests", type=int, default=3000)
     ap.add_argument("--points", type=int, default=1_000_000, help="0 skips the history figure")
+    ap.add_argument("--rt", action="store_true", help="SCHED_FIFO during measured sections (root)")
     args = ap.parse_args()
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})
@@ -112,16 +127,20 @@ def main() -> None:
 
         server = psutil.Process(info["pid"])
         rate(post, 300, server)  # warm-up
+        if args.rt:
+            realtime(True, info["pid"])
         posts = [rate(post, args.requests, server) for _ in range(args.runs)]
         ceiling = [rate(health, args.requests, server) for _ in range(args.runs)]
         med = statistics.median
-        print(f"load average before: {load0}")
+        print(f"load average before: {load0}; SCHED_FIFO during measurements: {args.rt}")
         print(f"telemetry POST, 1 keep-alive client: median {med(r for r, _ in posts):,.0f} req/s wall "
               f"(runs: {', '.join(f'{r:,.0f}' for r, _ in posts)}); per server core: "
               f"median {med(c for _, c in posts):,.0f} req/s; target >= 2,000")
         print(f"  same client on GET /tbspark/health (ceiling): median {med(r for r, _ in ceiling):,.0f} req/s wall, "
               f"{med(c for _, c in ceiling):,.0f} req/s per server core")
 
+        if args.rt:
+            realtime(False, info["pid"])
         if args.points <= 0:
             return
         # 1M points of one key at 10 Hz (100,000 s), written as arrays of 10,000 points per request.
@@ -140,6 +159,8 @@ def main() -> None:
         q = (f"/api/plugins/telemetry/DEVICE/{hdev}/values/timeseries/history?keys=windSpeed&startTs={T0}"
              f"&endTs={end}&interval=10000&agg=AVG&orderBy=ASC")
         lat, cpu = [], []
+        if args.rt:
+            realtime(True, info["pid"])
         for _ in range(args.runs + 1):
             c0 = sum(server.cpu_times()[:2])
             t = time.perf_counter()
@@ -147,6 +168,8 @@ def main() -> None:
             lat.append((time.perf_counter() - t) * 1000)
             cpu.append((sum(server.cpu_times()[:2]) - c0) * 1000)
             assert s == 200
+        if args.rt:
+            realtime(False, info["pid"])
         buckets = len(json.loads(b)["windSpeed"])
         lat, cpu = lat[1:], cpu[1:]  # the first run warms SQLite's page cache
         print(f"history AVG over 10 s intervals, {args.points:,} points -> {buckets:,} buckets: median "

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -24,6 +25,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -36,20 +39,36 @@ KAFKA_SCRIPT_OPTS = ["-Xmx1G", "-Xms1G", "-server", "-XX:+UseG1GC", "-XX:MaxGCPa
                      "-Djava.awt.headless=true"]
 
 
-def _run(cmd: list[str]) -> float:
+def _children_cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _cpu_s(pid: int) -> float:
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+def _run(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds of `stack up --json`, and the CPU seconds spent to get there: the CLI (and the
+    storage tool it may run, both reaped children of ours) plus the detached services it started,
+    read the moment it returns. CPU time barely moves with the machine's load; wall time does."""
+    cpu0 = _children_cpu_s()
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run([*cmd, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     elapsed = time.perf_counter() - t0
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr}")
-    return elapsed
+    services = json.loads(done.stdout)
+    cpu = _children_cpu_s() - cpu0 + sum(_cpu_s(s["pid"]) for s in services.values())
+    return elapsed, cpu
 
 
 def _down(state: Path) -> None:
     subprocess.run([*TBSPARK, "stack", "down", "--state-dir", str(state)], check=True, stdout=subprocess.DEVNULL)
 
 
-def cold(platform: bool) -> float:
+def cold(platform: bool) -> tuple[float, float]:
     with tempfile.TemporaryDirectory(prefix="bench-stack-") as d:
         extra = ["--http-port", "0", "--mqtt-port", "0"] if platform else ["--no-platform"]
         try:
@@ -58,14 +77,14 @@ def cold(platform: bool) -> float:
             _down(Path(d))
 
 
-def warm(state: Path) -> float:
+def warm(state: Path) -> tuple[float, float]:
     try:
         return _run([*TBSPARK, "stack", "up", "--state-dir", str(state), "--kafka-port", "0", "--no-platform"])
     finally:
         _down(state)
 
 
-def reference(state: Path) -> float:
+def reference(state: Path) -> tuple[float, float]:
     """Kafka's own launch of the same broker config, timed to the first answered metadata request."""
     from confluent_kafka.admin import AdminClient
 
@@ -83,7 +102,7 @@ def reference(state: Path) -> float:
         while True:
             try:
                 if admin.list_topics(timeout=1.0).brokers:
-                    return time.perf_counter() - t0
+                    return time.perf_counter() - t0, _cpu_s(proc.pid)
             except Exception:  # noqa: BLE001 — not up yet
                 pass
             if proc.poll() is not None:
@@ -109,9 +128,11 @@ def main() -> None:
 
     load_before = os.getloadavg()[0]
     results: dict[str, list[float]] = {"cold": [], "warm": [], "ref": []}
+    cpu: dict[str, list[float]] = {"cold": [], "warm": [], "ref": []}
     with_platform = platform_exists()
     if with_platform:
         results["platform"] = []
+        cpu["platform"] = []
     base = Path(tempfile.mkdtemp(prefix="bench-stack-warm-"))
     try:
         # One formatted state dir for the warm runs and the reference.
@@ -119,26 +140,40 @@ def main() -> None:
                        check=True, stdout=subprocess.DEVNULL)
         _down(base)
         for i in range(args.runs):
-            results["cold"].append(cold(platform=False))
-            results["warm"].append(warm(base))
-            results["ref"].append(reference(base))
+            measured = {"cold": cold(platform=False), "warm": warm(base), "ref": reference(base)}
             if with_platform:
-                results["platform"].append(cold(platform=True))
-            print(f"run {i + 1}: " + "  ".join(f"{k} {v[-1]:.2f}s" for k, v in results.items()), flush=True)
+                measured["platform"] = cold(platform=True)
+            for key, (wall_s, cpu_s) in measured.items():
+                results[key].append(wall_s)
+                cpu[key].append(cpu_s)
+            print(f"run {i + 1}: " + "  ".join(f"{k} {w:.2f}s (cpu {c:.2f}s)" for k, (w, c) in measured.items()),
+                  flush=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     load = (load_before, os.getloadavg()[0])
     med = {k: statistics.median(v) for k, v in results.items() if v}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items() if v}
     print(json.dumps({"runs": args.runs, "load_avg_1min": load, "median_s": {k: round(v, 2) for k, v in med.items()},
+                      "median_cpu_s": {k: round(v, 2) for k, v in med_cpu.items()},
                       "all_s": {k: [round(x, 2) for x in v] for k, v in results.items()}}, indent=2))
     if args.write_docs:
-        write_docs(args.runs, results, med, with_platform, load)
+        write_docs(args.runs, results, med, med_cpu, with_platform, load)
 
 
-def write_docs(runs: int, results: dict, med: dict, with_platform: bool, load: tuple) -> None:
+# Measured by hand before the team's suites loaded the machine; kept verbatim when the table is rewritten.
+IDLE_NOTE = """On an idle machine (load average about 1, 13:37 UTC on 2026-11-28, single runs of the first code,
+before the class archive and the storage template existed): `start_broker` on an empty state dir 5.8 s
+(storage format included), 4.5 s on a formatted one; `tbspark stack up --no-platform --kafka-port 0`
+5.9 s to its return. So the 15 s target holds on an idle 2-core machine; under the contention above
+the bare reference broker is just as slow. The class archive's effect, measured under contention (load
+14-16) back to back on one formatted state dir: 26.4 / 25.9 / 28.5 s without it, 17.4 / 13.5 / 12.9 s
+with it."""
+
+
+def write_docs(runs: int, results: dict, med: dict, med_cpu: dict, with_platform: bool, load: tuple) -> None:
     def row(name: str, key: str) -> str:
         v = results[key]
-        return f"| {name} | {med[key]:.1f} s | {min(v):.1f}–{max(v):.1f} s |"
+        return f"| {name} | {med[key]:.1f} s | {min(v):.1f}–{max(v):.1f} s | {med_cpu[key]:.1f} s |"
 
     lines = [
         "## Stack start (`bench/stack_up.py`)", "",
@@ -148,22 +183,27 @@ def write_docs(runs: int, results: dict, med: dict, with_platform: bool, load: t
         f"Median of {runs} runs, measured {time.strftime('%Y-%m-%d %H:%M')} UTC on this machine (2 cores). The",
         f"machine was shared: 1-minute load average {load[0]:.1f} before and {load[1]:.1f} after the runs",
         "(other engineers' test suites, brokers and Spark jobs), so these are figures under contention.", "",
-        "| what | median | range |", "|---|---|---|",
+        "| what | median wall | range | median CPU to ready |", "|---|---|---|---|",
         row("`tbspark stack up --no-platform`, cold (formats storage)", "cold"),
         row("`tbspark stack up --no-platform`, warm (formatted state dir)", "warm"),
     ]
     if with_platform:
         lines.append(row("`tbspark stack up` with the embedded platform, cold", "platform"))
     else:
-        lines.append("| `tbspark stack up` with the embedded platform | not measured: `tbspark platform serve` did not exist yet | |")
+        lines.append("| `tbspark stack up` with the embedded platform | not measured: `tbspark platform serve` did not exist yet | | |")
     lines += [
         row("reference: bare `kafka.Kafka` as kafka-server-start.sh launches it, formatted, to first metadata answer", "ref"),
-        "", f"Target: <= 15 s to a broker that answers — met: cold median {med['cold']:.1f} s." if med["cold"] <= 15
-        else f"Target: <= 15 s to a broker that answers — NOT met: cold median {med['cold']:.1f} s.",
+        "", f"Target: <= 15 s to a broker that answers — met under this load: cold median {med['cold']:.1f} s."
+        if med["cold"] <= 15 else
+        f"Target: <= 15 s to a broker that answers — not met under this load: cold median {med['cold']:.1f} s.",
         "Cold and warm differ little because a cold state dir is formatted by copying the output of Kafka's",
         "StorageTool kept beside the jars (only the first state dir of a jar cache runs the tool). Between",
         "warm and the reference: the Python CLI's start-up and topic creation, minus the class-data-sharing",
-        "archive tbspark's broker maps (the reference runs without it).",
+        "archive tbspark's broker maps (the reference runs without it).", "",
+        "CPU to ready = user+sys seconds of every process involved (the CLI, the storage tool if run, the",
+        "broker and platform up to the moment `stack up` returns): the work itself, which the machine's load",
+        "hardly changes (waiting is not counted). On an idle 2-core machine wall time cannot be below CPU / 2.", "",
+        IDLE_NOTE,
     ]
     doc = ROOT / "docs" / "benchmarks.md"
     text = doc.read_text()

@@ -278,14 +278,17 @@ def _watch(query: Any, batcher: _Batcher, status: AggregateStatus,
 
 def _stop(query: Any, batcher: _Batcher) -> None:
     """Stop between batches: ``query.stop()`` during a foreachBatch threw StackOverflowError in our
-    measurements. Holding the batcher's lock means no batch is in Python; a batch that starts now
-    sees ``stopping`` and fails uncommitted, to be replayed on restart."""
+    measurements. After ``stopping`` is set, a batch in Python finishes (a write being retried gives
+    up within 0.1 s, uncommitted) and one that starts fails at once, uncommitted — a restart replays
+    it. The lock is only waited on, not held over ``stop()``: a batch blocked on it would keep the
+    query thread, and so ``stop()``, waiting forever."""
     batcher.stopping.set()
     with batcher.lock:
-        try:
-            query.stop()
-        except Exception:  # noqa: BLE001 - already terminated (e.g. by the uncommitted batch)
-            pass
+        pass
+    try:
+        query.stop()
+    except Exception:  # noqa: BLE001 - already terminated (e.g. by the uncommitted batch)
+        pass
 
 
 def _lag(query: Any, status: AggregateStatus) -> None:

@@ -25,7 +25,7 @@ def test_window_and_lateness_columns_agree_with_the_pure_functions(spark):
     stamps = [0, 1, 9_999, 10_000, 1_700_000_009_999, 1_700_000_010_000, 1_700_000_019_500]
     watermark = 1_700_000_010_000
     values = ['{"geoZone":"Z","windSpeed":1,"ts":"%d"}' % t for t in stamps]
-    got = parse(_kafka_rows(spark, values), ParseSpec(), watermark, 0).orderBy("offset").collect()
+    got = parse(_kafka_rows(spark, values), ParseSpec(), watermark, watermark).orderBy("offset").collect()
     assert [r["win"] for r in got] == [window_start_ms(t, 10_000) for t in stamps]
     assert [r["reason"] is not None for r in got] == [is_late(t, 10_000, watermark) for t in stamps]
 

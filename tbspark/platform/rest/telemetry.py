@@ -45,8 +45,13 @@ def _entity(request: web.Request, entity_type: str, raw_id: str) -> tuple[str, s
         raise errors.auth_failed()
     if entity_type not in ENTITY_TYPES:
         raise errors.bad_request(f"No enum constant org.thingsboard.server.common.data.EntityType.{entity_type}")
-    eid = parse_uuid(raw_id)
     store = platform(request).store
+    # Fast path: a known device id as ThingsBoard prints it (canonical uuid) needs no parsing.
+    if entity_type == "DEVICE":
+        hit = store.device_by_id(raw_id)
+        if hit is not None and hit.tenant_id == principal.tenant_id:
+            return entity_type, raw_id
+    eid = parse_uuid(raw_id)
     found = None
     if entity_type == "DEVICE":
         found = store.device_by_id(eid)

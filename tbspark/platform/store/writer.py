@@ -106,7 +106,9 @@ class Writer:
         conn = self._conn
         results: list[tuple[concurrent.futures.Future, bool, Any]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            # Deferred BEGIN: this is the only writer (the state-dir lock keeps other processes out),
+            # so there is no lock upgrade to race for, and it saves a lock round per transaction.
+            conn.execute("BEGIN")
             if len(batch) == 1:  # alone in its transaction: no savepoint needed
                 fn, fut = batch[0]
                 try:

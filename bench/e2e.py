@@ -1,0 +1,296 @@
+"""End-to-end benchmark: a fleet scenario through the whole local pipeline (simulator → embedded
+platform → Kafka → Spark → zone assets) with exact verification of every window.
+
+    .venv/bin/python bench/e2e.py [--scenario scenarios/fleet-3000.yaml] [--devices N] [--zones Z]
+        [--rate-hz R] [--duration 60] [--runs 3] [--search] [--profile] [--keep-stack]
+
+One stack, one provisioning and one Spark job serve all runs (the runs differ only in the simulator's
+rate); each run simulates for --duration seconds, then waits until `tbspark verify` holds exactly (or
+gives up), measuring:
+  sustained_msg_per_s   messages sent / simulation seconds, counted only when the run verified exactly
+  p50/p95_window_latency_s  window end → the moment its final count was readable on the zone asset
+  cpu_s                 user+system CPU seconds of each component from simulation start to verdict
+                        (psutil on their PIDs; spark = driver + its JVM)
+--search bisects the per-device rate for the highest rate that still verifies exactly.
+The last line of output is one JSON object (the figures of the median run, plus all runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.e2e_pipeline import Pipeline, Proc, describe  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SETTLE_S = 240  # after the simulation: the last window closes, the job catches up, verify holds
+
+
+def derived_scenario(src: Path, out: Path, devices: int | None, zones: int | None, rate_hz: float | None,
+                     duration_s: float) -> Path:
+    """The scenario with the fleet's size and rate replaced (the name stays: one provisioning)."""
+    doc = yaml.safe_load(src.read_text())
+    group = doc["devices"][0]
+    if devices:
+        group["count"] = devices
+    if zones:
+        group["zones"]["count"] = zones
+    if rate_hz:
+        for gen in group["telemetry"].values():
+            gen["rate_hz"] = rate_hz
+    doc.setdefault("simulation", {})["duration_s"] = duration_s
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
+
+
+class CpuMeter:
+    """CPU seconds of a process and its descendants between ``start()`` and ``stop()``."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.seen: dict[int, float] = {}
+        self.base: dict[int, float] = {}
+
+    def _sample(self) -> dict[int, float]:
+        out = {}
+        try:
+            root = psutil.Process(self.pid)
+            for p in [root, *root.children(recursive=True)]:
+                try:
+                    t = p.cpu_times()
+                    out[p.pid] = t.user + t.system
+                except psutil.NoSuchProcess:
+                    pass
+        except psutil.NoSuchProcess:
+            pass
+        return out
+
+    def start(self) -> None:
+        self.base = self._sample()
+
+    def sample(self) -> None:
+        self.seen.update(self._sample())
+
+    def total(self) -> float:
+        self.sample()
+        return sum(v - self.base.get(pid, 0.0) for pid, v in self.seen.items())
+
+
+class WindowWatcher:
+    """Polls every zone asset's windSpeedCount series and remembers when each (zone, window, count)
+    was first readable, so a window's latency is known once the ground truth says its final count."""
+
+    def __init__(self, p: Pipeline, interval_s: float = 1.0):
+        self.p, self.interval_s = p, interval_s
+        self.first_seen: dict[tuple[str, int, int], float] = {}
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from tbspark.thingsboard.rest import TbRestClient
+
+        sc = self.p.scenario
+        conn = self.p.conn()
+        prov = json.loads(self.p.state.provision_file.read_text())
+        ids = {z: a["id"] for z, a in prov["assets"].items()}
+        key = sc.aggregation.metrics.count
+        window_ms = int(sc.aggregation.window_s * 1000)
+        with TbRestClient(conn.tb_url, conn.username, conn.password) as tb:
+            while not self.stop_event.is_set():
+                now_ms = int(time.time() * 1000)
+                for zone, eid in ids.items():
+                    try:
+                        ts = tb.get_timeseries("ASSET", eid, [key], now_ms - 12 * window_ms, now_ms + window_ms)
+                    except Exception:  # noqa: BLE001 - a busy platform: try again next round
+                        continue
+                    seen = time.time()
+                    for point in ts.get(key, []):
+                        k = (zone, int(point["ts"]), int(float(point["value"])))
+                        self.first_seen.setdefault(k, seen)
+                self.stop_event.wait(self.interval_s)
+
+    def latencies(self, gt: dict, window_s: float) -> list[float]:
+        out = []
+        for zone, wins in gt["windows"].items():
+            for start, w in wins.items():
+                t = self.first_seen.get((zone, int(start), int(w["count"])))
+                if t is not None:
+                    out.append(max(0.0, t - (int(start) / 1000 + window_s)))
+        return out
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return round(s[min(len(s) - 1, int(round(q * (len(s) - 1))))], 2)
+
+
+def one_run(p: Pipeline, job: Proc, scenario: Path, duration_s: float, profile_dir: Path | None) -> dict:
+    sim_p = Pipeline(scenario, p.state.root)  # same state dir, same name: the rate differs only
+    meters = {"platform": CpuMeter(p.services["platform"]["pid"]), "kafka": CpuMeter(p.services["kafka"]["pid"]),
+              "spark": CpuMeter(job.pid)}
+    for m in meters.values():
+        m.start()
+    watcher = WindowWatcher(p)
+    watcher.thread.start()
+    t0 = time.monotonic()
+    sim = sim_p.simulator(duration_s, seed=int(time.time()) % 100000)
+    profilers = []
+    if profile_dir is not None:
+        profilers = [_py_spy(pid, name, duration_s, profile_dir)
+                     for name, pid in (("platform", p.services["platform"]["pid"]), ("simulator", sim.pid))]
+    sim_meter = CpuMeter(sim.pid)
+    sim_meter.start()
+    while sim.popen.poll() is None:
+        sim_meter.sample()
+        for m in meters.values():
+            m.sample()
+        time.sleep(0.5)  # CPU sampling interval while the simulator runs
+    report = sim.json_output()
+    sim_wall = time.monotonic() - t0
+    verdict, held_at = p.wait_verified(SETTLE_S)
+    verdict_s = time.monotonic() - t0
+    watcher.stop_event.set()
+    watcher.thread.join(10)
+    for pr in profilers:
+        pr.wait(60)
+    gt = p.groundtruth()
+    lat = watcher.latencies(gt, p.scenario.aggregation.window_s)
+    verified = bool(verdict.holds and verdict.exact)
+    rate = report["sent"] / report["elapsed_s"] if report["elapsed_s"] else 0.0
+    return {
+        "offered_msg_per_s": round(sim_p.scenario.expected_rate_hz(), 1),
+        "sent": report["sent"], "acked": report["acked"], "errors": report["errors"],
+        "simulated_s": round(report["elapsed_s"], 1),
+        "msg_per_s": round(rate, 1),
+        "sustained_msg_per_s": round(rate, 1) if verified else 0.0,
+        "verified": verified,
+        "windows_verified": verdict.windows_verified,
+        "mismatches": [m.describe() for m in verdict.mismatches[:5]],
+        "final_window_s": round(held_at - gt["ended_ms"] / 1000, 1) if held_at else None,
+        "p50_window_latency_s": pct(lat, 0.5), "p95_window_latency_s": pct(lat, 0.95),
+        "windows_timed": len(lat),
+        "cpu_s": {"simulator": round(report.get("cpu_s") or sim_meter.total(), 1),
+                  **{k: round(m.total(), 1) for k, m in meters.items()}},
+        "wall_s": {"simulation": round(sim_wall, 1), "to_verdict": round(verdict_s, 1)},
+        "problem": None if verified else describe(verdict, 5),
+    }
+
+
+def _py_spy(pid: int, name: str, duration_s: float, out_dir: Path):
+    import subprocess
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).parent / "py-spy"
+    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--duration", str(int(duration_s)),
+                             "--rate", "50", "--format", "raw", "--nonblocking",
+                             "--output", str(out_dir / f"{name}.txt")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def summarize_profile(path: Path, top: int = 12) -> list[tuple[str, float]]:
+    """Self time per function (share of samples) from py-spy's collapsed stacks."""
+    counts: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        leaf = stack.split(";")[-1]
+        counts[leaf] = counts.get(leaf, 0) + int(n)
+        total += int(n)
+    return [(f, round(100 * c / total, 1)) for f, c in sorted(counts.items(), key=lambda x: -x[1])[:top]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenario", type=Path, default=REPO / "scenarios" / "fleet-3000.yaml")
+    ap.add_argument("--devices", type=int, default=None)
+    ap.add_argument("--zones", type=int, default=None)
+    ap.add_argument("--rate-hz", type=float, default=None, help="per device (default: the scenario's)")
+    ap.add_argument("--duration", type=float, default=60.0)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--search", action="store_true", help="bisect the rate for the highest that verifies")
+    ap.add_argument("--search-steps", type=int, default=4)
+    ap.add_argument("--profile", action="store_true", help="py-spy the platform and the simulator")
+    ap.add_argument("--state-dir", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    root = args.state_dir or Path(tempfile.mkdtemp(prefix="tbspark-e2e-"))
+    root.mkdir(parents=True, exist_ok=True)
+    base_yaml = derived_scenario(args.scenario, root / "scenario.yaml", args.devices, args.zones,
+                                 args.rate_hz, args.duration)
+    p = Pipeline(base_yaml, root / "state")
+    rate0 = float(yaml.safe_load(base_yaml.read_text())["devices"][0]["telemetry"]
+                  ["windSpeed"]["rate_hz"])
+    out: dict = {"scenario": p.scenario.name, "devices": len(p.scenario.expand_devices()),
+                 "zones": len(p.scenario.zones()), "duration_s": args.duration, "runs": []}
+    t = time.monotonic()
+    print(f"stack up in {root}", flush=True)
+    p.up()
+    try:
+        prov = p.provision()
+        print(f"provisioned in {prov.elapsed_s:.1f} s; starting the Spark job", flush=True)
+        job = p.aggregator()
+        p.wait_job_running(job)
+        out["setup_s"] = round(time.monotonic() - t, 1)
+
+        def run_at(rate: float, i: int) -> dict:
+            sc = derived_scenario(args.scenario, root / f"run-{i}.yaml", args.devices, args.zones, rate,
+                                  args.duration)
+            prof = root / f"profile-{i}" if args.profile else None
+            r = one_run(p, job, sc, args.duration, prof)
+            r["rate_hz"] = rate
+            if prof is not None:
+                r["profile"] = {f.stem: summarize_profile(f) for f in prof.glob("*.txt")}
+            print(json.dumps(r), flush=True)
+            out["runs"].append(r)
+            return r
+
+        i = 0
+        if args.search:
+            lo, hi = 0.0, None
+            rate = rate0
+            for _ in range(args.search_steps):
+                r = run_at(rate, i)
+                i += 1
+                if r["verified"] and r["msg_per_s"] >= 0.97 * r["offered_msg_per_s"]:
+                    lo = rate
+                    rate = rate * 2 if hi is None else (lo + hi) / 2
+                else:
+                    hi = rate
+                    rate = (lo + hi) / 2 if lo else rate / 2
+            out["highest_verified_msg_per_s"] = max(
+                [r["msg_per_s"] for r in out["runs"] if r["verified"]], default=0.0)
+        else:
+            for _ in range(args.runs):
+                run_at(rate0, i)
+                i += 1
+        job.stop()
+    finally:
+        p.down()
+    runs = out["runs"]
+    ok = [r for r in runs if r["verified"]]
+    pick = sorted(ok or runs, key=lambda r: r["msg_per_s"])[len(ok or runs) // 2] if runs else {}
+    out.update({k: pick.get(k) for k in ("sustained_msg_per_s", "verified", "p50_window_latency_s",
+                                         "p95_window_latency_s", "cpu_s", "msg_per_s", "offered_msg_per_s")})
+    out["verified"] = bool(runs) and all(r["verified"] for r in runs if r.get("rate_hz") == rate0)
+    out["median_sustained_msg_per_s"] = statistics.median([r["sustained_msg_per_s"] for r in runs]) if runs else 0
+    out["load_average"] = [round(x, 1) for x in psutil.getloadavg()]
+    print(json.dumps(out))
+    return 0 if out["verified"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
