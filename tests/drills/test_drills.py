@@ -55,6 +55,13 @@ def _pipeline(stack: Pipeline, tmp_path: Path, drill: str, env: dict | None = No
     return p
 
 
+def _until(cond, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)  # poll interval on a condition another thread changes
+
+
 def _run(p: Pipeline, fault) -> tuple:
     """Aggregator up, simulator for RUN_S, ``fault(p)`` at FAULT_AT_S, then wait for the verdict."""
     job = p.aggregator()
@@ -77,10 +84,13 @@ def test_rest_side_unavailable_for_30_s_loses_no_window(stack, tmp_path):
     p = _pipeline(stack, tmp_path, "rest-outage", env={"TB_URL": f"http://127.0.0.1:{proxy.port}"})
 
     def outage(p: Pipeline) -> None:
-        proxy.down()
-        time.sleep(30)  # the outage itself
+        _until(lambda: proxy.accepted > 0, 180, "the job never wrote to ThingsBoard")
+        proxy.down()  # from the job's first write on: windows are closing while it is down
+        t0 = time.monotonic()
+        # 30 s, and longer if need be until the job has really tried (a slow batch on a busy machine)
+        _until(lambda: time.monotonic() - t0 >= 30 and proxy.refused > 0, 180,
+               "the job did not try to reach ThingsBoard during the outage")
         proxy.up()
-        assert proxy.refused > 0, "the job did not try to reach ThingsBoard during the outage"
 
     try:
         report, sim, job = _run(p, outage)

@@ -223,7 +223,7 @@ aggregation: {{trigger_s: 0.2, max_offsets_per_trigger: 60}}
     try:
         # Mid-run: a few batches committed, the backlog (16 batches) far from done.
         _wait_for(lambda: commits.exists() and len([p for p in commits.iterdir()
-                                                    if p.name.isdigit()]) >= 3, 300, "3 batches")
+                                                    if p.name.isdigit()]) >= 2, 300, "2 batches")
         family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
@@ -244,7 +244,11 @@ aggregation: {{trigger_s: 0.2, max_offsets_per_trigger: 60}}
     from tbspark.scenario import load_scenario
 
     conn = Connection(tb_url=platform.url, mqtt_port=platform.mqtt_port, kafka_bootstrap=kafka.bootstrap)
-    report = aggregate(load_scenario(scenario_file), conn, StateDir(state), once=True, spark=spark)
+    sc = load_scenario(scenario_file)
+    # The restart may take the rest in one batch: the batch size is not part of the checkpoint's promise.
+    sc = sc.model_copy(update={"aggregation": sc.aggregation.model_copy(
+        update={"max_offsets_per_trigger": None})})
+    report = aggregate(sc, conn, StateDir(state), once=True, spark=spark)
     assert report.stopped == "caught up" and report.records > 0
     client = TbRestClient(platform.url, "tenant@thingsboard.org", "tenant")
     assert _stored(client, "ASSET", _ids(client, "ASSET", zones)) == expected_table(truth)

@@ -245,3 +245,24 @@ def test_patterns_substitute_metadata_and_data():
     m = tele({"windSpeed": 42, "nested": {"zone": "A"}})
     assert compile_pattern("${deviceName}/$[nested.zone]/$[windSpeed]/${missing}")(m) == \
         "Wind Turbine 1/A/42/${missing}"
+
+
+def test_gather_light_matches_gather_semantics():
+    from tbspark.platform.rules.nodes import gather_light
+
+    async def ok(loop, v):
+        fut = loop.create_future()
+        loop.call_later(0.01, fut.set_result, v)
+        await asyncio.sleep(0)  # a bare yield first
+        return await fut * 2
+
+    async def bad():
+        await asyncio.sleep(0)
+        raise ValueError("store refused")
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        return await gather_light([ok(loop, 1), bad(), ok(loop, 3)])
+
+    r = asyncio.run(go())
+    assert r[0] == 2 and r[2] == 6 and isinstance(r[1], ValueError)

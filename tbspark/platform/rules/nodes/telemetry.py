@@ -3,12 +3,11 @@ in groups, so a batch of messages costs one transaction)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from tbspark.platform import values
 from tbspark.platform.rules.msg import POST_ATTRIBUTES, POST_TELEMETRY
-from tbspark.platform.rules.nodes import PKG, Node, NodeConfigError, register
+from tbspark.platform.rules.nodes import PKG, Node, NodeConfigError, gather_light, register
 
 _SCOPES = ("CLIENT_SCOPE", "SHARED_SCOPE", "SERVER_SCOPE")
 
@@ -65,9 +64,7 @@ class TbMsgTimeseriesNode(Node):
             owners.setdefault(m.originator, []).append(m)
         if self.mode != "WEBSOCKETS_ONLY" and rows_by_entity:
             keys = list(rows_by_entity)
-            results = await asyncio.gather(
-                *(self.store.save_timeseries(e[0], e[1], rows_by_entity[e]) for e in keys),
-                return_exceptions=True)
+            results = await gather_light([self.store.save_timeseries(e[0], e[1], rows_by_entity[e]) for e in keys])
             for e, res in zip(keys, results):
                 for m in owners[e]:
                     if isinstance(res, BaseException):
@@ -106,7 +103,7 @@ class TbMsgAttributesNode(Node):
             kv = {k: (kind, v) for k, kind, v in _typed_items(m.data)}
             jobs.append(self.store.save_attributes(m.originator[0], m.originator[1], scope, kv, now))
             owners.append(m)
-        results = await asyncio.gather(*jobs, return_exceptions=True)
+        results = await gather_light(jobs)
         for m, res in zip(owners, results):
             if isinstance(res, BaseException):
                 m.metadata["error"] = f"{type(res).__name__}: {res}"
