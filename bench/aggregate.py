@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -213,6 +214,7 @@ def main() -> None:
         spark.stop()
     finally:
         stack_down(tmp / "stack")
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

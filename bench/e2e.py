@@ -136,8 +136,29 @@ def pct(values: list[float], q: float) -> float | None:
     return round(s[min(len(s) - 1, int(round(q * (len(s) - 1))))], 2)
 
 
+def topic_records(p: Pipeline) -> int:
+    """Records in the scenario's topic (sum of the partitions' end offsets)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": p.services["kafka"]["bootstrap"], "group.id": "tbspark-e2e-bench"})
+    try:
+        md = c.list_topics(p.scenario.kafka.topic, timeout=10).topics[p.scenario.kafka.topic]
+        return sum(c.get_watermark_offsets(TopicPartition(p.scenario.kafka.topic, i), timeout=10)[1]
+                   for i in md.partitions)
+    finally:
+        c.close()
+
+
+def platform_messages(p: Pipeline) -> int:
+    import requests
+
+    stats = requests.get(f"{p.services['platform']['url']}/tbspark/stats", timeout=30).json()
+    return int((stats.get("mqtt") or {}).get("messages", 0))
+
+
 def one_run(p: Pipeline, job: Proc, scenario: Path, duration_s: float, profile_dir: Path | None) -> dict:
     sim_p = Pipeline(scenario, p.state.root)  # same state dir, same name: the rate differs only
+    in_topic0, at_platform0 = topic_records(p), platform_messages(p)
     meters = {"platform": CpuMeter(p.services["platform"]["pid"]), "kafka": CpuMeter(p.services["kafka"]["pid"]),
               "spark": CpuMeter(job.pid)}
     for m in meters.values():
@@ -161,6 +182,8 @@ def one_run(p: Pipeline, job: Proc, scenario: Path, duration_s: float, profile_d
     sim_wall = time.monotonic() - t0
     verdict, held_at = p.wait_verified(SETTLE_S)
     verdict_s = time.monotonic() - t0
+    # where the messages were at the verdict: received by the platform's MQTT side, in Kafka
+    at_platform, in_topic = platform_messages(p) - at_platform0, topic_records(p) - in_topic0
     watcher.stop_event.set()
     watcher.thread.join(10)
     for pr in profilers:
@@ -172,6 +195,7 @@ def one_run(p: Pipeline, job: Proc, scenario: Path, duration_s: float, profile_d
     return {
         "offered_msg_per_s": round(sim_p.scenario.expected_rate_hz(), 1),
         "sent": report["sent"], "acked": report["acked"], "errors": report["errors"],
+        "received_by_platform": at_platform, "in_kafka": in_topic,
         "simulated_s": round(report["elapsed_s"], 1),
         "msg_per_s": round(rate, 1),
         "sustained_msg_per_s": round(rate, 1) if verified else 0.0,

@@ -113,8 +113,9 @@ def test_demo_runs_the_tutorial_end_to_end_and_the_verdict_holds(tmp_path):
 def test_ctrl_c_tears_everything_down(tmp_path):
     state = tmp_path / "demo-interrupted"
     run = Watched("demo", str(SCENARIO), "--duration", "60s", "--state-dir", str(state))
-    # Interrupted while the Spark JVM is still starting in parallel: the hardest moment to clean up.
-    run.wait_for_line("provision:", timeout_s=180)
+    # Interrupted once Kafka and the platform are up while the Spark JVM is still starting in
+    # parallel: three kinds of process to clean up, one of them half-started.
+    run.wait_for_line("stack:", timeout_s=180)
     os.kill(run.proc.pid, signal.SIGINT)
     code, out, err = run.finish(timeout_s=120)
     assert code == 130, out + err

@@ -75,7 +75,34 @@ def test_engine_sends_each_device_its_quota_and_the_record_matches_the_receiver(
         # Lateness against the 50 Hz grid (20 ms) does not accumulate: the typical offset of
         # the last 30 messages is that of the 30 after start-up (jitter aside).
         offsets = [ts - k * 20 for k, ts in enumerate(stamps)]
-        assert abs(statistics.median(offsets[-30:]) - statistics.median(offsets[10:40])) <= 10
+        # (loose: a loaded CI machine delays single wake-ups; the exact property is tested below)
+        assert abs(statistics.median(offsets[-30:]) - statistics.median(offsets[10:40])) <= 30
+
+
+def test_schedule_is_absolute_so_late_wakeups_do_not_drift():
+    from tbspark.simulate.fleet import Fleet, RunConfig, Stats, build_devices
+
+    sc = parse_scenario("""
+name: s
+devices:
+  - {name: d, zone: Z, telemetry: {windSpeed: {kind: constant, value: 1, rate_hz: 10}}}
+""")
+    specs = sc.expand_devices()
+    gt = GroundTruth("s", 10, "device", "windSpeed")
+    gt.add_device("d", "Z")
+    fleet = Fleet(build_devices(specs, {"devices": {"d": {"token": "t"}}}, "windSpeed", 1),
+                  RunConfig("h", 1, 0, "device", 1000, None, 100.0), gt, Stats())
+    fleet.start_device(fleet.devices[0], 1000.0)
+    first = fleet.next_due()
+    dues = []
+    lateness = [0.0, 0.09, 0.03, 0.07, 0.001]  # every wake-up comes late, by varying amounts
+    while not fleet.done:
+        due = fleet.next_due()
+        dues.append(due)
+        assert len(fleet.pop_due(due + lateness[len(dues) % 5])) == 1
+    assert len(dues) == 1000  # 10 Hz × 100 s
+    # Each message is due at first + k·period: lateness never shifts what comes after.
+    assert max(abs(d - (first + k * 0.1)) for k, d in enumerate(dues)) < 1e-6
 
 
 def test_same_seed_same_values(tmp_path):
