@@ -148,7 +148,7 @@ class Pipeline:
         stack_down(self.state.root)
 
     def conn(self) -> Any:
-        from tbspark.thingsboard.connection import scenario_connection
+        from tbspark.settings import connection_for as scenario_connection
 
         return scenario_connection(self.scenario, self.state)
 

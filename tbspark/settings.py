@@ -119,21 +119,35 @@ def resolve_connection(
     return conn
 
 
-def read_stack_record(state_root: Path) -> dict | None:
-    """The running local stack's services.json, or None when there is none."""
+def _read_json(path: Path) -> dict | None:
     import json
 
-    path = Path(state_root) / "services.json"
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return None
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None  # absent or half-written: the other layers decide
+    return data if isinstance(data, dict) else None
 
 
-def connection_for(scenario, state_root: Path, flags: dict | None = None,
+def read_stack_record(state_root: Path) -> dict | None:
+    """What runs locally for this state directory: services.json of `tbspark stack up`, or the
+    endpoint file `tbspark platform serve` leaves when it runs alone; None when neither exists."""
+    from tbspark.state import StateDir
+
+    root = state_root.root if isinstance(state_root, StateDir) else Path(state_root)
+    stack = _read_json(root / "services.json") or {}
+    if not stack.get("platform"):
+        endpoint = _read_json(root / "platform" / "endpoint.json")
+        if endpoint:
+            stack["platform"] = endpoint
+    return stack or None
+
+
+def connection_for(scenario, state_root, flags: dict | None = None,
                    environ: dict[str, str] | None = None) -> Connection:
-    """The connection a verb should use for ``scenario``: defaults < the local stack (embedded
-    platform only) < the scenario's platform/kafka sections < environment < flags."""
+    """The connection a verb should use for ``scenario`` (``state_root``: a Path or a StateDir):
+    defaults < the local stack (its platform only when the scenario's platform is embedded)
+    < the scenario's platform/kafka sections < environment < flags."""
     p = scenario.platform
     sc = {
         "tb_url": p.url, "mqtt_host": p.mqtt_host, "mqtt_port": p.mqtt_port,

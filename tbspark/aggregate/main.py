@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     from tbspark.errors import TbsparkError
     from tbspark.scenario import load_scenario
     from tbspark.state import StateDir
-    from tbspark.thingsboard.connection import scenario_connection
+    from tbspark.settings import connection_for as scenario_connection
 
     ap = argparse.ArgumentParser(prog="tbspark-aggregate", description=__doc__.splitlines()[0])
     ap.add_argument("scenario", type=Path)

@@ -46,7 +46,7 @@ def aggregate_cmd(
     from tbspark.aggregate.job import aggregate
     from tbspark.scenario import load_scenario
     from tbspark.state import StateDir
-    from tbspark.thingsboard.connection import scenario_connection
+    from tbspark.settings import connection_for as scenario_connection
 
     if starting_offsets not in ("earliest", "latest"):
         raise UsageError(f"--starting-offsets must be earliest or latest, not {starting_offsets!r}",

@@ -16,7 +16,7 @@ from tbspark.errors import UsageError
 from tbspark.provision import KINDS, provision
 from tbspark.scenario import load_scenario
 from tbspark.state import StateDir
-from tbspark.thingsboard.connection import scenario_connection
+from tbspark.settings import connection_for as scenario_connection
 from tbspark.thingsboard.rulechain import build_rule_chain, platform_bootstrap
 
 STATE_DIR_HELP = "State directory (default: $TBSPARK_STATE_DIR or ./.tbspark)."

@@ -19,7 +19,7 @@ from tbspark.scenario import load_scenario
 from tbspark.simulate import simulate
 from tbspark.simulate.fleet import Stats
 from tbspark.state import StateDir
-from tbspark.thingsboard.connection import scenario_connection
+from tbspark.settings import connection_for as scenario_connection
 
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "ms": 0.001}
 

@@ -85,7 +85,7 @@ def verify(
     from tbspark import settings
     from tbspark.scenario import load_scenario
     from tbspark.state import StateDir
-    from tbspark.thingsboard.connection import scenario_connection
+    from tbspark.settings import connection_for as scenario_connection
     from tbspark.verify import parse_since
     from tbspark.verify import verify as run_verify
 
