@@ -158,6 +158,11 @@ def platform_messages(p: Pipeline) -> int:
 
 def one_run(p: Pipeline, job: Proc, scenario: Path, duration_s: float, profile_dir: Path | None) -> dict:
     sim_p = Pipeline(scenario, p.state.root)  # same state dir, same name: the rate differs only
+    # Runs must not share a backlog: wait until the job has finished every record of earlier runs.
+    t_drain = time.monotonic()
+    while p.committed_records() < topic_records(p) and time.monotonic() - t_drain < 2 * SETTLE_S:
+        time.sleep(2.0)  # poll interval on the job's checkpoint
+    drained_s = round(time.monotonic() - t_drain, 1)
     in_topic0, at_platform0 = topic_records(p), platform_messages(p)
     meters = {"platform": CpuMeter(p.services["platform"]["pid"]), "kafka": CpuMeter(p.services["kafka"]["pid"]),
               "spark": CpuMeter(job.pid)}
@@ -195,7 +200,7 @@ def one_run(p: Pipeline, job: Proc, scenario: Path, duration_s: float, profile_d
     return {
         "offered_msg_per_s": round(sim_p.scenario.expected_rate_hz(), 1),
         "sent": report["sent"], "acked": report["acked"], "errors": report["errors"],
-        "received_by_platform": at_platform, "in_kafka": in_topic,
+        "received_by_platform": at_platform, "in_kafka": in_topic, "waited_for_backlog_s": drained_s,
         "simulated_s": round(report["elapsed_s"], 1),
         "msg_per_s": round(rate, 1),
         "sustained_msg_per_s": round(rate, 1) if verified else 0.0,

@@ -188,6 +188,17 @@ class Pipeline:
         ids = [int(f.name) for f in ckpt.iterdir() if f.name.isdigit()] if ckpt.exists() else []
         return max(ids, default=-1)
 
+    def committed_records(self) -> int:
+        """Records of the scenario's topic the job has finished (the offsets of its last committed
+        micro-batch, summed over partitions)."""
+        ckpt = self.state.checkpoint_dir(self.scenario.name)
+        commits = [int(f.name) for f in (ckpt / "commits").iterdir() if f.name.isdigit()] \
+            if (ckpt / "commits").exists() else []
+        if not commits:
+            return 0
+        last = (ckpt / "offsets" / str(max(commits))).read_text().splitlines()[-1]
+        return sum(int(v) for v in json.loads(last).get(self.scenario.kafka.topic, {}).values())
+
     def wait_job_running(self, job: Proc, after_batch: int = -1, timeout_s: float = 300) -> None:
         """Ready once the job has planned a micro-batch newer than ``after_batch`` (a restarted job
         finds its predecessor's batches in the checkpoint), or fail with the job's log."""

@@ -8,8 +8,8 @@ from aiohttp import web
 
 from tbspark.platform.rest import errors
 from tbspark.platform.rest.common import (
-    PAGE_PARAMS, Param, eid, id_from, json_object, ok_empty, ok_json, page, parse_uuid, platform, require_paging,
-    route, tenant_admin,
+    PAGE_PARAMS, Param, eid, entity_sort, entity_types, id_from, json_object, ok_empty, ok_json, one_by_name, owned,
+    platform, required_query, route, tenant_admin, tenant_infos_page, tenant_page,
 )
 from tbspark.platform.store import NULL_UUID, Asset
 from tbspark.platform.store.models import new_id, now_ms
@@ -27,12 +27,7 @@ def _info(a: Asset) -> dict:
 
 
 def _own_asset(request: web.Request, raw_id: str) -> Asset:
-    principal = tenant_admin(request)
-    aid = parse_uuid(raw_id)
-    a = platform(request).store.asset_by_id(aid)
-    if a is None or a.tenant_id != principal.tenant_id:
-        raise errors.not_found(f"Asset with id [{aid}] is not found")
-    return a
+    return owned(request, raw_id, platform(request).store.asset_by_id, "Asset")
 
 
 @route("POST", "/api/asset", "Create or update an asset", "asset", body="json",
@@ -78,9 +73,7 @@ async def save_asset(request: web.Request) -> web.Response:
 
 @route("GET", "/api/asset/types", "Asset types (profile names) in use", "asset")
 async def asset_types(request: web.Request) -> web.Response:
-    principal = tenant_admin(request)
-    types = sorted({a.type for a in platform(request).store.assets(principal.tenant_id)})
-    return ok_json([{"tenantId": eid("TENANT", principal.tenant_id), "entityType": "ASSET", "type": t} for t in types])
+    return entity_types(request, platform(request).store.assets, "ASSET")
 
 
 @route("GET", "/api/asset/info/{assetId}", "An asset with its profile name", "asset")
@@ -100,50 +93,25 @@ async def delete_asset(request: web.Request) -> web.Response:
     return ok_empty()
 
 
-_SORT = {"createdTime": lambda a: a.created_time, "name": lambda a: a.name, "type": lambda a: a.type,
-         "label": lambda a: a.label, "assetProfileName": lambda a: a.type, "customerTitle": lambda a: None}
-
-
-def _by_name(request: web.Request, name: str) -> web.Response:
-    principal = tenant_admin(request)
-    a = platform(request).store.asset_by_name(principal.tenant_id, name)
-    if a is None:
-        raise errors.not_found()
-    return ok_json(asset_json(a))
+_SORT = entity_sort("assetProfileName")
 
 
 @route("GET", "/api/tenant/assets", "Tenant assets (paged), or one asset by name", "asset",
        params=[*PAGE_PARAMS, Param("type", description="Asset profile name"),
                Param("assetName", description="Exact asset name (returns one Asset)")])
 async def tenant_assets(request: web.Request) -> web.Response:
-    if "assetName" in request.query:
-        return _by_name(request, request.query["assetName"])
-    principal = tenant_admin(request)
-    # The 1.x form ?limit=N (the tutorial's RestClient) is answered like TB ≤ 4.3.1.1: 400.
-    require_paging(request, "assetName")
-    items = platform(request).store.assets(principal.tenant_id)
-    if request.query.get("type", "").strip():
-        items = [a for a in items if a.type == request.query["type"]]
-    return page(request, items, _SORT, lambda a: (a.name, a.label), asset_json)
+    store = platform(request).store
+    return tenant_page(request, "assetName", store.asset_by_name, store.assets, _SORT, asset_json)
 
 
 @route("GET", "/api/tenant/asset", "One tenant asset by name (TB ≥ 4.3.1.2 path)", "asset",
        params=[Param("assetName", required=True)])
 async def tenant_asset(request: web.Request) -> web.Response:
-    name = request.query.get("assetName")
-    if name is None:
-        raise errors.bad_request("Required request parameter 'assetName' for method parameter type String is not present")
-    return _by_name(request, name)
+    name = required_query(request, "assetName")
+    return one_by_name(request, name, platform(request).store.asset_by_name, asset_json)
 
 
 @route("GET", "/api/tenant/assetInfos", "Tenant asset infos (paged)", "asset",
        params=[*PAGE_PARAMS, Param("type"), Param("assetProfileId")])
 async def tenant_asset_infos(request: web.Request) -> web.Response:
-    principal = tenant_admin(request)
-    items = platform(request).store.assets(principal.tenant_id)
-    if request.query.get("type", "").strip():
-        items = [a for a in items if a.type == request.query["type"]]
-    if request.query.get("assetProfileId"):
-        pid = parse_uuid(request.query["assetProfileId"])
-        items = [a for a in items if a.profile_id == pid]
-    return page(request, items, _SORT, lambda a: (a.name, a.label), _info)
+    return tenant_infos_page(request, "assetProfileId", platform(request).store.assets, _SORT, _info)

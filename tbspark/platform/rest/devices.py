@@ -9,8 +9,8 @@ from aiohttp import web
 
 from tbspark.platform.rest import errors
 from tbspark.platform.rest.common import (
-    PAGE_PARAMS, Param, eid, id_from, json_object, ok_empty, ok_json, page, parse_uuid, platform, require_paging,
-    route, tenant_admin,
+    PAGE_PARAMS, Param, eid, entity_sort, entity_types, id_from, json_object, ok_empty, ok_json, one_by_name, owned,
+    parse_uuid, platform, required_query, route, tenant_admin, tenant_infos_page, tenant_page,
 )
 from tbspark.platform.store import Device
 
@@ -35,12 +35,7 @@ def credentials_json(d: Device) -> dict:
 
 
 def _own_device(request: web.Request, device_id: str) -> Device:
-    principal = tenant_admin(request)
-    did = parse_uuid(device_id)
-    d = platform(request).store.device_by_id(did)
-    if d is None or d.tenant_id != principal.tenant_id:
-        raise errors.not_found(f"Device with id [{did}] is not found")
-    return d
+    return owned(request, device_id, platform(request).store.device_by_id, "Device")
 
 
 def _unique_name(store, tenant_id: str, name: str, request: web.Request) -> str:
@@ -113,9 +108,7 @@ async def save_device_with_credentials(request: web.Request) -> web.Response:
 
 @route("GET", "/api/device/types", "Device types (profile names) in use", "device")
 async def device_types(request: web.Request) -> web.Response:
-    principal = tenant_admin(request)
-    types = sorted({d.type for d in platform(request).store.devices(principal.tenant_id)})
-    return ok_json([{"tenantId": eid("TENANT", principal.tenant_id), "entityType": "DEVICE", "type": t} for t in types])
+    return entity_types(request, platform(request).store.devices, "DEVICE")
 
 
 @route("GET", "/api/device/info/{deviceId}", "A device with profile name and customer", "device")
@@ -165,52 +158,28 @@ async def save_credentials(request: web.Request) -> web.Response:
     return ok_json(credentials_json(d))
 
 
-_SORT = {"createdTime": lambda d: d.created_time, "name": lambda d: d.name, "type": lambda d: d.type,
-         "label": lambda d: d.label, "deviceProfileName": lambda d: d.type, "customerTitle": lambda d: None}
-
-
-def _find_by_name(request: web.Request, name: str) -> web.Response:
-    principal = tenant_admin(request)
-    d = platform(request).store.device_by_name(principal.tenant_id, name)
-    if d is None:
-        raise errors.not_found()
-    return ok_json(device_json(d))
+_SORT = entity_sort("deviceProfileName")
 
 
 @route("GET", "/api/tenant/devices", "Tenant devices (paged), or one device by name", "device",
        params=[*PAGE_PARAMS, Param("type", description="Device profile name"),
                Param("deviceName", description="Exact device name (returns one Device)")])
 async def tenant_devices(request: web.Request) -> web.Response:
-    if "deviceName" in request.query:
-        return _find_by_name(request, request.query["deviceName"])
-    principal = tenant_admin(request)
-    require_paging(request, "deviceName")
-    items = platform(request).store.devices(principal.tenant_id)
-    if request.query.get("type", "").strip():
-        items = [d for d in items if d.type == request.query["type"]]
-    return page(request, items, _SORT, lambda d: (d.name, d.label), device_json)
+    store = platform(request).store
+    return tenant_page(request, "deviceName", store.device_by_name, store.devices, _SORT, device_json)
 
 
 @route("GET", "/api/tenant/device", "One tenant device by name (TB ≥ 4.3.1.2 path)", "device",
        params=[Param("deviceName", required=True, description="Exact device name")])
 async def tenant_device(request: web.Request) -> web.Response:
-    name = request.query.get("deviceName")
-    if name is None:
-        raise errors.bad_request("Required request parameter 'deviceName' for method parameter type String is not present")
-    return _find_by_name(request, name)
+    name = required_query(request, "deviceName")
+    return one_by_name(request, name, platform(request).store.device_by_name, device_json)
 
 
 @route("GET", "/api/tenant/deviceInfos", "Tenant device infos (paged)", "device",
        params=[*PAGE_PARAMS, Param("type"), Param("deviceProfileId")])
 async def tenant_device_infos(request: web.Request) -> web.Response:
-    principal = tenant_admin(request)
-    items = platform(request).store.devices(principal.tenant_id)
-    if request.query.get("type", "").strip():
-        items = [d for d in items if d.type == request.query["type"]]
-    if request.query.get("deviceProfileId"):
-        pid = parse_uuid(request.query["deviceProfileId"])
-        items = [d for d in items if d.profile_id == pid]
-    return page(request, items, _SORT, lambda d: (d.name, d.label), _info)
+    return tenant_infos_page(request, "deviceProfileId", platform(request).store.devices, _SORT, _info)
 
 
 @route("GET", "/api/devices", "Devices by ids", "device",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any, Callable
 
 from aiohttp import web
 
 from tbspark.platform.rest import errors
 from tbspark.platform.rest.common import (
-    PAGE_PARAMS, Param, eid, id_from, json_object, ok_empty, ok_json, page, parse_uuid, platform, route, tenant_admin,
+    PAGE_PARAMS, Param, eid, id_from, json_object, ok_empty, ok_json, owned, page, platform, route, tenant_admin,
 )
 from tbspark.platform.store import AssetProfile, DeviceProfile
 from tbspark.platform.store.models import new_id, now_ms
@@ -20,33 +21,36 @@ _ASSET_EXTRA = ("image", "defaultDashboardId", "defaultQueueName", "defaultEdgeR
 _DEVICE_DEFAULTS = {"type": "DEFAULT", "transportType": "DEFAULT", "provisionType": "DISABLED"}
 
 
-def device_profile_json(p: DeviceProfile) -> dict:
-    out = {"id": eid("DEVICE_PROFILE", p.id), "createdTime": p.created_time, "tenantId": eid("TENANT", p.tenant_id),
+def _profile_json(p: DeviceProfile | AssetProfile, entity_type: str, extra: tuple[str, ...],
+                  defaults: dict) -> dict:
+    out = {"id": eid(entity_type, p.id), "createdTime": p.created_time, "tenantId": eid("TENANT", p.tenant_id),
            "name": p.name, "description": p.description, "default": p.is_default,
            "defaultRuleChainId": eid("RULE_CHAIN", p.default_rule_chain_id), "version": p.version}
-    for k in _DEVICE_EXTRA:
-        out[k] = p.fields.get(k, _DEVICE_DEFAULTS.get(k))
+    for k in extra:
+        out[k] = p.fields.get(k, defaults.get(k))
     return out
 
 
+def _profile_info_json(p: DeviceProfile | AssetProfile, entity_type: str) -> dict:
+    return {"id": eid(entity_type, p.id), "tenantId": eid("TENANT", p.tenant_id), "name": p.name,
+            "image": p.fields.get("image"), "defaultDashboardId": p.fields.get("defaultDashboardId")}
+
+
+def device_profile_json(p: DeviceProfile) -> dict:
+    return _profile_json(p, "DEVICE_PROFILE", _DEVICE_EXTRA, _DEVICE_DEFAULTS)
+
+
 def device_profile_info_json(p: DeviceProfile) -> dict:
-    return {"id": eid("DEVICE_PROFILE", p.id), "tenantId": eid("TENANT", p.tenant_id), "name": p.name,
-            "image": p.fields.get("image"), "defaultDashboardId": p.fields.get("defaultDashboardId"),
+    return {**_profile_info_json(p, "DEVICE_PROFILE"),
             "type": p.fields.get("type", "DEFAULT"), "transportType": p.fields.get("transportType", "DEFAULT")}
 
 
 def asset_profile_json(p: AssetProfile) -> dict:
-    out = {"id": eid("ASSET_PROFILE", p.id), "createdTime": p.created_time, "tenantId": eid("TENANT", p.tenant_id),
-           "name": p.name, "description": p.description, "default": p.is_default,
-           "defaultRuleChainId": eid("RULE_CHAIN", p.default_rule_chain_id), "version": p.version}
-    for k in _ASSET_EXTRA:
-        out[k] = p.fields.get(k)
-    return out
+    return _profile_json(p, "ASSET_PROFILE", _ASSET_EXTRA, {})
 
 
 def asset_profile_info_json(p: AssetProfile) -> dict:
-    return {"id": eid("ASSET_PROFILE", p.id), "tenantId": eid("TENANT", p.tenant_id), "name": p.name,
-            "image": p.fields.get("image"), "defaultDashboardId": p.fields.get("defaultDashboardId")}
+    return _profile_info_json(p, "ASSET_PROFILE")
 
 
 _SORT = {"createdTime": lambda p: p.created_time, "name": lambda p: p.name, "type": lambda p: "DEFAULT",
@@ -70,40 +74,64 @@ def _version(body: dict, current: int) -> int:
     return current + 1
 
 
+async def _save_profile(request: web.Request, what: str, profile_type: type, extra: tuple[str, ...],
+                        defaults: dict, own: Callable, exists: Callable[[str, str], Any], save: Callable,
+                        set_default: Callable) -> Any:
+    """Create or update a device or asset profile from the body; ``what`` names it in TB's messages."""
+    principal = tenant_admin(request)
+    body = await json_object(request)
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise errors.bad_request(f"{what} name should be specified!")
+    chain_id = _chain_ref(request, body, principal.tenant_id)
+    fields = {k: body[k] for k in extra if body.get(k) is not None}
+    pid = id_from(body, "id")
+    if pid:
+        old = own(request, pid)
+        p = replace(old, name=name, description=body.get("description"), default_rule_chain_id=chain_id,
+                    fields={**old.fields, **fields}, version=_version(body, old.version))
+    else:
+        if exists(principal.tenant_id, name):
+            raise errors.bad_request(f"{what} with such name already exists!")
+        p = profile_type(new_id(), principal.tenant_id, name, now_ms(), description=body.get("description"),
+                         default_rule_chain_id=chain_id, fields={**defaults, **fields})
+    p = await save(p)
+    if body.get("default") is True and not p.is_default:
+        p = await set_default(principal.tenant_id, p.id)
+    return p
+
+
+async def _make_default(request: web.Request, raw_id: str, own: Callable, set_default: Callable,
+                        render: Callable) -> web.Response:
+    principal = tenant_admin(request)
+    p = own(request, raw_id)
+    p = await set_default(principal.tenant_id, p.id)
+    return ok_json(render(p))
+
+
+def _profiles_page(request: web.Request, items_of: Callable[[str], list], render: Callable) -> web.Response:
+    principal = tenant_admin(request)
+    return page(request, items_of(principal.tenant_id), _SORT, lambda p: (p.name,), render)
+
+
+def _names(request: web.Request, items_of: Callable[[str], list], entity_type: str) -> web.Response:
+    principal = tenant_admin(request)
+    profiles = sorted(items_of(principal.tenant_id), key=lambda p: p.name)
+    return ok_json([{"id": eid(entity_type, p.id), "name": p.name} for p in profiles])
+
+
 # -- device profiles --------------------------------------------------------------------------------
 
 def _own_device_profile(request: web.Request, raw_id: str) -> DeviceProfile:
-    principal = tenant_admin(request)
-    pid = parse_uuid(raw_id)
-    p = platform(request).store.device_profile(pid)
-    if p is None or p.tenant_id != principal.tenant_id:
-        raise errors.not_found(f"Device profile with id [{pid}] is not found")
-    return p
+    return owned(request, raw_id, platform(request).store.device_profile, "Device profile")
 
 
 @route("POST", "/api/deviceProfile", "Create or update a device profile", "deviceProfile", body="json")
 async def save_device_profile(request: web.Request) -> web.Response:
-    principal = tenant_admin(request)
     store = platform(request).store
-    body = await json_object(request)
-    name = body.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise errors.bad_request("Device profile name should be specified!")
-    chain_id = _chain_ref(request, body, principal.tenant_id)
-    fields = {k: body[k] for k in _DEVICE_EXTRA if body.get(k) is not None}
-    pid = id_from(body, "id")
-    if pid:
-        old = _own_device_profile(request, pid)
-        p = replace(old, name=name, description=body.get("description"), default_rule_chain_id=chain_id,
-                    fields={**old.fields, **fields}, version=_version(body, old.version))
-    else:
-        if store.device_profile_by_name(principal.tenant_id, name):
-            raise errors.bad_request("Device profile with such name already exists!")
-        p = DeviceProfile(new_id(), principal.tenant_id, name, now_ms(), description=body.get("description"),
-                          default_rule_chain_id=chain_id, fields={**_DEVICE_DEFAULTS, **fields})
-    p = await store.save_device_profile(p)
-    if body.get("default") is True and not p.is_default:
-        p = await store.set_default_device_profile(principal.tenant_id, p.id)
+    p = await _save_profile(request, "Device profile", DeviceProfile, _DEVICE_EXTRA, _DEVICE_DEFAULTS,
+                            _own_device_profile, store.device_profile_by_name, store.save_device_profile,
+                            store.set_default_device_profile)
     return ok_json(device_profile_json(p))
 
 
@@ -122,17 +150,13 @@ async def delete_device_profile(request: web.Request) -> web.Response:
 
 @route("POST", "/api/deviceProfile/{deviceProfileId}/default", "Make a profile the tenant default", "deviceProfile")
 async def default_device_profile(request: web.Request) -> web.Response:
-    principal = tenant_admin(request)
-    p = _own_device_profile(request, request.match_info["deviceProfileId"])
-    p = await platform(request).store.set_default_device_profile(principal.tenant_id, p.id)
-    return ok_json(device_profile_json(p))
+    return await _make_default(request, request.match_info["deviceProfileId"], _own_device_profile,
+                               platform(request).store.set_default_device_profile, device_profile_json)
 
 
 @route("GET", "/api/deviceProfiles", "Device profiles (paged)", "deviceProfile", params=PAGE_PARAMS)
 async def device_profiles(request: web.Request) -> web.Response:
-    principal = tenant_admin(request)
-    items = platform(request).store.device_profiles(principal.tenant_id)
-    return page(request, items, _SORT, lambda p: (p.name,), device_profile_json)
+    return _profiles_page(request, platform(request).store.device_profiles, device_profile_json)
 
 
 @route("GET", "/api/deviceProfileInfos", "Device profile infos (paged)", "deviceProfile",
@@ -154,45 +178,21 @@ async def default_device_profile_info(request: web.Request) -> web.Response:
 @route("GET", "/api/deviceProfile/names", "Names of the device profiles", "deviceProfile",
        params=[Param("activeOnly", "boolean")])
 async def device_profile_names(request: web.Request) -> web.Response:
-    principal = tenant_admin(request)
-    profiles = sorted(platform(request).store.device_profiles(principal.tenant_id), key=lambda p: p.name)
-    return ok_json([{"id": eid("DEVICE_PROFILE", p.id), "name": p.name} for p in profiles])
+    return _names(request, platform(request).store.device_profiles, "DEVICE_PROFILE")
 
 
 # -- asset profiles ---------------------------------------------------------------------------------
 
 def _own_asset_profile(request: web.Request, raw_id: str) -> AssetProfile:
-    principal = tenant_admin(request)
-    pid = parse_uuid(raw_id)
-    p = platform(request).store.asset_profile(pid)
-    if p is None or p.tenant_id != principal.tenant_id:
-        raise errors.not_found(f"Asset profile with id [{pid}] is not found")
-    return p
+    return owned(request, raw_id, platform(request).store.asset_profile, "Asset profile")
 
 
 @route("POST", "/api/assetProfile", "Create or update an asset profile", "assetProfile", body="json")
 async def save_asset_profile(request: web.Request) -> web.Response:
-    principal = tenant_admin(request)
     store = platform(request).store
-    body = await json_object(request)
-    name = body.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise errors.bad_request("Asset profile name should be specified!")
-    chain_id = _chain_ref(request, body, principal.tenant_id)
-    fields = {k: body[k] for k in _ASSET_EXTRA if body.get(k) is not None}
-    pid = id_from(body, "id")
-    if pid:
-        old = _own_asset_profile(request, pid)
-        p = replace(old, name=name, description=body.get("description"), default_rule_chain_id=chain_id,
-                    fields={**old.fields, **fields}, version=_version(body, old.version))
-    else:
-        if any(x.name == name for x in store.asset_profiles(principal.tenant_id)):
-            raise errors.bad_request("Asset profile with such name already exists!")
-        p = AssetProfile(new_id(), principal.tenant_id, name, now_ms(), description=body.get("description"),
-                         default_rule_chain_id=chain_id, fields=fields)
-    p = await store.save_asset_profile(p)
-    if body.get("default") is True and not p.is_default:
-        p = await store.set_default_asset_profile(principal.tenant_id, p.id)
+    p = await _save_profile(request, "Asset profile", AssetProfile, _ASSET_EXTRA, {}, _own_asset_profile,
+                            lambda tenant_id, name: any(x.name == name for x in store.asset_profiles(tenant_id)),
+                            store.save_asset_profile, store.set_default_asset_profile)
     return ok_json(asset_profile_json(p))
 
 
@@ -210,24 +210,18 @@ async def delete_asset_profile(request: web.Request) -> web.Response:
 
 @route("POST", "/api/assetProfile/{assetProfileId}/default", "Make an asset profile the default", "assetProfile")
 async def default_asset_profile(request: web.Request) -> web.Response:
-    principal = tenant_admin(request)
-    p = _own_asset_profile(request, request.match_info["assetProfileId"])
-    p = await platform(request).store.set_default_asset_profile(principal.tenant_id, p.id)
-    return ok_json(asset_profile_json(p))
+    return await _make_default(request, request.match_info["assetProfileId"], _own_asset_profile,
+                               platform(request).store.set_default_asset_profile, asset_profile_json)
 
 
 @route("GET", "/api/assetProfiles", "Asset profiles (paged)", "assetProfile", params=PAGE_PARAMS)
 async def asset_profiles(request: web.Request) -> web.Response:
-    principal = tenant_admin(request)
-    items = platform(request).store.asset_profiles(principal.tenant_id)
-    return page(request, items, _SORT, lambda p: (p.name,), asset_profile_json)
+    return _profiles_page(request, platform(request).store.asset_profiles, asset_profile_json)
 
 
 @route("GET", "/api/assetProfileInfos", "Asset profile infos (paged)", "assetProfile", params=PAGE_PARAMS)
 async def asset_profile_infos(request: web.Request) -> web.Response:
-    principal = tenant_admin(request)
-    items = platform(request).store.asset_profiles(principal.tenant_id)
-    return page(request, items, _SORT, lambda p: (p.name,), asset_profile_info_json)
+    return _profiles_page(request, platform(request).store.asset_profiles, asset_profile_info_json)
 
 
 @route("GET", "/api/assetProfileInfo/default", "The default asset profile", "assetProfile")
@@ -239,6 +233,4 @@ async def default_asset_profile_info(request: web.Request) -> web.Response:
 @route("GET", "/api/assetProfile/names", "Names of the asset profiles", "assetProfile",
        params=[Param("activeOnly", "boolean")])
 async def asset_profile_names(request: web.Request) -> web.Response:
-    principal = tenant_admin(request)
-    profiles = sorted(platform(request).store.asset_profiles(principal.tenant_id), key=lambda p: p.name)
-    return ok_json([{"id": eid("ASSET_PROFILE", p.id), "name": p.name} for p in profiles])
+    return _names(request, platform(request).store.asset_profiles, "ASSET_PROFILE")

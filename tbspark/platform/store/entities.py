@@ -138,6 +138,17 @@ class EntityStore:
 
     # -- device profiles -------------------------------------------------------------------------
 
+    async def _set_default(self, profiles: list, profile_id: str, cache: Callable[[Any], None]) -> None:
+        """One transaction flips every profile of the tenant, so exactly one stays the default."""
+        changed = [replace(p, is_default=(p.id == profile_id)) for p in profiles]
+
+        def fn(conn: sqlite3.Connection) -> None:
+            for p in changed:
+                _put(conn, p, p.name)
+        await self._write(fn)
+        for p in changed:
+            cache(p)
+
     def device_profile(self, profile_id: str) -> DeviceProfile | None:
         return self._device_profiles.get(profile_id)
 
@@ -186,14 +197,7 @@ class EntityStore:
         return p
 
     async def set_default_device_profile(self, tenant_id: str, profile_id: str) -> DeviceProfile:
-        changed = [replace(p, is_default=(p.id == profile_id)) for p in self.device_profiles(tenant_id)]
-
-        def fn(conn: sqlite3.Connection) -> None:
-            for p in changed:
-                _put(conn, p, p.name)
-        await self._write(fn)
-        for p in changed:
-            self._cache_device_profile(p)
+        await self._set_default(self.device_profiles(tenant_id), profile_id, self._cache_device_profile)
         return self._device_profiles[profile_id]
 
     async def delete_device_profile(self, profile_id: str) -> None:
@@ -235,14 +239,7 @@ class EntityStore:
         return p
 
     async def set_default_asset_profile(self, tenant_id: str, profile_id: str) -> AssetProfile:
-        changed = [replace(p, is_default=(p.id == profile_id)) for p in self.asset_profiles(tenant_id)]
-
-        def fn(conn: sqlite3.Connection) -> None:
-            for p in changed:
-                _put(conn, p, p.name)
-        await self._write(fn)
-        for p in changed:
-            self._cache_asset_profile(p)
+        await self._set_default(self.asset_profiles(tenant_id), profile_id, self._cache_asset_profile)
         return self._asset_profiles[profile_id]
 
     async def delete_asset_profile(self, profile_id: str) -> None:

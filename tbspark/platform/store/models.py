@@ -61,7 +61,9 @@ class User(_Doc):
 
 
 @dataclass
-class DeviceProfile(_Doc):
+class _Profile(_Doc):
+    """ThingsBoard keeps device and asset profiles alike; only the kind (the subclass) tells them apart."""
+
     id: str
     tenant_id: str
     name: str
@@ -76,16 +78,13 @@ class DeviceProfile(_Doc):
 
 
 @dataclass
-class AssetProfile(_Doc):
-    id: str
-    tenant_id: str
-    name: str
-    created_time: int
-    is_default: bool = False
-    default_rule_chain_id: str | None = None
-    description: str | None = None
-    version: int = 1
-    fields: dict = field(default_factory=dict)
+class DeviceProfile(_Profile):
+    pass
+
+
+@dataclass
+class AssetProfile(_Profile):
+    pass
 
 
 @dataclass

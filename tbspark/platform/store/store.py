@@ -99,3 +99,4 @@ class Store(EntityStore, DeviceStore, RuleChainStore, TelemetryStore):
         self._device_profiles = {k: v for k, v in self._device_profiles.items() if k in keep_profiles}
         self._asset_profiles = {k: v for k, v in self._asset_profiles.items() if k in keep_aprofiles}
         self._notify_chains(None)
+        self._notify_attr_change(None, None, None)  # every attribute is gone

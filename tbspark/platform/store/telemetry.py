@@ -23,6 +23,9 @@ AGGREGATIONS = ("NONE", "AVG", "MIN", "MAX", "SUM", "COUNT")
 _MAX_SEEK_BUCKETS = 200_000
 
 AttrListener = Callable[[str, str, str, dict], Any]
+# ``cb(entity_id, scope, keys)`` after attributes of any scope were written or deleted; ``scope`` and
+# ``keys`` None mean "any"; ``entity_id`` None means every entity (a reset).
+AttrChangeListener = Callable[[str | None, str | None, list | None], Any]
 
 
 def _decode(code: int, v: Any) -> tuple[str, Any]:
@@ -40,6 +43,7 @@ class TelemetryStore:
         for sid, entity_id, key in conn.execute("SELECT sid, entity_id, key FROM ts_series"):
             self._sids[(entity_id, key)] = sid
         self._attr_listeners: list[AttrListener] = []
+        self._attr_change_listeners: list[AttrChangeListener] = []
         # Loop-side micro-batch: writes awaited by coroutines that ran in the same loop iteration
         # (e.g. a rule node's asyncio.gather over devices) go to the writer as one transaction.
         self._batch: list[tuple[Callable, asyncio.Future]] = []
@@ -51,6 +55,20 @@ class TelemetryStore:
     def add_attribute_listener(self, cb: AttrListener) -> None:
         """``cb(entity_type, entity_id, scope, changed)`` after SHARED_SCOPE attributes were saved."""
         self._attr_listeners.append(cb)
+
+    def add_attribute_change_listener(self, cb: AttrChangeListener) -> None:
+        """``cb(entity_id, scope, keys)`` after attributes of ANY scope were saved or deleted (also
+        when the write failed: a cache can only be made to reload). Runs on the event loop once the
+        write's transaction has ended, before the writer's caller resumes; ``cb(None, None, None)``
+        after :meth:`reset`. For caches of attribute values (the originator-attributes node)."""
+        self._attr_change_listeners.append(cb)
+
+    def _notify_attr_change(self, entity_id: str | None, scope: str | None, keys: list | None) -> None:
+        for cb in list(self._attr_change_listeners):
+            try:
+                cb(entity_id, scope, keys)
+            except Exception:
+                log.exception("attribute change listener failed")
 
     # -- writes ----------------------------------------------------------------------------------
 
@@ -122,26 +140,79 @@ class TelemetryStore:
 
     def _ts_write_fn(self, entity_type: str, entity_id: str, entries: list) -> Callable[[sqlite3.Connection], None]:
         def fn(conn: sqlite3.Connection) -> None:
-            rows = []
-            latest: dict[int, tuple] = {}
             try:
-                for ts, key, kind, value in entries:
-                    sid = self._sid(conn, entity_type, entity_id, key)
-                    row = (sid, ts, KIND_CODES[kind], value)
-                    rows.append(row)
-                    cur = latest.get(sid)
-                    if cur is None or ts >= cur[1]:
-                        latest[sid] = row
-                conn.executemany("INSERT OR REPLACE INTO ts_kv(sid, ts, kind, v) VALUES (?,?,?,?)", rows)
-                conn.executemany(
-                    "INSERT INTO ts_latest(sid, ts, kind, v) VALUES (?,?,?,?) ON CONFLICT(sid) DO UPDATE SET "
-                    "ts=excluded.ts, kind=excluded.kind, v=excluded.v WHERE excluded.ts >= ts_latest.ts",
-                    list(latest.values()))
+                n = self._ts_write_rows(conn, [(entity_type, entity_id, entries)])
             except BaseException:
                 self._forget_sids()  # this write is rolled back, series it created with it
                 raise
-            self.ts_points_written += len(rows)
+            self.ts_points_written += n
         return fn
+
+    def _ts_write_rows(self, conn: sqlite3.Connection, items: list) -> int:
+        """Write ``[(entity_type, entity_id, entries)]`` with one statement per table; returns the
+        number of points. The caller rolls back (and forgets sids) when it raises."""
+        rows = []
+        latest: dict[int, tuple] = {}
+        sid_of = self._sids.get
+        for entity_type, entity_id, entries in items:
+            for ts, key, kind, value in entries:
+                sid = sid_of((entity_id, key))
+                if sid is None:
+                    sid = self._sid(conn, entity_type, entity_id, key)
+                row = (sid, ts, KIND_CODES[kind], value)
+                rows.append(row)
+                cur = latest.get(sid)
+                if cur is None or ts >= cur[1]:
+                    latest[sid] = row
+        conn.executemany("INSERT OR REPLACE INTO ts_kv(sid, ts, kind, v) VALUES (?,?,?,?)", rows)
+        conn.executemany(
+            "INSERT INTO ts_latest(sid, ts, kind, v) VALUES (?,?,?,?) ON CONFLICT(sid) DO UPDATE SET "
+            "ts=excluded.ts, kind=excluded.kind, v=excluded.v WHERE excluded.ts >= ts_latest.ts",
+            list(latest.values()))
+        return len(rows)
+
+    async def save_timeseries_many(self, items: list[tuple[str, str, list]]) -> list[BaseException | None]:
+        """Save ``[(entity_type, entity_id, [(ts, key, kind, value)])]`` of many entities in one write
+        (one statement per table, in the loop's current write transaction); returns after COMMIT.
+
+        Returns one result per item: None, or the exception that item's rows raised (its rows are
+        not saved; the other items' are). A failed commit raises for all."""
+        items = [it for it in items if it[2]]
+        if not items:
+            return []
+        outcome: list = []
+
+        def fn(conn: sqlite3.Connection) -> None:
+            outcome.clear()
+            conn.execute("SAVEPOINT tsmany")
+            try:
+                n = self._ts_write_rows(conn, items)
+            except Exception:
+                # Some item is bad: undo all, then write item by item so only the bad ones fail.
+                conn.execute("ROLLBACK TO tsmany")
+                self._forget_sids()
+                n = 0
+                for it in items:
+                    conn.execute("SAVEPOINT tsone")
+                    try:
+                        n += self._ts_write_rows(conn, [it])
+                    except Exception as exc:
+                        conn.execute("ROLLBACK TO tsone")
+                        self._forget_sids()
+                        outcome.append(exc)
+                    else:
+                        outcome.append(None)
+                    conn.execute("RELEASE tsone")
+            except BaseException:
+                self._forget_sids()
+                raise
+            else:
+                outcome.extend([None] * len(items))
+            conn.execute("RELEASE tsmany")
+            self.ts_points_written += n
+
+        await self._enqueue(fn, sum(len(it[2]) for it in items))
+        return list(outcome) if len(outcome) == len(items) else [None] * len(items)
 
     async def save_timeseries(self, entity_type: str, entity_id: str,
                               entries: list[tuple[int, str, str, Any]], batch: bool = True) -> None:
@@ -177,7 +248,10 @@ class TelemetryStore:
                               values: dict[str, tuple[str, Any]], ts: int) -> None:
         if not values:
             return
-        await self._enqueue(self._attr_write_fn(entity_type, entity_id, scope, values, ts), len(values))
+        try:
+            await self._enqueue(self._attr_write_fn(entity_type, entity_id, scope, values, ts), len(values))
+        finally:
+            self._notify_attr_change(entity_id, scope, list(values))
         if scope == "SHARED_SCOPE":
             for cb in list(self._attr_listeners):
                 try:
@@ -189,7 +263,10 @@ class TelemetryStore:
         def fn(conn: sqlite3.Connection) -> None:
             conn.executemany("DELETE FROM attr WHERE entity_id=? AND scope=? AND key=?",
                              [(entity_id, scope, k) for k in keys])
-        await asyncio.wrap_future(self._writer.submit(fn))
+        try:
+            await asyncio.wrap_future(self._writer.submit(fn))
+        finally:
+            self._notify_attr_change(entity_id, scope, list(keys))
 
     async def delete_timeseries(self, entity_id: str, keys: list[str]) -> None:
         def fn(conn: sqlite3.Connection) -> None:

@@ -4,6 +4,7 @@ of the message originator into metadata (``cs_``/``shared_``/``ss_`` prefixes) o
 from __future__ import annotations
 
 import json
+import weakref
 
 from tbspark.platform import values
 from tbspark.platform.rules.nodes import PKG, Node, NodeConfigError, compile_pattern, register
@@ -11,6 +12,68 @@ from tbspark.platform.rules.nodes import PKG, Node, NodeConfigError, compile_pat
 _SCOPES = (("clientAttributeNames", "CLIENT_SCOPE", "cs_"),
            ("sharedAttributeNames", "SHARED_SCOPE", "shared_"),
            ("serverAttributeNames", "SERVER_SCOPE", "ss_"))
+
+
+class AttributeCache:
+    """Client/shared/server attributes per (entity, scope), all keys, shared by every originator-
+    attributes node of one store. Kept right by the store's attribute change hook (writes and deletes
+    of every scope, reset), which runs on the event loop once the write's transaction ended: a read
+    after an acknowledged attribute write never sees the old value. Only loop-thread code uses it."""
+
+    MAX_ENTRIES = 200_000  # (entity, scope) pairs; past it the cache starts over
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self._data: dict[tuple[str, str], dict] = {}
+        self._by_entity: dict[str, set[str]] = {}
+        self.hits = self.misses = 0
+        store.add_attribute_change_listener(self._invalidate)
+
+    def get(self, entity_type: str, entity_id: str, scope: str) -> dict:
+        """``{key: (kind, value, last_update_ts)}`` of every attribute of the scope."""
+        found = self._data.get((entity_id, scope))
+        if found is not None:
+            self.hits += 1
+            return found
+        self.misses += 1
+        found = self.store.get_attributes(entity_type, entity_id, scope, None)
+        if len(self._data) >= self.MAX_ENTRIES:
+            self._data.clear()
+            self._by_entity.clear()
+        self._data[(entity_id, scope)] = found
+        self._by_entity.setdefault(entity_id, set()).add(scope)
+        return found
+
+    def _invalidate(self, entity_id, scope, keys) -> None:
+        if entity_id is None:
+            self._data.clear()
+            self._by_entity.clear()
+            return
+        scopes = self._by_entity.get(entity_id)
+        if not scopes:
+            return
+        if scope is None:
+            for sc in scopes:
+                self._data.pop((entity_id, sc), None)
+            del self._by_entity[entity_id]
+        else:
+            self._data.pop((entity_id, scope), None)
+            scopes.discard(scope)
+            if not scopes:
+                del self._by_entity[entity_id]
+
+
+_caches: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def attribute_cache(store) -> AttributeCache | None:
+    """The store's shared cache; None for a store without the change hook (then read every time)."""
+    if not hasattr(store, "add_attribute_change_listener"):
+        return None
+    cache = _caches.get(store)
+    if cache is None:
+        cache = _caches[store] = AttributeCache(store)
+    return cache
 
 
 def as_text(kind: str, value) -> str:
@@ -51,10 +114,12 @@ class TbGetAttributesNode(Node):
             self.fetch_to = "DATA" if cfg.get("fetchToData") else "METADATA"
         if self.fetch_to not in ("DATA", "METADATA"):
             raise NodeConfigError(f"fetchTo must be DATA or METADATA, not {self.fetch_to!r}")
+        self._attrs = attribute_cache(self.store) if self.scopes else None
 
     def process(self, msgs):
         out = []
         cache: dict = {}  # one store read per originator, scope and key set within the batch
+        shared = self._attrs
         for m in msgs:
             to_data = self.fetch_to == "DATA"
             if to_data and not isinstance(m.data, dict):
@@ -66,9 +131,12 @@ class TbGetAttributesNode(Node):
             for scope, prefix, patterns in self.scopes:
                 keys = tuple(p(m) for p in patterns)
                 ck = (etype, eid, scope, keys)
-                found = cache.get(ck)
-                if found is None:
-                    found = cache[ck] = self.store.get_attributes(etype, eid, scope, list(keys))
+                if shared is not None:
+                    found = shared.get(etype, eid, scope)
+                else:
+                    found = cache.get(ck)
+                    if found is None:
+                        found = cache[ck] = self.store.get_attributes(etype, eid, scope, list(keys))
                 for k in keys:
                     entry = found.get(k)
                     if entry is None:

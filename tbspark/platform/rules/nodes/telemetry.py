@@ -64,7 +64,18 @@ class TbMsgTimeseriesNode(Node):
             owners.setdefault(m.originator, []).append(m)
         if self.mode != "WEBSOCKETS_ONLY" and rows_by_entity:
             keys = list(rows_by_entity)
-            results = await gather_light([self.store.save_timeseries(e[0], e[1], rows_by_entity[e]) for e in keys])
+            many = getattr(self.store, "save_timeseries_many", None)
+            if many is not None:  # every entity of the batch in one write (one commit awaited)
+                try:
+                    results = await many([(e[0], e[1], rows_by_entity[e]) for e in keys if rows_by_entity[e]])
+                except Exception as exc:  # the commit failed: nothing of this batch is saved
+                    results = [exc] * len(keys)
+                else:
+                    it = iter(results)
+                    results = [next(it) if rows_by_entity[e] else None for e in keys]
+            else:
+                results = await gather_light([self.store.save_timeseries(e[0], e[1], rows_by_entity[e])
+                                              for e in keys])
             for e, res in zip(keys, results):
                 for m in owners[e]:
                     if isinstance(res, BaseException):
