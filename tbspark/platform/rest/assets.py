@@ -8,8 +8,8 @@ from aiohttp import web
 
 from tbspark.platform.rest import errors
 from tbspark.platform.rest.common import (
-    PAGE_PARAMS, Param, eid, entity_sort, entity_types, id_from, json_object, ok_empty, ok_json, one_by_name, owned,
-    platform, required_query, route, tenant_admin, tenant_infos_page, tenant_page,
+    PAGE_PARAMS, Param, eid, entity_profile, entity_sort, entity_types, id_from, json_object, ok_empty, ok_json,
+    one_by_name, owned, platform, required_name, required_query, route, tenant_admin, tenant_infos_page, tenant_page,
 )
 from tbspark.platform.store import NULL_UUID, Asset
 from tbspark.platform.store.models import new_id, now_ms
@@ -37,18 +37,9 @@ async def save_asset(request: web.Request) -> web.Response:
     principal = tenant_admin(request)
     store = platform(request).store
     body = await json_object(request)
-    name = body.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise errors.bad_request("Asset name should be specified!")
-    profile_id = id_from(body, "assetProfileId")
-    if profile_id:
-        profile = store.asset_profile(profile_id)
-        if profile is None or profile.tenant_id != principal.tenant_id:
-            raise errors.bad_request("Asset is referencing non existing asset profile!")
-    elif isinstance(body.get("type"), str) and body["type"].strip():
-        profile = store.find_or_create_asset_profile(principal.tenant_id, body["type"])
-    else:
-        profile = store.default_asset_profile(principal.tenant_id)
+    name = required_name(body, "Asset")
+    profile = entity_profile(body, principal.tenant_id, "asset", store.asset_profile,
+                             store.find_or_create_asset_profile, store.default_asset_profile)
     extra = {"externalId": body["externalId"]} if body.get("externalId") else {}
     asset_id = id_from(body, "id")
     if asset_id:

@@ -171,6 +171,13 @@ def eid(entity_type: str, value: str | None) -> dict | None:
     return {"entityType": entity_type, "id": value} if value else None
 
 
+def required_name(body: dict, what: str) -> str:
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise errors.bad_request(f"{what} name should be specified!")
+    return name
+
+
 def id_from(body: dict, field_name: str, entity_type: str | None = None) -> str | None:
     """The uuid of an ``{"entityType","id"}`` field, or None when absent/null."""
     v = body.get(field_name)
@@ -238,6 +245,22 @@ def page(request: web.Request, items: list, sort_keys: dict[str, Callable[[Any],
 
 
 # -- tenant entities (devices, assets, profiles) --------------------------------------------------
+
+def entity_profile(body: dict, tenant_id: str, kind: str, by_id: Callable[[str], Any],
+                   find_or_create: Callable[[str, str], Any], default_of: Callable[[str], Any]) -> Any:
+    """A saved device's or asset's profile: the one named by id, else one per ``type`` (made on first
+    use, like TB's findOrCreate), else the tenant default."""
+    profile_id = id_from(body, f"{kind}ProfileId")
+    if profile_id:
+        profile = by_id(profile_id)
+        if profile is None or profile.tenant_id != tenant_id:
+            raise errors.bad_request(f"{kind.capitalize()} is referencing non existing {kind} profile!")
+    elif isinstance(body.get("type"), str) and body["type"].strip():
+        profile = find_or_create(tenant_id, body["type"])
+    else:
+        profile = default_of(tenant_id)
+    return profile
+
 
 def owned(request: web.Request, raw_id: str, lookup: Callable[[str], Any], what: str) -> Any:
     """The caller's own entity by id; another tenant's is answered like a missing one (TB's 404)."""

@@ -9,8 +9,9 @@ from aiohttp import web
 
 from tbspark.platform.rest import errors
 from tbspark.platform.rest.common import (
-    PAGE_PARAMS, Param, eid, entity_sort, entity_types, id_from, json_object, ok_empty, ok_json, one_by_name, owned,
-    parse_uuid, platform, required_query, route, tenant_admin, tenant_infos_page, tenant_page,
+    PAGE_PARAMS, Param, eid, entity_profile, entity_sort, entity_types, id_from, json_object, ok_empty, ok_json,
+    one_by_name, owned, parse_uuid, platform, required_name, required_query, route, tenant_admin, tenant_infos_page,
+    tenant_page,
 )
 from tbspark.platform.store import Device
 
@@ -55,18 +56,9 @@ def _unique_name(store, tenant_id: str, name: str, request: web.Request) -> str:
 async def _save(request: web.Request, body: dict, token: str | None) -> Device:
     principal = tenant_admin(request)
     store = platform(request).store
-    name = body.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise errors.bad_request("Device name should be specified!")
-    profile_id = id_from(body, "deviceProfileId")
-    if profile_id:
-        profile = store.device_profile(profile_id)
-        if profile is None or profile.tenant_id != principal.tenant_id:
-            raise errors.bad_request("Device is referencing non existing device profile!")
-    elif isinstance(body.get("type"), str) and body["type"].strip():
-        profile = store.find_or_create_device_profile(principal.tenant_id, body["type"])
-    else:
-        profile = store.default_device_profile(principal.tenant_id)
+    name = required_name(body, "Device")
+    profile = entity_profile(body, principal.tenant_id, "device", store.device_profile,
+                             store.find_or_create_device_profile, store.default_device_profile)
     info = body.get("additionalInfo")
     extra = {k: body.get(k) for k in ("firmwareId", "softwareId", "externalId") if body.get(k) is not None}
     device_id = id_from(body, "id")

@@ -9,7 +9,8 @@ from aiohttp import web
 
 from tbspark.platform.rest import errors
 from tbspark.platform.rest.common import (
-    PAGE_PARAMS, Param, eid, id_from, json_object, ok_empty, ok_json, owned, page, platform, route, tenant_admin,
+    PAGE_PARAMS, Param, eid, id_from, json_object, ok_empty, ok_json, owned, page, platform, required_name, route,
+    tenant_admin,
 )
 from tbspark.platform.store import AssetProfile, DeviceProfile
 from tbspark.platform.store.models import new_id, now_ms
@@ -80,9 +81,7 @@ async def _save_profile(request: web.Request, what: str, profile_type: type, ext
     """Create or update a device or asset profile from the body; ``what`` names it in TB's messages."""
     principal = tenant_admin(request)
     body = await json_object(request)
-    name = body.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise errors.bad_request(f"{what} name should be specified!")
+    name = required_name(body, what)
     chain_id = _chain_ref(request, body, principal.tenant_id)
     fields = {k: body[k] for k in extra if body.get(k) is not None}
     pid = id_from(body, "id")

@@ -9,7 +9,8 @@ from aiohttp import web
 
 from tbspark.platform.rest import errors
 from tbspark.platform.rest.common import (
-    PAGE_PARAMS, Param, eid, id_from, json_object, ok_empty, ok_json, page, parse_uuid, platform, route, tenant_admin,
+    PAGE_PARAMS, Param, eid, id_from, json_object, ok_empty, ok_json, page, parse_uuid, platform, required_name, route,
+    tenant_admin,
 )
 from tbspark.platform.store import RuleChain
 from tbspark.platform.store.models import new_id, now_ms
@@ -70,9 +71,7 @@ def _validate(request: web.Request, meta: dict) -> None:
 async def save_rule_chain(request: web.Request) -> web.Response:
     principal = tenant_admin(request)
     body = await json_object(request)
-    name = body.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise errors.bad_request("Rule chain name should be specified!")
+    name = required_name(body, "Rule chain")
     rtype = body.get("type") or "CORE"
     if rtype not in ("CORE", "EDGE"):
         raise errors.bad_request(f"No enum constant org.thingsboard.server.common.data.rule.RuleChainType.{rtype}")
@@ -97,9 +96,7 @@ async def save_rule_chain(request: web.Request) -> web.Response:
 async def save_default_chain(request: web.Request) -> web.Response:
     principal = tenant_admin(request)
     body = await json_object(request)
-    name = body.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise errors.bad_request("Rule chain name should be specified!")
+    name = required_name(body, "Rule chain")
     store = platform(request).store
     rc = await store.save_rule_chain(RuleChain(new_id(), principal.tenant_id, name, now_ms()))
     await store.save_rule_chain_metadata(rc.id, root_chain_metadata())

@@ -11,7 +11,7 @@ import asyncio
 import json
 import sqlite3
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from tbspark.platform.rest.errors import bad_request, not_found
 from tbspark.platform.store.models import (
@@ -149,6 +149,15 @@ class EntityStore:
         for p in changed:
             cache(p)
 
+    async def _delete_profile(self, profiles: dict, profile_id: str, entities: Iterable, kind: str) -> None:
+        """``kind`` ("device" or "asset") words TB's refusals; ``entities`` are all of that kind."""
+        if profiles[profile_id].is_default:
+            raise bad_request(f"Deletion of Default {kind.capitalize()} Profile is prohibited!")
+        if any(e.profile_id == profile_id for e in entities):
+            raise bad_request(f"The {kind} profile referenced by the {kind}s cannot be deleted!")
+        await self._write(lambda c: c.execute("DELETE FROM entity WHERE id=?", (profile_id,)))
+        profiles.pop(profile_id, None)
+
     def device_profile(self, profile_id: str) -> DeviceProfile | None:
         return self._device_profiles.get(profile_id)
 
@@ -201,13 +210,7 @@ class EntityStore:
         return self._device_profiles[profile_id]
 
     async def delete_device_profile(self, profile_id: str) -> None:
-        p = self._device_profiles[profile_id]
-        if p.is_default:
-            raise bad_request("Deletion of Default Device Profile is prohibited!")
-        if any(d.profile_id == profile_id for d in self._devices.values()):
-            raise bad_request("The device profile referenced by the devices cannot be deleted!")
-        await self._write(lambda c: c.execute("DELETE FROM entity WHERE id=?", (profile_id,)))
-        self._device_profiles.pop(profile_id, None)
+        await self._delete_profile(self._device_profiles, profile_id, self._devices.values(), "device")
         self._notify_chains(None)
 
     # -- asset profiles --------------------------------------------------------------------------
@@ -243,13 +246,7 @@ class EntityStore:
         return self._asset_profiles[profile_id]
 
     async def delete_asset_profile(self, profile_id: str) -> None:
-        p = self._asset_profiles[profile_id]
-        if p.is_default:
-            raise bad_request("Deletion of Default Asset Profile is prohibited!")
-        if any(a.profile_id == profile_id for a in self._assets.values()):
-            raise bad_request("The asset profile referenced by the assets cannot be deleted!")
-        await self._write(lambda c: c.execute("DELETE FROM entity WHERE id=?", (profile_id,)))
-        self._asset_profiles.pop(profile_id, None)
+        await self._delete_profile(self._asset_profiles, profile_id, self._assets.values(), "asset")
 
 
 def _default_profile_fields() -> dict:
