@@ -56,14 +56,16 @@ def test_tenant_login_from_environment(tmp_path):
 
 
 def test_expired_access_token_then_refresh(tmp_path):
-    p = start_platform(tmp_path / "state", extra_env={"JWT_TOKEN_EXPIRATION_TIME": "1"})
+    # 2 s, not 1: `exp` has whole-second resolution, so a 1 s token issued late in a second can
+    # already be expired by the very next request.
+    p = start_platform(tmp_path / "state", extra_env={"JWT_TOKEN_EXPIRATION_TIME": "2"})
     try:
         pair = requests.post(p.url + "/api/auth/login",
                              json={"username": "tenant@thingsboard.org", "password": "tenant"}).json()
         headers = {"X-Authorization": "Bearer " + pair["token"]}
         assert requests.get(p.url + "/api/auth/user", headers=headers).status_code == 200
-        deadline = time.monotonic() + 5
-        while True:  # poll until the 1-second lifetime has run out
+        deadline = time.monotonic() + 6
+        while True:  # poll until the 2-second lifetime has run out
             r = requests.get(p.url + "/api/auth/user", headers=headers)
             if r.status_code != 200 or time.monotonic() > deadline:
                 break
