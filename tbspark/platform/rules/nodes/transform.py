@@ -50,6 +50,12 @@ def _literals(patterns) -> list | None:
 
 
 class _KeysNode(Node):
+    SOURCE_FIELD = ""  # the config field naming DATA or METADATA (version 2; fromMetadata before)
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.source = _source(self.config, self.SOURCE_FIELD)
+
     def _data_or_failure(self, m):
         if isinstance(m.data, dict):
             return m.data
@@ -60,10 +66,10 @@ class _KeysNode(Node):
 @register
 class TbCopyKeysNode(_KeysNode):
     TYPE = PKG + "transform.TbCopyKeysNode"
+    SOURCE_FIELD = "copyFrom"
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
-        self.source = _source(self.config, "copyFrom")
         self.patterns = _regexes(self.config)
         self.literal = _literals(self.patterns)
 
@@ -97,10 +103,10 @@ class TbCopyKeysNode(_KeysNode):
 @register
 class TbRenameKeysNode(_KeysNode):
     TYPE = PKG + "transform.TbRenameKeysNode"
+    SOURCE_FIELD = "renameIn"
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
-        self.source = _source(self.config, "renameIn")
         mapping = self.config.get("renameKeysMapping")
         if not isinstance(mapping, dict) or not mapping:
             raise NodeConfigError("renameKeysMapping must be a non-empty object {old: new}")
@@ -126,10 +132,10 @@ class TbRenameKeysNode(_KeysNode):
 @register
 class TbDeleteKeysNode(_KeysNode):
     TYPE = PKG + "transform.TbDeleteKeysNode"
+    SOURCE_FIELD = "deleteFrom"
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
-        self.source = _source(self.config, "deleteFrom")
         self.patterns = _regexes(self.config)
 
     def process(self, msgs):
