@@ -242,6 +242,43 @@ def summarize_profile(path: Path, top: int = 12) -> list[tuple[str, float]]:
     return [(f, round(100 * c / total, 1)) for f, c in sorted(counts.items(), key=lambda x: -x[1])[:top]]
 
 
+def mosquitto_reference(p: Pipeline, scenario: Path, duration_s: float, root: Path) -> dict:
+    """The same simulator load against a plain Mosquitto broker (no subscribers, no persistence):
+    what a bare MQTT broker spends per message, next to the platform's figure."""
+    import shutil
+
+    from bench.platform_mqtt import start_mosquitto, stop
+
+    work = root / "mosquitto"
+    work.mkdir(exist_ok=True)
+    started = start_mosquitto(work)
+    if started is None:
+        return {"skipped": "mosquitto is not installed (apt-get install -y mosquitto)"}
+    proc, port = started
+    try:
+        # Its own state dir (the pipeline's ground truth stays), with the provisioned device tokens.
+        ref = Pipeline(scenario, work / "state", env={"TB_MQTT_HOST": "127.0.0.1", "TB_MQTT_PORT": str(port)})
+        shutil.copyfile(p.state.provision_file, ref.state.provision_file)
+        broker, sim_meter = CpuMeter(proc.pid), None
+        broker.start()
+        sim = ref.simulator(duration_s, seed=7)
+        sim_meter = CpuMeter(sim.pid)
+        sim_meter.start()
+        while sim.popen.poll() is None:
+            sim_meter.sample()
+            broker.sample()
+            time.sleep(0.5)  # CPU sampling interval while the simulator runs
+        report = sim.json_output()
+        cpu = broker.total()
+        return {"sent": report["sent"], "errors": report["errors"], "simulated_s": round(report["elapsed_s"], 1),
+                "msg_per_s": round(report["sent"] / report["elapsed_s"], 1) if report["elapsed_s"] else 0.0,
+                "cpu_s": {"mosquitto": round(cpu, 2),
+                          "simulator": round(report.get("cpu_s") or sim_meter.total(), 1)},
+                "mosquitto_msg_per_cpu_s": round(report["sent"] / cpu) if cpu > 0 else None}
+    finally:
+        stop(proc)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenario", type=Path, default=REPO / "scenarios" / "fleet-3000.yaml")
@@ -254,7 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--search-steps", type=int, default=4)
     ap.add_argument("--profile", action="store_true", help="py-spy the platform and the simulator")
     ap.add_argument("--state-dir", type=Path, default=None)
+    ap.add_argument("--skip-mosquitto", action="store_true",
+                    help="no reference run of the same simulator load against a plain Mosquitto")
     args = ap.parse_args(argv)
+    if args.duration <= 0 or args.runs < 1:
+        ap.error("--duration must be positive and --runs at least 1")
 
     root = args.state_dir or Path(tempfile.mkdtemp(prefix="tbspark-e2e-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -307,6 +348,10 @@ def main(argv: list[str] | None = None) -> int:
                 run_at(rate0, i)
                 i += 1
         job.stop()
+        if not args.skip_mosquitto:
+            print("reference: the same simulator load against a plain Mosquitto", flush=True)
+            out["mosquitto"] = mosquitto_reference(p, base_yaml, args.duration, root)
+            print(json.dumps(out["mosquitto"]), flush=True)
     finally:
         p.down()
     runs = out["runs"]
@@ -317,6 +362,16 @@ def main(argv: list[str] | None = None) -> int:
     out["verified"] = bool(runs) and all(r["verified"] for r in runs if r.get("rate_hz") == rate0)
     out["median_sustained_msg_per_s"] = statistics.median([r["sustained_msg_per_s"] for r in runs]) if runs else 0
     out["load_average"] = [round(x, 1) for x in psutil.getloadavg()]
+    cpu = out.get("cpu_s") or {}
+    sent = pick.get("sent") or 0
+    if sent:
+        out["msg_per_cpu_s"] = {k: round(sent / v) if v else None for k, v in cpu.items()}
+        out["us_cpu_per_msg"] = round(1e6 * sum(cpu.values()) / sent, 1)
+    print(f"\nsummary: sustained {out.get('sustained_msg_per_s')} msg/s, verified {out['verified']}, "
+          f"p95 window latency {out.get('p95_window_latency_s')} s, CPU per message "
+          f"{out.get('us_cpu_per_msg')} us in total, msg per CPU-s {out.get('msg_per_cpu_s')}, "
+          f"mosquitto msg per CPU-s {(out.get('mosquitto') or {}).get('mosquitto_msg_per_cpu_s')}, "
+          f"load average {out['load_average']}", flush=True)
     print(json.dumps(out))
     return 0 if out["verified"] else 1
 

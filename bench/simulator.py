@@ -5,16 +5,23 @@ MQTT endpoint in its own process, so only the simulator's own CPU is measured.
      side with the paho engine and with a bare paho publish loop, at the tutorial's 10 Hz per device
      and at an offered load above what one core can send (saturation).
   2. 10,000 device connections held by one simulator process at 1 Hz each.
+  0. (first, seconds) the asyncio engine's hot path alone, send() replaced by len: the Python part
+     of the CPU per message, without the system call.
 
-Each measurement runs in a fresh child process; figures are medians of --runs runs.
+Each measurement runs in a fresh child process; figures are medians of --runs runs. Besides the
+figure (messages ÷ the simulator's whole CPU, user + sys, all threads, connecting and closing
+included), each line shows the CPU per message once every device is connected, the CPU spent
+connecting them, the user share of the CPU, and the load average before → after each run (on a
+shared machine only CPU figures compare).
 
-    .venv/bin/python bench/simulator.py [--runs 3] [--quick]
+    .venv/bin/python bench/simulator.py [--runs 3] [--quick] [--only hotpath|throughput|hold]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -97,20 +104,37 @@ else:
     import psutil, threading
     peak = {"connected": 0, "rss": 0}
     def watch(stats):
+        # About 4 times a second: the CPU spent until every device was connected, and the CPU
+        # and messages from then on (the steady state, without connecting and closing).
         peak["connected"] = max(peak["connected"], stats.connected)
+        cpu = time.process_time()
+        if stats.connected >= n and "cpu_all" not in peak:
+            peak["cpu_all"], peak["sent_all"], peak["t_all"] = cpu, stats.sent, time.monotonic()
+        if "cpu_all" in peak and stats.connected >= n:
+            peak["cpu_last"], peak["sent_last"], peak["t_last"] = cpu, stats.sent, time.monotonic()
     # A fixed measuring window (ramp + duration): an engine that cannot keep up stops there too,
     # instead of sending its whole quota late.
     stop = threading.Event()
     threading.Timer(n / 2000 + dur, stop.set).start()
+    ru0, cpu0 = resource.getrusage(resource.RUSAGE_SELF), time.process_time()
     r = simulate(sc, conn, state, duration_s=dur, engine=mode, progress=watch, stop=stop)
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
     rss = psutil.Process().memory_info().rss
+    steady_n = peak.get("sent_last", 0) - peak.get("sent_all", 0)
     print(json.dumps({"sent": r.sent, "cpu_s": r.cpu_s, "elapsed_s": r.elapsed_s, "expected": r.expected,
                       "errors": r.errors, "skipped": r.skipped, "connected": peak["connected"],
-                      "rss_mb": rss / 2**20}))
+                      "rss_mb": rss / 2**20, "user_s": ru1.ru_utime - ru0.ru_utime,
+                      "sys_s": ru1.ru_stime - ru0.ru_stime,
+                      "connect_cpu_s": peak.get("cpu_all", cpu0) - cpu0,
+                      "steady_us_per_msg": 1e6 * (peak.get("cpu_last", 0) - peak.get("cpu_all", 0)) / steady_n
+                      if steady_n > 0 else None,
+                      "steady_msg_per_s": steady_n / (peak["t_last"] - peak["t_all"])
+                      if steady_n > 0 and peak["t_last"] > peak["t_all"] else None}))
 '''
 
 
 def measure(mode: str, n: int, rate: float, dur: float) -> dict:
+    load0 = os.getloadavg()[0]
     sink, port = start_sink()
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -122,6 +146,7 @@ def measure(mode: str, n: int, rate: float, dur: float) -> dict:
     finally:
         res_received = stop_sink(sink)
     res["received"] = res_received
+    res["load"] = (load0, os.getloadavg()[0])
     res["msg_per_cpu_s"] = res["sent"] / res["cpu_s"] if res["cpu_s"] else 0.0
     res["msg_per_s"] = res["sent"] / res["elapsed_s"]
     return res
@@ -131,34 +156,105 @@ def median_of(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
+def line(key: str, runs: list[dict]) -> dict:
+    out = {"msg_per_cpu_s": median_of(runs, "msg_per_cpu_s"), "msg_per_s": median_of(runs, "msg_per_s"),
+           "sent": median_of(runs, "sent"), "received": median_of(runs, "received"),
+           "us_per_msg": 1e6 / median_of(runs, "msg_per_cpu_s"), "runs": len(runs),
+           "load": [r["load"] for r in runs]}
+    if all(r.get("steady_us_per_msg") for r in runs):
+        out["steady_us_per_msg"] = median_of(runs, "steady_us_per_msg")
+        out["connect_cpu_s"] = median_of(runs, "connect_cpu_s")
+        out["user_share"] = median_of([{"u": r["user_s"] / (r["user_s"] + r["sys_s"])} for r in runs], "u")
+    loads = ", ".join(f"{a:.1f}→{b:.1f}" for a, b in out["load"])
+    extra = (f"  [after connecting: {out['steady_us_per_msg']:.1f} us/msg; connecting all: "
+             f"{out['connect_cpu_s']:.2f} CPU-s; user {100 * out['user_share']:.0f} % of CPU]"
+             if "steady_us_per_msg" in out else "")
+    print(f"{key:<48} {out['msg_per_cpu_s']:>9,.0f} msg/CPU-s ({out['us_per_msg']:.1f} us/msg) "
+          f"{out['msg_per_s']:>8,.0f} msg/s  sent {out['sent']:,.0f} received {out['received']:,.0f}"
+          f"{extra}  load {loads}", flush=True)
+    return out
+
+
+HOTPATH = r'''
+import time
+from tbspark.scenario import parse_scenario
+from tbspark.simulate.aio_engine import AioEngine
+from tbspark.simulate.fleet import Fleet, RunConfig, Stats, build_devices
+from tbspark.simulate.groundtruth import GroundTruth
+sc = parse_scenario("""
+name: bench
+devices:
+  - name: "D {i:05d}"
+    count: 3000
+    zones: {count: 10}
+    telemetry:
+      windSpeed: {kind: uniform_int, min: 30, max: 60, rate_hz: 10, send_as: string}
+""")
+specs = sc.expand_devices()
+gt = GroundTruth("bench", 10, "device", "windSpeed")
+for s in specs:
+    gt.add_device(s.name, s.zone)
+fleet = Fleet(build_devices(specs, {"devices": {s.name: {"token": "t"} for s in specs}}, "windSpeed", 1),
+              RunConfig("h", 1, 0, "device", 1000, None, 100.0), gt, Stats())
+engine = AioEngine(fleet)
+class Conn:  # a connection whose send() takes everything at no cost
+    pending = b""
+    send = staticmethod(len)
+t0 = time.monotonic()
+for d in fleet.devices:
+    fleet.set_conn(d, Conn())
+    fleet.start_device(d, t0)
+now, c0 = t0, time.process_time()
+while fleet.stats.sent < 300_000:
+    now += 0.005  # the engine's wake-up floor
+    engine._send_due(now)
+print(1e6 * (time.process_time() - c0) / fleet.stats.sent)
+'''
+
+
+def hotpath() -> float:
+    """CPU per message of the asyncio engine's hot path alone (schedule, values, packet, ground
+    truth; send() replaced by len): 3,000 devices at 10 Hz, 300,000 messages, no sockets."""
+    out = subprocess.run([PY, "-c", HOTPATH], cwd=REPO, capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        raise SystemExit(f"hot path failed:\n{out.stderr[-3000:]}")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="short runs (smoke test of the bench)")
+    ap.add_argument("--only", choices=("throughput", "hold", "hotpath"), help="run one part")
     args = ap.parse_args()
     dur = 5.0 if args.quick else 20.0
     results = {}
-    for label, rate in (("10 Hz/device", 10.0), ("saturation (100 Hz/device offered)", 100.0)):
-        for mode in ("asyncio", "paho", "bare-paho"):
-            if mode == "bare-paho" and rate > 10:
-                continue  # a bare loop has no schedule to saturate: measured at 10 Hz only
-            runs = [measure(mode, 3000, rate, dur) for _ in range(args.runs)]
-            key = f"{label} {mode}"
-            results[key] = {"msg_per_cpu_s": median_of(runs, "msg_per_cpu_s"),
-                            "msg_per_s": median_of(runs, "msg_per_s"),
-                            "sent": median_of(runs, "sent"),
-                            "received": median_of(runs, "received"),
-                            "runs": len(runs)}
-            print(f"{key:<55} {results[key]['msg_per_cpu_s']:>10,.0f} msg/CPU-s  "
-                  f"{results[key]['msg_per_s']:>10,.0f} msg/s  sent {results[key]['sent']:,.0f} "
-                  f"received {results[key]['received']:,.0f}", flush=True)
-    hold = [measure("asyncio", 10000, 1.0, 15.0 if args.quick else 60.0) for _ in range(args.runs)]
-    results["10k connections at 1 Hz (asyncio)"] = {
-        "connected": median_of(hold, "connected"), "sent": median_of(hold, "sent"),
-        "expected": median_of(hold, "expected"), "received": median_of(hold, "received"),
-        "cpu_s": median_of(hold, "cpu_s"), "elapsed_s": median_of(hold, "elapsed_s"),
-        "rss_mb": median_of(hold, "rss_mb"), "runs": len(hold)}
-    print("10k connections at 1 Hz:", json.dumps(results["10k connections at 1 Hz (asyncio)"]))
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+          f"({os.cpu_count()} CPUs); figures are medians of {args.runs} runs; msg/CPU-s counts the "
+          f"simulator's whole CPU (user+sys, all threads, connecting and closing included)", flush=True)
+    if args.only in (None, "hotpath"):
+        runs = [hotpath() for _ in range(args.runs)]
+        results["hot path alone (no system calls)"] = {"us_per_msg": statistics.median(runs)}
+        print(f"{'hot path alone (send() = len, no sockets)':<48} {statistics.median(runs):.2f} us/msg "
+              f"(runs: {', '.join(f'{r:.2f}' for r in runs)})", flush=True)
+    if args.only in (None, "throughput"):
+        for label, rate in (("10 Hz/device", 10.0), ("saturation (100 Hz/device offered)", 100.0)):
+            for mode in ("asyncio", "paho", "bare-paho"):
+                if mode == "bare-paho" and rate > 10:
+                    continue  # a bare loop has no schedule to saturate: measured at 10 Hz only
+                key = f"{label} {mode}"
+                results[key] = line(key, [measure(mode, 3000, rate, dur) for _ in range(args.runs)])
+    if args.only in (None, "hold"):
+        hold = [measure("asyncio", 10000, 1.0, 15.0 if args.quick else 60.0) for _ in range(args.runs)]
+        results["10k connections at 1 Hz (asyncio)"] = {
+            "connected": median_of(hold, "connected"), "sent": median_of(hold, "sent"),
+            "expected": median_of(hold, "expected"), "received": median_of(hold, "received"),
+            "cpu_s": median_of(hold, "cpu_s"), "elapsed_s": median_of(hold, "elapsed_s"),
+            "rss_mb": median_of(hold, "rss_mb"), "runs": len(hold),
+            "msg_per_s_all_connected": statistics.median(r["steady_msg_per_s"] or 0 for r in hold),
+            "load": [r["load"] for r in hold]}
+        print("10k connections at 1 Hz:", json.dumps(results["10k connections at 1 Hz (asyncio)"]))
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(json.dumps(results, indent=1))
 
 

@@ -21,6 +21,15 @@ from tbspark.settings import Connection
 from tbspark.state import StateDir, read_json
 
 
+# The driver JVM's flags (local mode: the executors are threads of this JVM). -Xss16m: py4j callbacks
+# of foreachBatch recurse deeply.
+DRIVER_JAVA_OPTIONS = ["-Xss16m"]
+# Further session settings (bench/spark_steady.py measures alternatives by changing these).
+SESSION_CONF: dict[str, str] = {}
+# Extra options of the Kafka source, e.g. the consumer's "kafka.fetch.min.bytes".
+SOURCE_OPTIONS: dict[str, str] = {}
+
+
 @dataclass
 class AggregateStatus:
     """What the status line shows; also the running totals of the report."""
@@ -35,6 +44,8 @@ class AggregateStatus:
     lag: int | None = None  # records in Kafka not yet read
     watermark_ms: int | None = None
     waiting: str | None = None  # set while a write is being retried
+    # the last batch's phases, seconds: Spark (parse + partial aggregates, collected), the sink
+    phase_s: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -72,7 +83,9 @@ def build_session(master: str | None = "local[2]", shuffle_partitions: int | Non
     if jars:
         builder = builder.config("spark.jars", ",".join(str(j) for j in jars))
     # A deeper thread stack on the driver: py4j callbacks of foreachBatch recurse deeply.
-    builder = builder.config("spark.driver.extraJavaOptions", "-Xss16m")
+    builder = builder.config("spark.driver.extraJavaOptions", " ".join(DRIVER_JAVA_OPTIONS))
+    for key, value in SESSION_CONF.items():
+        builder = builder.config(key, value)
     # pyspark installs a SIGINT handler that cancels jobs over py4j from inside the signal handler,
     # which breaks a py4j call the main thread is in; keep the caller's handler (the CLI's clean stop).
     main = threading.current_thread() is threading.main_thread()
@@ -116,6 +129,7 @@ class _Batcher:
         state = self.store.before(batch_id)
         parsed = parse(df, self.spec, state.watermark_ms, int(time.time() * 1000))
         rows = batch_partials(parsed).collect()
+        collected = time.monotonic()
         partials: dict[tuple[str, int], WindowAgg] = {}
         rejected: dict[str, int] = {}
         max_event = None
@@ -133,8 +147,11 @@ class _Batcher:
              .option("kafka.bootstrap.servers", self.bootstrap).option("topic", self.dlq_topic).save())
         new_state, out = state.apply(batch_id, partials, max_event, self.output_mode)
         self.store.save(new_state)
+        before_write = time.monotonic()
         written = self._write(out)
         self.last_state = new_state
+        self.status.phase_s = {"spark": round(collected - started, 3),
+                               "write": round(time.monotonic() - before_write, 3)}
         st = self.status
         st.batches += 1
         st.records += total
@@ -234,6 +251,8 @@ def _start(spark: Any, scenario: Any, conn: Connection, checkpoint: Path, starti
               .option("minPartitions", str(spark.sparkContext.defaultParallelism)))
     if agg.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(agg.max_offsets_per_trigger))
+    for key, value in SOURCE_OPTIONS.items():
+        reader = reader.option(key, value)
     writer = (reader.load().writeStream.foreachBatch(batcher)
               .option("checkpointLocation", str(checkpoint))
               .queryName(f"tbspark-{scenario.name}"))

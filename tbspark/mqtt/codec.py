@@ -33,6 +33,7 @@ RC_SERVER_UNAVAILABLE = 0x88
 RC_KEEP_ALIVE_TIMEOUT = 0x8D
 RC_TOPIC_FILTER_INVALID = 0x8F
 RC_TOPIC_NAME_INVALID = 0x90
+RC_TOPIC_ALIAS_INVALID = 0x94
 RC_PACKET_TOO_LARGE = 0x95
 RC_PAYLOAD_FORMAT_INVALID = 0x99
 
@@ -376,6 +377,24 @@ def encode_publish(topic: str, payload: bytes | str = b"", qos: int = 0, packet_
     if protocol_level == MQTT_5:
         head += encode_properties(properties)
     return _packet(first, head + payload)
+
+
+def publish_prefix(topic: str, payload_len: int, qos: int = 0, retain: bool = False) -> bytes:
+    """The bytes of an MQTT 3.1.1 PUBLISH that come before its payload, for a payload of
+    ``payload_len`` bytes: fixed header, remaining length and topic. With QoS 1 or 2 the caller
+    appends the 2-byte packet id (the remaining length counts it). So that
+    ``publish_prefix(t, len(p), 0) + p == encode_publish(t, p, 0)`` — a publisher sending the same
+    topic many times builds each packet with one concatenation."""
+    if not 0 <= qos <= 2:
+        raise ValueError(f"QoS must be 0, 1 or 2, not {qos}")
+    if payload_len < 0:
+        raise ValueError("payload length must be >= 0")
+    topic_field = _utf8(topic)
+    remaining = len(topic_field) + (2 if qos else 0) + payload_len
+    if remaining > 268_435_455:
+        raise ValueError(f"a PUBLISH of {remaining} bytes exceeds MQTT's 256 MB limit")
+    first = (PUBLISH << 4) | (qos << 1) | (0x01 if retain else 0)
+    return bytes((first,)) + encode_varint(remaining) + topic_field
 
 
 def encode_puback(packet_id: int, reason_code: int = 0, protocol_level: int = MQTT_311,

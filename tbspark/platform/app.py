@@ -28,7 +28,7 @@ from tbspark.state import StateDir, write_json_atomic
 log = logging.getLogger("tbspark.platform")
 
 # Importing the resource modules registers their routes (and feeds the OpenAPI document).
-_REST_MODULES = ("auth", "devices", "profiles", "assets", "telemetry", "rulechains", "control")
+_REST_MODULES = ("auth", "devices", "profiles", "assets", "telemetry", "rulechains", "rpc", "control")
 for _m in _REST_MODULES:
     importlib.import_module(f"tbspark.platform.rest.{_m}")
 from tbspark.platform import openapi  # noqa: E402,F401  (registers /tbspark/openapi.json)
@@ -213,4 +213,25 @@ def serve(state_dir: Path, host: str = "127.0.0.1", http_port: int = 8080, mqtt_
             endpoint.unlink(missing_ok=True)
             await platform.stop()
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(main())
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when it is installed (its socket reads, writes and callbacks cost less CPU than the stock
+    loop's with thousands of connections: docs/benchmarks.md, platform-mqtt), else asyncio's default.
+    ``TBSPARK_EVENT_LOOP=asyncio`` forces the stock loop (A/B runs), ``=uvloop`` requires uvloop."""
+    choice = os.environ.get("TBSPARK_EVENT_LOOP", "auto").strip().lower()
+    if choice not in ("auto", "uvloop", "asyncio"):
+        raise StackError(f"TBSPARK_EVENT_LOOP={choice!r} is not one of auto, uvloop, asyncio",
+                         "unset it or pick one of those")
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise StackError("TBSPARK_EVENT_LOOP=uvloop but uvloop is not installed",
+                             "pip install uvloop, or unset TBSPARK_EVENT_LOOP") from None
+        return None
+    return uvloop.new_event_loop

@@ -13,6 +13,15 @@ _VAR = re.compile(r"{(\w+)}")
 _ERROR = {"type": "object", "properties": {"status": {"type": "integer"}, "message": {"type": "string"},
                                           "errorCode": {"type": "integer"}, "timestamp": {"type": "integer"}}}
 
+# Server-side RPC answers besides 200/400/401 (rest/rpc.py); their bodies are empty or a bare string.
+_RPC_RESPONSES = {
+    "403": {"description": "A system administrator cannot call a device"},
+    "406": {"description": "The device's reply is not JSON"},
+    "408": {"description": "v1 path: the device received the request but did not answer in time"},
+    "409": {"description": "v1 path: no session of the device could receive the request in time"},
+    "504": {"description": "v2 path: no answer (or no delivery) in time; most likely the device is offline"},
+}
+
 
 def _schema(p) -> dict:
     s: dict = {"type": p.type}
@@ -38,6 +47,8 @@ def document(version: str = "0.1.0") -> dict:
                           "401": {"description": "Unauthorized", "content": {"application/json": {"schema": _ERROR}}},
                           "404": {"description": "Not found"}},
         }
+        if r.tag == "rpc":
+            op["responses"].update(_RPC_RESPONSES)
         if r.body == "json":
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
         elif r.body == "text":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -80,26 +81,16 @@ def loads(data: str | bytes | bytearray) -> Any:
         raise ValueError("JSON nested too deeply") from None
 
 
+# commons-lang ``NumberUtils.isParsable``: optional '-', digits, at most one '.', not ending in '.'.
+PARSABLE = re.compile(r"-?(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)").fullmatch
+
+
 def _is_parsable(s: str) -> bool:
-    """commons-lang ``NumberUtils.isParsable``: optional '-', digits, at most one '.', not ending in '.'."""
-    if not s:
-        return False
-    i = 1 if s[0] == "-" else 0
-    if i == len(s) or s[-1] == ".":
-        return False
-    dot = False
-    digit = False
-    for ch in s[i:]:
-        if "0" <= ch <= "9":
-            digit = True
-        elif ch == "." and not dot:
-            dot = True
-        else:
-            return False
-    return digit
+    return PARSABLE(s) is not None
 
 
-def _numeric_from_string(s: str) -> tuple[str, Any]:
+def numeric_from_string(s: str) -> tuple[str, Any]:
+    """Typed value of a string that :data:`PARSABLE` accepts (a LONG, a DOUBLE, or text when too long)."""
     if "." in s:
         frac = len(s) - s.index(".") - 1
         if frac > _MAX_SCALE:
@@ -124,7 +115,7 @@ def typed(value: Any) -> tuple[str | None, Any]:
         return DOUBLE, value
     if t is str:
         if _is_parsable(value):
-            return _numeric_from_string(value)
+            return numeric_from_string(value)
         return STRING, value
     if t is _NumText:
         return STRING, str(value)

@@ -1,5 +1,5 @@
 """The device fleet an engine drives: per-device message streams, a drift-free schedule against
-absolute times, payload building, and the live counters the CLI shows."""
+absolute times (a timing wheel), payload building, and the live counters the CLI shows."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tbspark.simulate.generators import MessageStream, device_rng, message_streams, numeric
-from tbspark.simulate.groundtruth import GroundTruth
+from tbspark.simulate.generators import MessageStream, device_rng, message_streams
+from tbspark.simulate.groundtruth import NEAR_EDGE_MS, GroundTruth
 
 TELEMETRY_TOPIC = "v1/devices/me/telemetry"
-GOLDEN = 0.6180339887498949
-MAX_BATCH = 5000  # messages handled per engine wake-up at most  # spreads first-message phases of many devices evenly over a period
+GOLDEN = 0.6180339887498949  # spreads the first-message phases of many devices evenly over a period
+MAX_BATCH = 5000  # messages handled per engine wake-up, about (whole wheel slots are taken)
+SLOTS_PER_S = 1000  # timing-wheel slots of 1 ms
+BLOCK = 32  # messages drawn ahead from a stream's generators at a time
 
 
 @dataclass
@@ -25,9 +27,11 @@ class DevicePlan:
     streams: list[MessageStream]
     # Per stream: index of the value key among the stream's keys, or -1.
     value_pos: list[int]
-    sent_per_stream: list[int] = field(default_factory=list)
+    sent_per_stream: list[int] = field(default_factory=list)  # non-empty once started
     quotas: list[int] = field(default_factory=list)
     last_ts_ms: int = 0
+    feeds: list = field(default_factory=list)
+    conn: Any = None  # the engine's live connection, None while down
 
 
 @dataclass
@@ -59,8 +63,34 @@ class RunConfig:
     max_write_buffer: int = 1 << 20  # bytes queued on one connection before messages are skipped
 
 
+class Feed:
+    """One stream of one device as the engines drive it: its absolute schedule (``due`` of the
+    next message; the k-th is first + k·period), the messages it has left, a block of messages
+    drawn ahead from its generators, and the device's live connection (None while down)."""
+
+    # bodies: the next messages' JSON members and closing braces (the payload without its head).
+    __slots__ = ("dev", "s", "stream", "due", "period", "left", "bodies", "nums", "i", "n",
+                 "conn", "ds", "zbuf", "dead")
+
+    def __init__(self, dev: DevicePlan, s: int, due: float, quota: int, ds: Any, zbuf: list):
+        self.dev, self.s, self.stream = dev, s, dev.streams[s]
+        self.due, self.period, self.left = due, self.stream.period, quota
+        self.bodies: list[bytes] = []
+        self.nums: list = []
+        self.i = self.n = 0
+        self.conn: Any = dev.conn
+        self.ds = ds  # the device's ground-truth counters
+        self.zbuf = zbuf  # its zone's values not yet folded into the ground-truth windows
+        self.dead = False
+
+
 class Fleet:
-    """Everything about the run that does not depend on the MQTT engine."""
+    """Everything about the run that does not depend on the MQTT engine.
+
+    The schedule is a timing wheel: 1 ms slots, each a list of the feeds whose next message falls
+    in it, and a heap of the occupied slot numbers (one heap operation per slot, not per
+    message). Each feed keeps its exact due time, so a message is never sent before it is due
+    and lateness never accumulates."""
 
     def __init__(self, devices: list[DevicePlan], cfg: RunConfig, gt: GroundTruth, stats: Stats):
         self.devices = devices
@@ -68,12 +98,17 @@ class Fleet:
         self.gt = gt
         self.stats = stats
         self.stats.devices = len(devices)
-        self._heap: list[tuple[float, int, int, int]] = []  # (due, seq, device, stream)
-        self._seq = 0
+        self._slots: dict[int, list[Feed]] = {}
+        self._keys: list[int] = []  # heap of the occupied slot numbers
         self._device_ts = cfg.timestamps == "device"
         self._t0_mono = time.monotonic()
         self._t0_wall_ms = time.time() * 1000.0
         self._elapsed0 = time.monotonic()
+        self._window_ms = int(round(gt.window_s * 1000))
+        # Values of sent messages per zone, folded into the ground truth's windows whenever the
+        # window (or its near-edge part) of the timestamps being sent changes, and at the end.
+        self._zbufs: dict[str, list] = {}
+        self._zkey: tuple[int, bool] | None = None
 
     def quota(self, stream: MessageStream) -> int:
         if self.cfg.per_stream is not None:
@@ -87,80 +122,141 @@ class Fleet:
             return  # a reconnect: the schedule kept running
         dev.sent_per_stream = [0] * len(dev.streams)
         dev.quotas = [self.quota(st) for st in dev.streams]
+        ds = self.gt.devices[dev.name]
+        zbuf = self._zbufs.setdefault(ds.zone, [])
+        dev.feeds = []
         for s, stream in enumerate(dev.streams):
             phase = ((dev.index * GOLDEN) % 1.0) * stream.period_s
-            self._push(now + phase, dev.index, s)
+            feed = Feed(dev, s, now + phase, dev.quotas[s], ds, zbuf)
+            dev.feeds.append(feed)
+            self._push(feed)
 
-    def _push(self, due: float, dev: int, stream: int) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (due, self._seq, dev, stream))
+    def _push(self, feed: Feed) -> None:
+        k = int(feed.due * SLOTS_PER_S)
+        lst = self._slots.get(k)
+        if lst is None:
+            self._slots[k] = [feed]
+            heapq.heappush(self._keys, k)
+        else:
+            lst.append(feed)
 
     @property
     def done(self) -> bool:
-        return not self._heap
+        return not self._keys
 
     def next_due(self) -> float | None:
-        return self._heap[0][0] if self._heap else None
+        if not self._keys:
+            return None
+        return min(f.due for f in self._slots[self._keys[0]])
 
-    def pop_due(self, now: float, limit: int = MAX_BATCH) -> list[tuple[DevicePlan, int]]:
-        """The (device, stream) pairs whose next message is due, at most ``limit`` (an engine
-        that falls behind still reads acks and notices a stop between batches); reschedules
-        each at its absolute next time (first_due + k·period), so lateness never accumulates
-        into drift."""
-        out = []
-        heap = self._heap
-        while heap and heap[0][0] <= now and len(out) < limit:
-            due, _, d, s = heapq.heappop(heap)
-            dev = self.devices[d]
-            dev.sent_per_stream[s] += 1
-            out.append((dev, s))
-            if dev.sent_per_stream[s] < dev.quotas[s]:
-                self._push(due + dev.streams[s].period, d, s)
+    def pop_due(self, now: float, limit: int = MAX_BATCH) -> list[Feed]:
+        """The feeds whose next message is due (whole slots until ``limit`` is reached: an engine
+        that falls behind still reads acks and notices a stop between batches). Each is counted
+        and rescheduled at its absolute next time (first_due + k·period)."""
+        keys, slots = self._keys, self._slots
+        kn = int(now * SLOTS_PER_S)
+        taken: list[Feed] = []
+        while keys and keys[0] <= kn and len(taken) < limit:
+            k = heapq.heappop(keys)
+            lst = slots.pop(k)
+            if k == kn:  # the current slot: only what is due by now
+                later = [f for f in lst if f.due > now]
+                if later:
+                    taken += [f for f in lst if f.due <= now]
+                    slots[k] = later
+                    heapq.heappush(keys, k)
+                    break
+            taken += lst
+        out: list[Feed] = []
+        append = out.append
+        slots_get = slots.get
+        last_k, last = -1, None
+        for f in taken:
+            if f.dead:
+                continue
+            append(f)
+            f.left -= 1
+            if f.left > 0:
+                due = f.due = f.due + f.period
+                k = int(due * SLOTS_PER_S)
+                if k != last_k:  # feeds of one slot mostly move to the same slot
+                    last = slots_get(k)
+                    if last is None:
+                        last = slots[k] = []
+                        heapq.heappush(keys, k)
+                    last_k = k
+                last.append(f)  # type: ignore[union-attr]
         return out
 
     def drop_device(self, dev: DevicePlan) -> None:
         """Stop scheduling a device (its token was refused)."""
-        self._heap = [e for e in self._heap if e[2] != dev.index]
-        heapq.heapify(self._heap)
+        for f in dev.feeds:
+            f.dead = True
 
-    def message(self, dev: DevicePlan, s: int, now: float) -> tuple[bytes, int, float | None]:
-        """(JSON payload, ts in ms, numeric value_key or None) for the next message of a stream."""
-        stream = dev.streams[s]
-        elapsed = now - self._elapsed0
-        fns = stream.fns
-        vals = [fns[0](elapsed)] if len(fns) == 1 else [fn(elapsed) for fn in fns]
-        ts = int(self._t0_wall_ms + (now - self._t0_mono) * 1000.0)
+    def set_conn(self, dev: DevicePlan, conn: Any) -> None:
+        """The connection a device's messages go out on (None while it is down)."""
+        dev.conn = conn
+        for f in dev.feeds:
+            f.conn = conn
+
+    def refill(self, f: Feed, now: float) -> None:
+        """Draw the feed's next block of messages (one at a time for time-dependent ones)."""
+        n = 1 if f.stream.timed else max(1, min(BLOCK, f.left + 1))
+        f.bodies, f.nums = f.stream.bodies(n, now - self._elapsed0, f.dev.value_pos[f.s],
+                                           "}}" if self._device_ts else "}")
+        f.i, f.n = 0, n
+
+    def timestamp(self, now: float) -> int:
+        return int(self._t0_wall_ms + (now - self._t0_mono) * 1000.0)
+
+    def message(self, f: Feed, now: float) -> tuple[bytes, int, float | None]:
+        """(JSON payload, ts in ms, numeric value_key or None) for the feed's next message: the
+        general path (the asyncio engine inlines the same steps)."""
+        if f.i == f.n:
+            self.refill(f, now)
+        body, value = f.bodies[f.i], f.nums[f.i]
+        f.i += 1
+        dev = f.dev
+        ts = self.timestamp(now)
         # Strictly increasing per device: the platform keeps one point per (key, ts).
         if ts <= dev.last_ts_ms:
             ts = dev.last_ts_ms + 1
         dev.last_ts_ms = ts
-        if len(vals) == 1:
-            body = stream.prefixes[0] + _json_value(vals[0])
-        else:
-            body = ",".join(p + _json_value(v) for p, v in zip(stream.prefixes, vals))
-        if self._device_ts:
-            payload = f'{{"ts":{ts},"values":{{{body}}}}}'
-        else:
-            payload = f"{{{body}}}"
-        pos = dev.value_pos[s]
-        return payload.encode(), ts, (numeric(vals[pos]) if pos >= 0 else None)
+        # Bodies end with the closing braces already.
+        payload = (b'{"ts":%d,"values":{' % ts if self._device_ts else b"{") + body
+        return payload, ts, value
 
-    def record_sent(self, dev: DevicePlan, ts: int, value: float | None) -> None:
+    def record_sent(self, f: Feed, ts: int, value: float | None) -> None:
         self.stats.sent += 1
-        self.gt.record_sent(dev.name, ts, value)
+        self.gt.record_sent(f.dev.name, ts, value)
+
+    def window_key(self, ts: int) -> tuple[int, bool]:
+        """(window start, near an edge) of a timestamp, as GroundTruth.record_sent files it."""
+        wms = self._window_ms
+        start = ts - ts % wms
+        offset = ts - start
+        return start, offset < NEAR_EDGE_MS or wms - offset <= NEAR_EDGE_MS
+
+    def set_window(self, key: tuple[int, bool]) -> None:
+        """The (window, near edge) the values buffered from now on belong to; the ones buffered
+        so far are folded in first when it changes."""
+        if key != self._zkey:
+            self.flush()
+            self._zkey = key
+
+    def flush(self) -> None:
+        """Fold the buffered per-zone values into the ground truth's windows."""
+        if self._zkey is None:
+            return
+        start, near = self._zkey
+        for zone, buf in self._zbufs.items():
+            if buf:
+                self.gt.add_window_values(zone, start, buf, near)
+                buf.clear()
 
     def record_acked(self, dev: DevicePlan, value: float | None) -> None:
         self.stats.acked += 1
         self.gt.record_acked(dev.name, value)
-
-
-def _json_value(v: Any) -> str:
-    # Generators only produce numbers or numbers rendered as text, so no escaping is needed.
-    if isinstance(v, str):
-        return f'"{v}"'
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return repr(v) if isinstance(v, float) else str(v)
 
 
 def build_devices(specs: list, record: dict, value_key: str, seed: int | None) -> list[DevicePlan]:

@@ -13,6 +13,7 @@ from typing import Any, Callable
 from tbspark.errors import ScenarioError
 
 ValueFn = Callable[[float], Any]  # elapsed seconds → value as it goes on the wire
+RENDER_CACHE = 4096  # rendered message bodies kept per stream (single-key numeric streams)
 
 
 def device_rng(seed: int | None, device_name: str) -> random.Random:
@@ -37,15 +38,26 @@ def make_value_fn(gen: Any, rng: random.Random) -> ValueFn:
     def rounded(x: float) -> float:
         return round(x, decimals) if decimals is not None else x
 
+    # draw(n): the next n values at once, the very numbers n calls would give (same rng calls).
+    draw: Callable[[int], list] | None = None
     if kind == "uniform_int":
         lo, hi = int(gen.min), int(gen.max)
         raw: ValueFn = lambda t: rng.randint(lo, hi)  # noqa: E731
+        if hi >= lo and getattr(getattr(rng, "_randbelow", None), "__func__", None) is \
+                random.Random._randbelow_with_getrandbits:
+            draw = _int_drawer(rng, lo, hi)
     elif kind == "uniform_float":
         lo_f, hi_f = float(gen.min), float(gen.max)
         raw = lambda t: rounded(rng.uniform(lo_f, hi_f))  # noqa: E731
+        uni = rng.uniform
+        draw = ((lambda n: [round(uni(lo_f, hi_f), decimals) for _ in range(n)])  # noqa: E731
+                if decimals is not None else (lambda n: [uni(lo_f, hi_f) for _ in range(n)]))
     elif kind == "normal":
         mean, sd = float(gen.mean), float(gen.stddev)
         raw = lambda t: rounded(rng.gauss(mean, sd))  # noqa: E731
+        gauss = rng.gauss
+        draw = ((lambda n: [round(gauss(mean, sd), decimals) for _ in range(n)])  # noqa: E731
+                if decimals is not None else (lambda n: [gauss(mean, sd) for _ in range(n)]))
     elif kind == "constant":
         const = gen.value
         raw = lambda t: const  # noqa: E731
@@ -59,9 +71,33 @@ def make_value_fn(gen: Any, rng: random.Random) -> ValueFn:
     else:
         raise ScenarioError(f"unknown generator kind {kind!r}",
                             hint="use uniform_int, uniform_float, normal, constant or sine")
-    if _g(gen, "send_as", "number") == "string":
-        return lambda t: str(raw(t))
-    return raw
+    as_string = _g(gen, "send_as", "number") == "string"
+    fn = (lambda t: str(raw(t))) if as_string else raw
+    # Only a sine depends on the time it is asked at; the others can be drawn ahead in blocks.
+    fn.timed = kind == "sine"  # type: ignore[attr-defined]
+    fn.draw = draw  # type: ignore[attr-defined]  # numbers (before send_as), or None
+    fn.as_string = as_string  # type: ignore[attr-defined]
+    return fn
+
+
+def _int_drawer(rng: random.Random, lo: int, hi: int) -> Callable[[int], list]:
+    """randint(lo, hi) n times over, inlined: CPython's randint is lo + _randbelow(span), which
+    draws getrandbits(span.bit_length()) until the result is below span — the same calls here,
+    so the values are exactly those of randint."""
+    span = hi - lo + 1
+    k = span.bit_length()
+    bits = rng.getrandbits
+
+    def draw(n: int) -> list:
+        out: list[int] = []
+        append = out.append
+        while n:
+            r = bits(k)
+            if r < span:
+                append(lo + r)
+                n -= 1
+        return out
+    return draw
 
 
 def numeric(value: Any) -> float | None:
@@ -90,11 +126,53 @@ class MessageStream:
         # prepend to a JSON value.
         self.period = 1.0 / self.rate_hz
         self.prefixes = [json.dumps(k) + ":" for k in self.keys]
+        self._rendered: dict[str, dict] = {}  # per message end: value -> rendered body
+        self.timed = any(getattr(fn, "timed", True) for fn in self.fns)
 
     def add(self, key: str, fn: ValueFn) -> None:
         self.keys.append(key)
         self.fns.append(fn)
         self.prefixes.append(json.dumps(key) + ":")
+        self.timed = self.timed or getattr(fn, "timed", True)
+
+    def bodies(self, n: int, elapsed_s: float, value_pos: int,
+               end: str = "") -> tuple[list[bytes], list]:
+        """The next ``n`` messages of this stream, drawn in order from the generators: each
+        message's JSON members (``"k":v,...`` followed by ``end``, as bytes) and its numeric
+        value of key ``value_pos`` (None when the key is not in the stream or not numeric)."""
+        fns, prefixes = self.fns, self.prefixes
+        out: list[bytes] = []
+        nums: list = []
+        if len(fns) == 1:
+            fn, prefix = fns[0], prefixes[0]
+            draw = getattr(fn, "draw", None)
+            if draw is not None:
+                # Numbers only: the number is what the platform stores, as text or not. Their
+                # renderings repeat (integers in a range, few decimals): kept per value.
+                nums = draw(n)
+                cache = self._rendered.get(end)
+                if cache is None:
+                    cache = self._rendered[end] = {}
+                quote = '"' if fn.as_string else ""
+                get = cache.get
+                for v in nums:
+                    body = get(v)
+                    if body is None:
+                        body = f"{prefix}{quote}{v!r}{quote}{end}".encode()
+                        if len(cache) < RENDER_CACHE:
+                            cache[v] = body
+                    out.append(body)
+                return out, (nums if value_pos == 0 else [None] * n)
+            for _ in range(n):
+                v = fn(elapsed_s)
+                out.append(f"{prefix}{_json_value(v)}{end}".encode())
+                nums.append(numeric(v) if value_pos == 0 else None)
+            return out, nums
+        for _ in range(n):
+            vals = [fn(elapsed_s) for fn in fns]
+            out.append((",".join(p + _json_value(v) for p, v in zip(prefixes, vals)) + end).encode())
+            nums.append(numeric(vals[value_pos]) if value_pos >= 0 else None)
+        return out, nums
 
     @property
     def period_s(self) -> float:
@@ -102,6 +180,15 @@ class MessageStream:
 
     def values(self, elapsed_s: float) -> dict[str, Any]:
         return {k: fn(elapsed_s) for k, fn in zip(self.keys, self.fns)}
+
+
+def _json_value(v: Any) -> str:
+    # Generators only produce numbers or numbers rendered as text, so no escaping is needed.
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return repr(v) if isinstance(v, float) else str(v)
 
 
 def message_streams(telemetry: dict[str, Any], rng: random.Random) -> list[MessageStream]:

@@ -72,6 +72,24 @@ class GroundTruth:
             stats = zone[start] = WindowStats()
         stats.add(value, near)
 
+    def add_window_values(self, zone: str, start: int, values: list, near_edge: bool) -> None:
+        """Values sent by devices of ``zone`` with timestamps in the window starting at
+        ``start`` (all near its edge or none): the batched form of record_sent's window part
+        (the senders count the devices' sent and sum themselves)."""
+        if not values:
+            return
+        wins = self.windows[zone]
+        stats = wins.get(start)
+        if stats is None:
+            stats = wins[start] = WindowStats()
+        lo, hi = min(values), max(values)
+        stats.count += len(values)
+        stats.sum += sum(values)
+        stats.min = lo if stats.min is None or lo < stats.min else stats.min
+        stats.max = hi if stats.max is None or hi > stats.max else stats.max
+        if near_edge:
+            stats.near_edge += len(values)
+
     def record_acked(self, device: str, value: float | None) -> None:
         dev = self.devices[device]
         dev.acked += 1

@@ -191,12 +191,13 @@ class PahoEngine:
 
     def _publish_due(self, now: float) -> None:
         fleet, qos = self.fleet, self.fleet.cfg.qos
-        for plan, s in fleet.pop_due(now):
+        for feed in fleet.pop_due(now):
+            plan = feed.dev
             dev = self.devs[plan.index]
             if not dev.connected:
                 fleet.stats.skipped += 1
                 continue
-            payload, ts, value = fleet.message(plan, s, now)
+            payload, ts, value = fleet.message(feed, now)
             info = dev.client.publish(TELEMETRY_TOPIC, payload, qos=qos)  # type: ignore[union-attr]
             if info.rc != paho.MQTT_ERR_SUCCESS:
                 fleet.stats.skipped += 1
@@ -204,7 +205,7 @@ class PahoEngine:
                 continue
             if qos:
                 dev.inflight[info.mid] = value
-            fleet.record_sent(plan, ts, value)
+            fleet.record_sent(feed, ts, value)
             if dev.client.want_write():  # type: ignore[union-attr]
                 dev.client.loop_write()  # type: ignore[union-attr]
 

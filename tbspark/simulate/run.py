@@ -107,6 +107,7 @@ def simulate(scenario: Any, conn: Connection, state: StateDir, duration_s: float
         if ticker:
             ticker.join()
         elapsed, cpu = time.monotonic() - t0, time.process_time() - c0
+        fleet.flush()  # values an engine batched per zone go into the windows now
         gt.ended_ms = int(time.time() * 1000)
         if gt.sent:
             # Whatever happened, the record says exactly what went out and what was acknowledged.

@@ -203,6 +203,21 @@ class AttributePublisher:
             writer.close()
 
     def close(self) -> None:
+        import asyncio
+
+        async def cancel_pending() -> None:
+            # Sessions nobody waits for any more (a caller gave up after an error) end here,
+            # instead of being destroyed pending with the stopped loop.
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        if self._thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(cancel_pending(), self._loop).result(5)
+            except Exception:  # noqa: BLE001 - closing must never raise
+                pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         self._loop.close()

@@ -362,3 +362,19 @@ def test_stats_count_refusals_and_messages(mqtt_platform, rest):
     assert after["mqtt"]["rejected_connects"] == before["mqtt"]["rejected_connects"] + 1
     assert after["mqtt"]["messages"] >= before["mqtt"]["messages"] + 1
     assert after["engine"]["messages_in"] >= before["engine"]["messages_in"] + 1
+
+
+def test_event_loop_choice(monkeypatch):
+    """The platform runs on uvloop when installed; TBSPARK_EVENT_LOOP=asyncio forces the stock loop
+    (A/B runs) and a wrong value is a clear error, not a silent fallback."""
+    from tbspark.errors import StackError
+    from tbspark.platform.app import loop_factory
+
+    uvloop = pytest.importorskip("uvloop")
+    monkeypatch.delenv("TBSPARK_EVENT_LOOP", raising=False)
+    assert loop_factory() is uvloop.new_event_loop
+    monkeypatch.setenv("TBSPARK_EVENT_LOOP", "asyncio")
+    assert loop_factory() is None
+    monkeypatch.setenv("TBSPARK_EVENT_LOOP", "libuv")
+    with pytest.raises(StackError, match="TBSPARK_EVENT_LOOP"):
+        loop_factory()

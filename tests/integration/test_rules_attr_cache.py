@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 
+import pytest
 import requests
 
 from tbspark.mqtt import codec as c
@@ -15,19 +16,24 @@ from tests.integration.test_rules_kafka import install_chain
 P = "org.thingsboard.rule.engine."
 
 
-def attributes_into_data_chain() -> dict:
+def attributes_into_data_chain(fetch_to: str = "DATA") -> dict:
     """type switch → Post attributes: save client attributes; Post telemetry: originator attributes
-    (cs_geoZone, ss_tier into the data, no failure when absent) → save time series."""
+    (cs_geoZone, ss_tier into the data, no failure when absent) → save time series. With
+    ``fetch_to="METADATA"`` the attributes go to metadata and a copy-keys node moves them to the data
+    (the forwarding chain's form, served from a per-originator memo of the rendered metadata)."""
     nodes = [
         (P + "filter.TbMsgTypeSwitchNode", 0, {"version": 0}),
         (P + "telemetry.TbMsgAttributesNode", 1, {"scope": "CLIENT_SCOPE", "notifyDevice": False}),
         (P + "metadata.TbGetAttributesNode", 1, {"clientAttributeNames": ["geoZone"], "sharedAttributeNames": [],
                                                  "serverAttributeNames": ["tier"], "latestTsKeyNames": [],
                                                  "tellFailureIfAbsent": False, "getLatestValueWithTs": False,
-                                                 "fetchTo": "DATA"}),
+                                                 "fetchTo": fetch_to}),
         (P + "telemetry.TbMsgTimeseriesNode", 0, {"defaultTTL": 0, "useServerTs": False}),
     ]
     conns = [(0, 1, "Post attributes"), (0, 2, "Post telemetry"), (2, 3, "Success")]
+    if fetch_to == "METADATA":
+        nodes.append((P + "transform.TbCopyKeysNode", 2, {"copyFrom": "METADATA", "keys": ["cs_geoZone", "ss_tier"]}))
+        conns = [(0, 1, "Post attributes"), (0, 2, "Post telemetry"), (2, 4, "Success"), (4, 3, "Success")]
     return {"firstNodeIndex": 0,
             "nodes": [{"type": t, "name": t.rsplit(".", 1)[-1], "configurationVersion": v, "configuration": cfg}
                       for t, v, cfg in nodes],
@@ -35,10 +41,11 @@ def attributes_into_data_chain() -> dict:
             "ruleChainConnections": None}
 
 
-def test_attribute_changes_reach_the_next_message(mqtt_platform, rest):
+@pytest.mark.parametrize("fetch_to", ["DATA", "METADATA"])
+def test_attribute_changes_reach_the_next_message(mqtt_platform, rest, fetch_to):
     dtype = unique("CacheProbe")
     rest.device(unique("type seed"), dtype, uuid.uuid4().hex)  # creates the profile
-    install_chain(rest, attributes_into_data_chain(), dtype)
+    install_chain(rest, attributes_into_data_chain(fetch_to), dtype)
     token = uuid.uuid4().hex
     dev_id = rest.device(unique("probe"), dtype, token)
     s = raw_connect(mqtt_platform, token, 5)

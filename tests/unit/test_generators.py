@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace as G
 
@@ -55,3 +56,46 @@ def test_keys_with_the_same_rate_share_one_message():
 def test_numeric_follows_the_platforms_typing():
     assert numeric("33") == 33 and numeric("33.5") == 33.5 and numeric(7) == 7
     assert numeric("abc") is None and numeric(True) is None and numeric("1e5") is None
+
+
+def test_values_drawn_in_blocks_are_the_values_drawn_one_by_one():
+    # The engines draw a stream's messages ahead in blocks; --seed must give the same values
+    # (and the same text on the wire) as asking the generators message by message.
+    from tbspark.simulate.generators import MessageStream, _json_value
+
+    gens = [G(kind="uniform_int", min=30, max=60, send_as="string"),
+            G(kind="uniform_int", min=-3, max=1 << 40),
+            G(kind="uniform_float", min=0, max=1, decimals=3),
+            G(kind="uniform_float", min=-5, max=5, send_as="string"),
+            G(kind="normal", mean=20, stddev=2, decimals=1, send_as="string"),
+            G(kind="normal", mean=20, stddev=2),
+            G(kind="constant", value="7", send_as="string")]
+    for gen in gens:
+        one = make_value_fn(gen, device_rng(5, "d"))
+        expected = [one(0) for _ in range(300)]
+        stream = MessageStream(10, ["k"], [make_value_fn(gen, device_rng(5, "d"))])
+        bodies, nums = [], []
+        for n in (1, 32, 200, 67):
+            b, v = stream.bodies(n, 0.0, 0, "}}")
+            bodies += b
+            nums += v
+        assert bodies == [f'"k":{_json_value(v)}}}}}'.encode() for v in expected], gen
+        assert nums == [numeric(v) for v in expected], gen
+    # Two keys in one stream: drawn message by message, in key order, as before.
+    tel = {"windSpeed": G(kind="uniform_int", min=0, max=9, rate_hz=1, send_as="string"),
+           "t": G(kind="normal", mean=0, stddev=1, decimals=2, rate_hz=1)}
+    (a,) = message_streams(tel, device_rng(2, "x"))
+    (b,) = message_streams(tel, device_rng(2, "x"))
+    expected_msgs = [a.values(0) for _ in range(50)]
+    bodies, nums = b.bodies(50, 0.0, 0)
+    assert [json.loads(b"{" + body + b"}") for body in bodies] == expected_msgs
+    assert nums == [int(m["windSpeed"]) for m in expected_msgs]
+
+
+def test_a_sine_is_computed_at_send_time():
+    from tbspark.simulate.generators import MessageStream
+
+    gen = G(kind="sine", mean=20, amplitude=5, period_s=60, noise=0, decimals=2)
+    stream = MessageStream(1, ["windSpeed"], [make_value_fn(gen, device_rng(1, "d"))])
+    assert stream.timed
+    assert stream.bodies(1, 15.0, 0)[1] == [25.0] and stream.bodies(1, 45.0, 0)[1] == [15.0]

@@ -50,6 +50,21 @@ def test_node_configs_match_their_declared_versions():
     assert conf["bootstrapServers"] == "b:1"
     assert conf["keySerializer"].endswith("StringSerializer")
     assert conf["valueSerializer"].endswith("StringSerializer")
+    # Producer batching (broker CPU per record) while every record is still acknowledged by all
+    # replicas before the node reports Success, and nothing is retried into a duplicate.
+    assert (conf["linger"], conf["batchSize"], conf["acks"], conf["retries"]) == (20, 65536, "-1", 0)
+
+
+def test_producer_settings_map_to_a_valid_librdkafka_producer():
+    """The chain's Kafka node config, as the embedded platform maps it, is a producer librdkafka accepts
+    with the same linger and batch size (what ThingsBoard's Java producer gets as linger.ms/batch.size)."""
+    from confluent_kafka import Producer
+
+    from tbspark.platform.rules.nodes.kafka import producer_config
+
+    conf = producer_config("n1", build_rule_chain(tutorial(), "127.0.0.1:9")["metadata"]["nodes"][7]["configuration"])
+    assert (conf["linger.ms"], conf["batch.size"], conf["acks"]) == (20, 65536, "-1")
+    Producer(conf)  # raises on a property librdkafka refuses
 
 
 def test_platform_side_bootstrap_wins_over_the_hosts():

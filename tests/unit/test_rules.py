@@ -245,6 +245,29 @@ def test_patterns_substitute_metadata_and_data():
     m = tele({"windSpeed": 42, "nested": {"zone": "A"}})
     assert compile_pattern("${deviceName}/$[nested.zone]/$[windSpeed]/${missing}")(m) == \
         "Wind Turbine 1/A/42/${missing}"
+    # a pattern that is one metadata key (the usual record key) takes a shortcut: same results
+    assert compile_pattern("${deviceName}")(m) == "Wind Turbine 1"
+    assert compile_pattern("${missing}")(m) == "${missing}"
+    assert compile_pattern("$[windSpeed]")(m) == "42"
+
+
+def test_kafka_producer_keeps_java_in_flight_default_unless_overridden():
+    from tbspark.platform.rules.nodes.kafka import producer_config
+    assert producer_config("n", {"topicPattern": "t"})["max.in.flight.requests.per.connection"] == 5
+    conf = producer_config("n", {"topicPattern": "t",
+                                 "otherProperties": {"max.in.flight.requests.per.connection": "1"}})
+    assert conf["max.in.flight.requests.per.connection"] == "1"
+
+
+def test_kafka_record_value_is_the_data_json_text_byte_for_byte():
+    """The fast encoder (orjson when installed) must give exactly the json module's compact text;
+    where it would not (exponents, tiny floats, NaN, huge integers, escapes) the json module is used."""
+    cases = [{"windSpeed": 42, "geoZone": "Zone A"}, {"t": 21.5, "ok": True, "n": None},
+             {"big": 2**70, "tiny": 1e-7, "huge": 1e300, "nan": float("nan")},
+             {"é": "ü\u2028\x01", "nested": {"a": [1, 2.0, "x"]}}, {"neg": -0.0, "e": 1.5e16}]
+    for data in cases:
+        m = tele(data)
+        assert m.data_bytes() == m.data_json().encode("utf-8"), data
 
 
 def test_gather_light_matches_gather_semantics():

@@ -97,3 +97,21 @@ def test_invalid_json_and_constants_are_errors():
     for bad in ("{a:1}", '{"a": NaN}', '{"a": 1} x'):
         with pytest.raises(ValueError):
             loads(bad)
+
+
+def test_device_payload_parser_reads_like_the_json_module():
+    """The fast JSON path (orjson when installed) must parse device payloads as the json module does:
+    same values and same Python types (a 20-digit integer stays an int, not a float)."""
+    import json
+
+    from tbspark.platform.transport import device_api as api
+
+    payloads = [b'{"windSpeed":"42"}', b'{"a":18446744073709551616,"b":-9223372036854775809}',
+                b'[{"t":21.5,"ok":true,"n":null,"s":"\\u00e9"}]', b'{"a":"\\ud800"}', b'\xef\xbb\xbf{"a":1}',
+                b'{"a":1,"a":2}', b'{"x":0.1234567890123456}']
+    for p in payloads:
+        got, want = api.loads(p), json.loads(p)
+        assert got == want and json.dumps(got) == json.dumps(want), p
+    for bad in (b'{"a":1,', b'{"a":"x\x01"}', b'\xff'):
+        with pytest.raises(ValueError):
+            api.loads(bad)

@@ -70,6 +70,7 @@ class RuleEngine:
         self._compiling: dict[str, asyncio.Future] = {}
         self._tasks: set[asyncio.Task] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         self._retired: list[Chain] = []
         self._totals = {"messages_in": 0, "forwarded": 0, "failed": 0, "node_errors": 0}
         import_all()
@@ -78,6 +79,7 @@ class RuleEngine:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()  # uvloop's loop has no _thread_id
         add = getattr(self.store, "add_chain_listener", None)
         if add is not None:
             add(self._on_chain_changed)
@@ -97,7 +99,7 @@ class RuleEngine:
 
     def _on_chain_changed(self, chain_id: str | None) -> None:
         """Store listener: a chain's metadata (or the root) changed; recompile on next use."""
-        if self._loop is not None and threading.get_ident() != getattr(self._loop, "_thread_id", None):
+        if self._loop is not None and threading.get_ident() != self._loop_thread:
             self._loop.call_soon_threadsafe(self._on_chain_changed, chain_id)
             return
         if chain_id is None:

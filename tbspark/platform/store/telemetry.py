@@ -53,7 +53,8 @@ class TelemetryStore:
         self.attr_values_written = 0
 
     def add_attribute_listener(self, cb: AttrListener) -> None:
-        """``cb(entity_type, entity_id, scope, changed)`` after SHARED_SCOPE attributes were saved."""
+        """``cb(entity_type, entity_id, scope, changed)`` after SHARED_SCOPE attributes were saved or
+        deleted (a deleted key maps to None)."""
         self._attr_listeners.append(cb)
 
     def add_attribute_change_listener(self, cb: AttrChangeListener) -> None:
@@ -267,6 +268,13 @@ class TelemetryStore:
             await asyncio.wrap_future(self._writer.submit(fn))
         finally:
             self._notify_attr_change(entity_id, scope, list(keys))
+        if scope == "SHARED_SCOPE":  # listeners see a deleted key as None (pushed as {"deleted": [...]})
+            entity_type = "DEVICE" if self.device_by_id(entity_id) is not None else "ASSET"
+            for cb in list(self._attr_listeners):
+                try:
+                    cb(entity_type, entity_id, scope, dict.fromkeys(keys))
+                except Exception:
+                    log.exception("attribute listener failed")
 
     async def delete_timeseries(self, entity_id: str, keys: list[str]) -> None:
         def fn(conn: sqlite3.Connection) -> None:

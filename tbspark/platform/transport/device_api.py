@@ -15,6 +15,8 @@ ATTR_REQUEST_PREFIX = "v1/devices/me/attributes/request/"
 ATTR_RESPONSE_PREFIX = "v1/devices/me/attributes/response/"
 RPC_REQUEST_PREFIX = "v1/devices/me/rpc/request/"
 RPC_RESPONSE_PREFIX = "v1/devices/me/rpc/response/"
+# Where devices answer server-side RPC (v1 and the v2 short topics; the longer "j/" one first).
+RPC_RESPONSE_PREFIXES = (RPC_RESPONSE_PREFIX, "v2/r/res/j/", "v2/r/res/")
 
 # Subscription bits: what a session has asked to receive.
 SUB_ATTRIBUTES = 1
@@ -55,12 +57,26 @@ def _data_of(kv: dict) -> dict:
 # Numbers whose spelling matters to ThingsBoard's typing (exponents, > 16 decimals): only payloads
 # holding one need the slower spelling-aware parser; everything else parses with the C decoder.
 _SPELLING = re.compile(rb"[0-9.][eE][-+0-9]|\.[0-9]{17}|NaN|Infinity")
+# What orjson reads differently from the json module: the spellings above, and integers beyond 64 bits
+# (orjson turns those into floats). Payloads with neither (nearly all) take orjson when installed.
+_NOT_FAST = re.compile(rb"[0-9.][eE][-+0-9]|\.[0-9]{17}|NaN|Infinity|[0-9]{19}")
 _I64 = (-(2**63), 2**63 - 1)
+
+try:
+    from orjson import JSONDecodeError as _FastError, loads as _fast_loads
+except ImportError:  # optional: the json module gives the same results, only slower
+    _fast_loads = None
 
 
 def loads(payload: bytes):
-    if _SPELLING.search(payload):
-        return values.loads(payload)
+    if _NOT_FAST.search(payload):
+        if _SPELLING.search(payload):
+            return values.loads(payload)
+    elif _fast_loads is not None:
+        try:
+            return _fast_loads(payload)
+        except _FastError:
+            pass  # the json module decides (BOMs, lone surrogates, depth) and words the error
     try:
         return json.loads(payload)
     except RecursionError:  # "[[[[…" nested thousands deep (found by tests/fuzz): malformed, not a crash
@@ -73,10 +89,11 @@ def _flat_data(obj: dict) -> dict | None:
     if "ts" in obj and "values" in obj:
         return None
     out = {}
+    parsable = values.PARSABLE
     for k, v in obj.items():
         t = type(v)
         if t is str:
-            out[k] = values.typed(v)[1]
+            out[k] = values.numeric_from_string(v)[1] if parsable(v) is not None else v
         elif t is float or t is bool or (t is int and _I64[0] <= v <= _I64[1]) or t is dict or t is list:
             out[k] = v
         else:

@@ -66,6 +66,8 @@ class GatewayHandler:
             session.malformed(pub, out, exc)
             return
         topic = pub.topic
+        if topic == "v1/gateway/rpc":
+            self._rpc_reply(body)
         if topic == "v1/gateway/rpc" or topic == "v1/gateway/claim":
             ack = session.ack(pub)
             if ack:
@@ -98,6 +100,18 @@ class GatewayHandler:
             session.malformed(pub, out, exc)
             if out:
                 session.write(b"".join(out))
+
+    def _rpc_reply(self, body) -> None:
+        """``{"device": name, "id": n, "data": result}`` answers server-side RPC ``n`` of that device
+        (§7.2); the reply is acknowledged whatever it holds."""
+        if not isinstance(body, dict) or not isinstance(body.get("device"), str) or "id" not in body:
+            log.info("gateway %s sent an RPC reply without \"device\" and \"id\"", self.session.device.name)
+            return
+        dev = self._known(body["device"])
+        if dev is None:
+            return
+        data = body.get("data")
+        self.session.server.rpc.on_reply(dev.id, body["id"], b"" if data is None else api.dumps(data))
 
     def _ack_now(self, pub) -> None:
         ack = self.session.ack(pub)

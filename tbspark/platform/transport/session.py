@@ -14,11 +14,13 @@ from tbspark.platform.transport import device_api as api
 log = logging.getLogger(__name__)
 
 AWAIT_CONNECT, CONNECTED, CLOSING = 0, 1, 2
+# MQTT 5 topic aliases a client may set per session (announced in CONNACK as Topic Alias Maximum).
+TOPIC_ALIAS_MAXIMUM = 16
 
 
 class MqttSession(asyncio.Protocol):
     __slots__ = ("server", "transport", "decoder", "level", "device", "keep_alive", "last_seen",
-                 "subs", "gateway", "state", "__weakref__")
+                 "subs", "gateway", "state", "aliases", "__weakref__")
 
     def __init__(self, server):
         self.server = server
@@ -31,6 +33,7 @@ class MqttSession(asyncio.Protocol):
         self.subs = 0
         self.gateway = None  # GatewayHandler for devices flagged as gateways
         self.state = AWAIT_CONNECT
+        self.aliases = None  # MQTT 5 topic alias → topic, made on the first PUBLISH that sets one
 
     # ------------------------------------------------------------------------ asyncio callbacks
 
@@ -164,7 +167,8 @@ class MqttSession(asyncio.Protocol):
         if v5:
             props = {c.PROP_MAXIMUM_QOS: 1, c.PROP_RETAIN_AVAILABLE: 0,
                      c.PROP_MAXIMUM_PACKET_SIZE: server.max_packet_size,
-                     c.PROP_WILDCARD_SUB_AVAILABLE: 0, c.PROP_SHARED_SUB_AVAILABLE: 0}
+                     c.PROP_WILDCARD_SUB_AVAILABLE: 0, c.PROP_SHARED_SUB_AVAILABLE: 0,
+                     c.PROP_TOPIC_ALIAS_MAXIMUM: TOPIC_ALIAS_MAXIMUM}
             if not conn.client_id:
                 props[c.PROP_ASSIGNED_CLIENT_ID] = f"tbspark-{id(self):x}"
         out.append(c.encode_connack(0, protocol_level=self.level, properties=props))
@@ -186,6 +190,9 @@ class MqttSession(asyncio.Protocol):
                 self.subs |= bit
                 codes.append(min(opts & 3, 1))
         out.append(c.encode_suback(sub.packet_id, codes, self.level))
+        if self.subs & api.SUB_RPC_REQUEST:
+            self._flush(out)  # the SUBACK first, then any server-side RPC that waited for this session
+            self.server.rpc.on_subscribed(self, [flt for flt, _opts in sub.topics])
 
     def _on_unsubscribe(self, uns, out: list) -> None:
         for flt in uns.filters:
@@ -213,6 +220,8 @@ class MqttSession(asyncio.Protocol):
         server = self.server
         server.messages += 1
         topic = pub.topic
+        if pub.properties or not topic:
+            topic = self._resolve_topic(pub)
         device = self.device
         now_ms = int(time.time() * 1000)
         if topic in api.TELEMETRY_TOPICS:
@@ -243,8 +252,10 @@ class MqttSession(asyncio.Protocol):
                                         protocol_level=self.level))
         elif topic.startswith(api.RPC_REQUEST_PREFIX):
             self._on_client_rpc(pub, topic[len(api.RPC_REQUEST_PREFIX):], now_ms, out)
-        elif topic.startswith(api.RPC_RESPONSE_PREFIX) or topic == "v1/devices/me/claim":
-            ack = self.ack(pub)  # no server-side RPC or claiming here: accepted and dropped
+        elif topic.startswith(api.RPC_RESPONSE_PREFIXES):
+            self._on_rpc_reply(pub, topic, out)
+        elif topic == "v1/devices/me/claim":
+            ack = self.ack(pub)  # no claiming here: accepted and dropped
             if ack:
                 out.append(ack)
         elif topic.startswith("v1/gateway/"):
@@ -258,6 +269,38 @@ class MqttSession(asyncio.Protocol):
             if pub.qos:
                 out.append(c.encode_puback(pub.packet_id, c.RC_TOPIC_NAME_INVALID if self.level == 5 else 0,
                                            self.level))
+
+    def _resolve_topic(self, pub) -> str:
+        """MQTT 5 Topic Alias (0x23): a PUBLISH with a topic and an alias maps the alias to it, one
+        with an empty topic and an alias uses the mapping. Alias 0 or above TOPIC_ALIAS_MAXIMUM →
+        DISCONNECT 0x94; an empty topic without a known alias → DISCONNECT 0x82 (MQTT 5 §3.3.2.3.4)."""
+        if self.level != c.MQTT_5:
+            return pub.topic  # 3.1.1 has no aliases; an empty topic is just an unknown one
+        alias = pub.properties.get(c.PROP_TOPIC_ALIAS)
+        if alias is None:
+            if not pub.topic:
+                raise c.MqttProtocolError("PUBLISH with an empty topic and no topic alias", c.RC_PROTOCOL_ERROR)
+            return pub.topic
+        if not 0 < alias <= TOPIC_ALIAS_MAXIMUM:
+            raise c.MqttProtocolError(f"topic alias {alias} is outside 1..{TOPIC_ALIAS_MAXIMUM}",
+                                      c.RC_TOPIC_ALIAS_INVALID)
+        if pub.topic:
+            if self.aliases is None:
+                self.aliases = {}
+            self.aliases[alias] = pub.topic
+            return pub.topic
+        topic = self.aliases.get(alias) if self.aliases else None
+        if topic is None:
+            raise c.MqttProtocolError(f"topic alias {alias} was never set on this connection", c.RC_PROTOCOL_ERROR)
+        pub.topic = topic
+        return topic
+
+    def _on_rpc_reply(self, pub, topic: str, out: list) -> None:
+        """The device answers server-side RPC ``{id}`` (§6.2); the payload is the result, kept as text."""
+        ack = self.ack(pub)
+        if ack:
+            out.append(ack)
+        self.server.rpc.on_reply(self.device.id, topic.rsplit("/", 1)[1], pub.payload)
 
     def _submit(self, msgs: list, pub, out: list) -> None:
         """Engine-bound messages: the PUBACK waits for the batch's ``engine.process``."""

@@ -63,6 +63,14 @@ def compile_pattern(pattern: str) -> Callable[[Any], str]:
     as written, ``$[a.b]`` walks nested data, non-text data values are JSON text."""
     if "$" not in pattern:
         return lambda msg: pattern
+    whole = _PATTERN.fullmatch(pattern)
+    if whole is not None and whole.group(1) is not None:  # "${deviceName}": the common key pattern
+        key = whole.group(1)
+
+        def metadata_value(msg) -> str:
+            v = msg.metadata.get(key)
+            return pattern if v is None else v
+        return metadata_value
     import json
 
     def substitute(msg) -> str:

@@ -115,8 +115,63 @@ class TbGetAttributesNode(Node):
         if self.fetch_to not in ("DATA", "METADATA"):
             raise NodeConfigError(f"fetchTo must be DATA or METADATA, not {self.fetch_to!r}")
         self._attrs = attribute_cache(self.store) if self.scopes else None
+        # Names without ${...}/$[...] are the same for every message: then the rendered metadata of an
+        # originator is memoized against the cached attribute dict it came from (replaced, never
+        # mutated, when the attributes change), so a repeat originator costs one dict update.
+        raw_names = [n for field, _s, _p in _SCOPES for n in (cfg.get(field) or [])]
+        self._static = None
+        if all("$" not in str(n) for n in raw_names):
+            self._static = [(scope, prefix, tuple(p(None) for p in patterns))
+                            for scope, prefix, patterns in self.scopes]
+        self._rendered: dict = {}
+
+    MAX_RENDERED = 200_000
+
+    def _render(self, etype: str, eid: str) -> tuple:
+        """(attribute dicts it was rendered from, metadata pairs, missing keys) of one originator."""
+        shared = self._attrs
+        sources, pairs, missing = [], [], []
+        for scope, prefix, keys in self._static:
+            found = shared.get(etype, eid, scope)
+            sources.append(found)
+            for k in keys:
+                entry = found.get(k)
+                if entry is None:
+                    missing.append(prefix + k)
+                else:
+                    pairs.append((prefix + k, as_text(entry[0], entry[1])))
+        return sources, pairs, missing
+
+    def _process_static(self, msgs) -> list:
+        out = []
+        shared, rendered, static = self._attrs, self._rendered, self._static
+        fail_if_absent = self.fail_if_absent
+        for m in msgs:
+            etype, eid = m.originator
+            memo = rendered.get(eid)
+            if memo is not None:
+                for (scope, _p, _k), src in zip(static, memo[0]):
+                    if shared.get(etype, eid, scope) is not src:
+                        memo = None
+                        break
+            if memo is None:
+                if len(rendered) >= self.MAX_RENDERED:
+                    rendered.clear()
+                memo = rendered[eid] = self._render(etype, eid)
+            md = m.metadata
+            md.update(memo[1])
+            if memo[2] and fail_if_absent:
+                md["error"] = ("RuntimeException: The following attribute/telemetry keys is not "
+                               f"present in the DB: {list(memo[2])}")
+                out.append(("Failure", m))
+            else:
+                out.append(("Success", m))
+        return out
 
     def process(self, msgs):
+        if self._static is not None and self._attrs is not None and not self.latest \
+                and self.fetch_to == "METADATA":
+            return self._process_static(msgs)
         out = []
         cache: dict = {}  # one store read per originator, scope and key set within the batch
         shared = self._attrs

@@ -1,0 +1,270 @@
+"""Benchmark: the aggregation job's CPU per record at steady state (a fixed produce rate, the job
+keeping up), A/B over job settings.
+
+    .venv/bin/python bench/spark_steady.py [--rate 15000] [--seconds 150] [--warmup 90] [--variants base,trigger3]
+
+Starts its own Kafka broker and embedded platform (`stack_up`, free ports). For each variant: a fresh
+topic of 4 partitions (as fleet-3000) and a separate job process (``--child``: a local[2] SparkSession
+with the variant's settings and ``aggregate()`` into the REST sink, i.e. the real zone assets), while
+this process produces forwarding-chain records (``{"windSpeed":42.1,"geoZone":"Zone 07","ts":…}``,
+ts = now, 3,000 device keys over 50 zones) at --rate records/s, paced every 10 ms. Measured: CPU
+seconds (psutil user+system) of the job process and its children (the Python driver + its Spark
+JVM) from --warmup seconds after the job's first batch to the end, divided by the records the job
+consumed in that interval (its own running count). A variant whose job falls behind (Kafka lag left
+at the end, or fewer records consumed than produced after the drain) is marked ``kept_up: false``:
+its per-record figure does not describe a steady state. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+TICK_S = 0.01
+
+# name -> (scenario aggregation overrides, driver JVM flags added, session conf, source options)
+VARIANTS: dict[str, tuple[dict, list, dict, dict]] = {
+    "base": ({}, [], {}, {}),
+    "trigger2": ({"trigger_s": 2.0}, [], {}, {}),
+    "trigger3": ({"trigger_s": 3.0}, [], {}, {}),
+    "shuffle1": ({"shuffle_partitions": 1}, [], {}, {}),
+    "parallelgc": ({}, ["-XX:+UseParallelGC"], {}, {}),
+    "serialgc": ({}, ["-XX:+UseSerialGC"], {}, {}),
+    "fetchwait": ({}, [], {}, {"kafka.fetch.min.bytes": "65536", "kafka.fetch.max.wait.ms": "100"}),
+    "mpt": ({"max_offsets_per_trigger": 60000}, [], {}, {}),
+}
+
+
+def scenario_text(name: str, topic: str, over: dict) -> str:
+    agg = {"window_s": 10, "watermark_s": 5, "trigger_s": 1.0, "sink": "rest", **over}
+    return f"""
+name: {name}
+kafka: {{topic: {topic}, partitions: 4}}
+devices:
+  - {{name: T1, type: WeatherStation, zone: Z, telemetry: {{windSpeed: {{kind: constant, value: 1, rate_hz: 1}}}}}}
+aggregation: {json.dumps(agg)}
+"""
+
+
+def child(args) -> int:
+    """The job process: print one JSON status line about every 0.5 s, stop on SIGTERM."""
+    import signal
+
+    from tbspark.aggregate import job
+    from tbspark.scenario import parse_scenario
+    from tbspark.settings import Connection
+    from tbspark.state import StateDir
+
+    over, jvm_flags, conf, source = VARIANTS[args.variant]
+    job.DRIVER_JAVA_OPTIONS = job.DRIVER_JAVA_OPTIONS + jvm_flags
+    job.SESSION_CONF = dict(conf)
+    job.SOURCE_OPTIONS = dict(source)
+    sc = parse_scenario(scenario_text(f"steady-{args.variant}-{os.getpid()}", args.topic, over))
+    conn = Connection(tb_url=args.tb_url, kafka_bootstrap=args.bootstrap)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def progress(st) -> None:
+        print(json.dumps({"t": time.time(), "batches": st.batches, "records": st.records, "lag": st.lag}),
+              flush=True)
+
+    seen = set()
+    orig_lag = job._lag
+
+    def lag(query, st) -> None:  # also report each micro-batch's phases (Spark's durationMs)
+        orig_lag(query, st)
+        pr = query.lastProgress
+        if pr and pr.get("batchId") not in seen:
+            seen.add(pr.get("batchId"))
+            print(json.dumps({"t": time.time(), "batch": pr.get("batchId"), "rows": pr.get("numInputRows"),
+                              "durationMs": pr.get("durationMs"), "phase_s": st.phase_s}),
+                  file=sys.stderr, flush=True)
+
+    job._lag = lag
+    spark = job.build_session("local[2]", sc.aggregation.shuffle_partitions)
+    rep = job.aggregate(sc, conn, StateDir(Path(args.state)).ensure(), spark=spark, stop_event=stop,
+                        progress=progress, starting_offsets="earliest")
+    print(json.dumps({"t": time.time(), "done": True, "batches": rep.batches, "records": rep.records}),
+          flush=True)
+    return 0
+
+
+def tree_cpu(pid: int) -> float:
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+    except psutil.NoSuchProcess:
+        pass
+    return total
+
+
+def run_variant(name: str, services: dict, tmp: Path, rate: int, seconds: float, warmup: float) -> dict:
+    from confluent_kafka import Producer
+
+    from tbspark.stack.kafka import ensure_topic
+
+    bootstrap = services["kafka"]["bootstrap"]
+    topic = f"steady-{name}-{int(time.time())}"
+    ensure_topic(bootstrap, topic, 4)
+    log = tmp / f"{name}.log"
+    proc = subprocess.Popen([sys.executable, __file__, "--child", "--variant", name, "--topic", topic,
+                             "--bootstrap", bootstrap, "--tb-url", services["platform"]["url"],
+                             "--state", str(tmp / f"state-{name}")],
+                            stdout=subprocess.PIPE, stderr=open(log, "wb"), text=True)
+    print(f"job log: {log}", flush=True)
+    status: list[dict] = []
+
+    def reader() -> None:
+        for line in proc.stdout:
+            if line.startswith("{"):
+                status.append(json.loads(line))
+
+    threading.Thread(target=reader, daemon=True).start()
+    try:
+        return _measure(name, proc, log, status, bootstrap, topic, rate, seconds, warmup)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(30)
+
+
+def _measure(name, proc, log, status, bootstrap, topic, rate, seconds, warmup) -> dict:
+    from confluent_kafka import Producer
+
+    deadline = time.monotonic() + 300
+    while not any(s.get("batches", 0) >= 1 for s in status):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"job {name} did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.2)  # poll interval on the job's status lines
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "-1"})
+    keys = [b"Turbine %04d" % i for i in range(3000)]
+    t0 = time.monotonic()
+    sent = 0
+    mark = None
+    while True:
+        now = time.monotonic()
+        if now - t0 >= seconds:
+            break
+        if mark is None and now - t0 >= warmup:
+            mark = (time.time(), tree_cpu(proc.pid), status[-1]["records"])
+        due = int((now - t0) * rate)
+        ts = int(time.time() * 1000)
+        while sent < due:
+            i = sent % 3000
+            body = b'{"windSpeed":%d.%d,"geoZone":"Zone %02d","ts":"%d"}' % (30 + sent % 31, sent % 10, i % 50, ts)
+            try:
+                p.produce(topic, body, keys[i])
+                sent += 1
+            except BufferError:
+                p.poll(0.01)
+        p.poll(0)
+        time.sleep(max(0.0, TICK_S - (time.monotonic() - now)))  # pacing tick of the fixed rate
+    end = (time.time(), tree_cpu(proc.pid), status[-1]["records"], status[-1].get("lag"))
+    p.flush(30)
+    # drain: the job should have consumed everything within a few triggers
+    drain_deadline = time.monotonic() + 60
+    while status[-1]["records"] < sent and time.monotonic() < drain_deadline:
+        time.sleep(0.2)  # poll interval on the job's status lines
+    drained = status[-1]["records"]
+    recs = end[2] - mark[2]
+    cpu = end[1] - mark[1]
+    wall = end[0] - mark[0]
+    batches = [s for s in status if mark[0] <= s["t"] <= end[0]]
+    nb = (batches[-1]["batches"] - batches[0]["batches"]) if batches else 0
+    return {"variant": name, "rate": rate, "sent": sent, "consumed_after_drain": drained,
+            "kept_up": drained >= sent and (end[3] or 0) < rate * 5,
+            "lag_at_end": end[3], "measured_s": round(wall, 1), "records_in_interval": recs,
+            "batches_in_interval": nb, "cpu_s": round(cpu, 2), "cpu_per_s": round(cpu / wall, 3),
+            "us_per_record": round(1e6 * cpu / recs, 1) if recs else None,
+            "records_per_cpu_s": round(recs / cpu) if cpu else None,
+            "cpu_ms_per_batch": round(1000 * cpu / nb, 1) if nb else None,
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rate", type=int, default=15000)
+    ap.add_argument("--seconds", type=float, default=150.0)
+    # A fresh job's JVM is still JIT-compiling Spark's own code (Janino, the JSON parser, task
+    # deserialisation) 90 s into the load on a busy 2-core machine (JFR), so measure after that.
+    ap.add_argument("--warmup", type=float, default=90.0, help="seconds of load before measuring")
+    ap.add_argument("--variants", default="base", help=f"comma-separated, of: {', '.join(VARIANTS)}")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--keep-logs", action="store_true", help="keep the job logs (per-batch phases)")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--variant", help=argparse.SUPPRESS)
+    ap.add_argument("--topic", help=argparse.SUPPRESS)
+    ap.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    ap.add_argument("--tb-url", help=argparse.SUPPRESS)
+    ap.add_argument("--state", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        return child(args)
+    names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    if args.seconds <= args.warmup + 5:
+        ap.error("--seconds must exceed --warmup by more than 5")
+    from tbspark.stack.services import stack_down, stack_up
+
+    import signal
+
+    # SIGTERM (e.g. `timeout`) unwinds like Ctrl-C, so the stack and the job process are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    tmp = Path(tempfile.mkdtemp(prefix="tbspark-bench-steady-"))
+    services = stack_up(tmp / "stack", kafka_port=0, http_port=0, mqtt_port=0, topic=None)
+    results = []
+    try:
+        for _ in range(args.rounds):
+            for name in names:
+                r = run_variant(name, services, tmp, args.rate, args.seconds, args.warmup)
+                print(json.dumps(r), flush=True)
+                results.append(r)
+    finally:
+        stack_down(tmp / "stack")
+        if not args.keep_logs:
+            shutil.rmtree(tmp, ignore_errors=True)
+    summary = {}
+    print("\nvariant        us/record (median)   records per CPU-s   CPU ms per batch   kept up")
+    for name in names:
+        rs = [r for r in results if r["variant"] == name]
+        us = sorted(r["us_per_record"] for r in rs if r["us_per_record"])
+        mb = sorted(r["cpu_ms_per_batch"] for r in rs if r["cpu_ms_per_batch"])
+        med = us[len(us) // 2] if us else None
+        summary[name] = {"us_per_record_median": med, "runs": us,
+                         "cpu_ms_per_batch_median": mb[len(mb) // 2] if mb else None,
+                         "kept_up": all(r["kept_up"] for r in rs)}
+        s = summary[name]
+        print(f"{name:<15}{med or 0:>10.1f}          {1e6 / med if med else 0:>12,.0f}      "
+              f"{s['cpu_ms_per_batch_median'] or 0:>10.1f}        {s['kept_up']}")
+    print(json.dumps({"rate": args.rate, "seconds": args.seconds, "summary": summary,
+                      "load_average": [round(x, 2) for x in os.getloadavg()]}))
+    return 0 if all(s["kept_up"] for s in summary.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
