@@ -6,7 +6,8 @@ MQTT endpoint in its own process, so only the simulator's own CPU is measured.
      and at an offered load above what one core can send (saturation).
   2. 10,000 device connections held by one simulator process at 1 Hz each.
   0. (first, seconds) the asyncio engine's hot path alone, send() replaced by len: the Python part
-     of the CPU per message, without the system call.
+     of the CPU per message, without the system call; then the send() floor: a bare loop of one
+     send() per message over 3,000 loopback connections, TCP_NODELAY on and off (--only floor).
 
 Each measurement runs in a fresh child process; figures are medians of --runs runs. Besides the
 figure (messages ÷ the simulator's whole CPU, user + sys, all threads, connecting and closing
@@ -14,7 +15,7 @@ included), each line shows the CPU per message once every device is connected, t
 connecting them, the user share of the CPU, and the load average before → after each run (on a
 shared machine only CPU figures compare).
 
-    .venv/bin/python bench/simulator.py [--runs 3] [--quick] [--only hotpath|throughput|hold]
+    .venv/bin/python bench/simulator.py [--runs 3] [--quick] [--only hotpath|floor|throughput|hold]
 """
 
 from __future__ import annotations
@@ -221,11 +222,70 @@ def hotpath() -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+FLOOR = r'''
+import json, socket, sys, time, resource
+from tbspark.mqtt import codec
+port, n, rounds = int(sys.argv[1]), 3000, 20
+pkt = codec.encode_publish("v1/devices/me/telemetry", b'{"ts":1700000000000,"values":{"windSpeed":"42"}}', 0)
+fleets = {}
+for nodelay in (1, 0):
+    socks = []
+    for i in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, nodelay)
+        s.setblocking(False)
+        s.sendall(codec.encode_connect(client_id=f"f{nodelay}-{i}", username=f"t{i}", keep_alive=60))
+        socks.append(s)
+    fleets[nodelay] = socks
+for socks in fleets.values():  # readiness: every session's CONNACK (4 bytes) is in
+    for s in socks:
+        s.settimeout(10)
+        got = b""
+        while len(got) < 4:
+            chunk = s.recv(4 - len(got))
+            if not chunk:
+                raise SystemExit("the sink closed a connection")
+            got += chunk
+        s.setblocking(False)
+res = {1: [], 0: []}
+for rep in range(3):  # alternated, so both options see the same machine
+    for nodelay, socks in fleets.items():
+        sends = [s.send for s in socks]
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        for _ in range(rounds):
+            for send in sends:
+                send(pkt)
+            time.sleep(0.01)  # like the engine: a round of sends per wake-up
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        k = rounds * n
+        res[nodelay].append(((r1.ru_utime - r0.ru_utime) * 1e6 / k, (r1.ru_stime - r0.ru_stime) * 1e6 / k))
+for socks in fleets.values():
+    for s in socks:
+        s.close()
+print(json.dumps({"nodelay_on": res[1], "nodelay_off": res[0]}))
+'''
+
+
+def floor() -> dict:
+    """The floor the engine is bound by: a bare loop of one send() of the bench's packet per
+    message, round robin over 3,000 loopback connections into the sink, with TCP_NODELAY on (what
+    the engine sets) and off. Returns µs of (user, sys) CPU per send() for each, 3 alternated repetitions each."""
+    sink, port = start_sink()
+    try:
+        out = subprocess.run([PY, "-c", FLOOR, str(port)], cwd=REPO, capture_output=True, text=True,
+                             timeout=300)
+    finally:
+        stop_sink(sink)
+    if out.returncode != 0:
+        raise SystemExit(f"send() floor failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="short runs (smoke test of the bench)")
-    ap.add_argument("--only", choices=("throughput", "hold", "hotpath"), help="run one part")
+    ap.add_argument("--only", choices=("throughput", "hold", "hotpath", "floor"), help="run one part")
     args = ap.parse_args()
     dur = 5.0 if args.quick else 20.0
     results = {}
@@ -237,6 +297,13 @@ def main() -> None:
         results["hot path alone (no system calls)"] = {"us_per_msg": statistics.median(runs)}
         print(f"{'hot path alone (send() = len, no sockets)':<48} {statistics.median(runs):.2f} us/msg "
               f"(runs: {', '.join(f'{r:.2f}' for r in runs)})", flush=True)
+    if args.only in (None, "floor"):
+        fl = floor()
+        results["send() floor, us/send (user, sys)"] = fl
+        for key, runs in fl.items():
+            tot = [u + s for u, s in runs]
+            print(f"{'bare send() loop, TCP_NODELAY ' + key.split('_')[1]:<48} {statistics.median(tot):.2f} "
+                  f"us/send (runs: {', '.join(f'{u:.2f}+{s:.2f}' for u, s in runs)} user+sys)", flush=True)
     if args.only in (None, "throughput"):
         for label, rate in (("10 Hz/device", 10.0), ("saturation (100 Hz/device offered)", 100.0)):
             for mode in ("asyncio", "paho", "bare-paho"):

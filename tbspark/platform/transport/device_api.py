@@ -9,7 +9,8 @@ import re
 from tbspark.platform import values
 from tbspark.platform.rules.msg import POST_ATTRIBUTES, POST_TELEMETRY, TO_SERVER_RPC, TbMsg
 
-TELEMETRY_TOPICS = ("v1/devices/me/telemetry", "v2/t", "v2/t/j")
+TELEMETRY_TOPIC = "v1/devices/me/telemetry"
+TELEMETRY_TOPICS = (TELEMETRY_TOPIC, "v2/t", "v2/t/j")
 ATTRIBUTES_TOPICS = ("v1/devices/me/attributes", "v2/a", "v2/a/j")
 ATTR_REQUEST_PREFIX = "v1/devices/me/attributes/request/"
 ATTR_RESPONSE_PREFIX = "v1/devices/me/attributes/response/"

@@ -16,6 +16,9 @@ log = logging.getLogger(__name__)
 AWAIT_CONNECT, CONNECTED, CLOSING = 0, 1, 2
 # MQTT 5 topic aliases a client may set per session (announced in CONNACK as Topic Alias Maximum).
 TOPIC_ALIAS_MAXIMUM = 16
+# The telemetry topic as it sits in a PUBLISH: its 2-byte length, then its bytes (see _fast_telemetry).
+_TELEMETRY = len(api.TELEMETRY_TOPIC).to_bytes(2, "big") + api.TELEMETRY_TOPIC.encode()
+_TELEMETRY_END = len(_TELEMETRY)
 
 
 class MqttSession(asyncio.Protocol):
@@ -70,7 +73,8 @@ class MqttSession(asyncio.Protocol):
                 break
             try:
                 if ptype == c.PUBLISH:
-                    self._on_publish(c.decode_publish(flags, body, self.level), out)
+                    if not self._fast_telemetry(flags, body, out):
+                        self._on_publish(c.decode_publish(flags, body, self.level), out)
                 elif ptype == c.PINGREQ:
                     out.append(c.encode_pingresp())
                 elif ptype == c.SUBSCRIBE:
@@ -215,6 +219,57 @@ class MqttSession(asyncio.Protocol):
         else:
             self._flush(out)
             self.close(c.RC_PAYLOAD_FORMAT_INVALID)
+
+    def _fast_telemetry(self, flags: int, body: bytes, out: list) -> bool:
+        """The hot path: a QoS 0/1 PUBLISH to ``v1/devices/me/telemetry`` (by name, or by an MQTT 5
+        topic alias mapped to it, with no other properties) becomes its TbMsg without a Publish object.
+        Returns False, having done nothing, for anything else: the generic path decides it (and raises
+        its protocol errors)."""
+        qos = (flags >> 1) & 3
+        if qos == 3:
+            return False
+        if body[:_TELEMETRY_END] == _TELEMETRY:
+            pos = _TELEMETRY_END
+            alias = False
+        elif body[:2] == b"\x00\x00" and self.aliases is not None:
+            pos = 2
+            alias = True  # an empty topic: only an alias mapped to the telemetry topic is ours
+        else:
+            return False
+        n = len(body)
+        packet_id = 0
+        if qos:
+            if pos + 2 > n:
+                return False
+            packet_id = (body[pos] << 8) | body[pos + 1]
+            pos += 2
+        if self.level == c.MQTT_5:
+            if pos >= n:
+                return False
+            plen = body[pos]
+            if plen == 0 and not alias:
+                pos += 1
+            elif (alias and plen == 3 and pos + 4 <= n and body[pos + 1] == c.PROP_TOPIC_ALIAS
+                  and self.aliases.get((body[pos + 2] << 8) | body[pos + 3]) == api.TELEMETRY_TOPIC):
+                pos += 4
+            else:
+                return False
+        elif alias:
+            return False
+        server = self.server
+        server.messages += 1
+        payload = body[pos:]
+        now_ms = int(time.time() * 1000)
+        try:
+            msgs = api.telemetry_msgs(self.device, payload, now_ms)
+        except ValueError as exc:
+            self.malformed(c.Publish(api.TELEMETRY_TOPIC, payload, qos, packet_id), out, exc)
+            return True
+        if msgs:
+            server.submit(self, msgs, bytes((0x40, 2, packet_id >> 8, packet_id & 0xFF)) if qos else None)
+        elif qos:
+            out.append(bytes((0x40, 2, packet_id >> 8, packet_id & 0xFF)))
+        return True
 
     def _on_publish(self, pub, out: list) -> None:
         server = self.server
