@@ -34,13 +34,13 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench._paced import produce_paced  # noqa: E402
 from tbspark.errors import ServiceStartError  # noqa: E402
 from tbspark.stack import kafka  # noqa: E402
 from tbspark.state import StateDir  # noqa: E402
 
 WARMUP_S = 3.0
 IDLE_S = 5.0
-TICK_S = 0.01
 
 # Producer settings of the chain's Kafka node, as tbspark/platform/rules/nodes/kafka.py maps them.
 NODE_PRODUCER = {"acks": "-1", "retries": 0, "batch.size": 16384, "linger.ms": 0,
@@ -151,30 +151,15 @@ def run_variant(name: str, rate: int, seconds: float, consume_too: bool) -> dict
             th = threading.Thread(target=consume, args=(broker.bootstrap, topic, cons_conf, stop, consumed),
                                   daemon=True)
             th.start()
-        keys = [b"Turbine %04d" % i for i in range(3000)]
         me = psutil.Process()
-        t0 = time.monotonic()
-        sent = 0
         mark = None
-        while True:
-            now = time.monotonic()
-            if now - t0 >= seconds:
-                break
-            if mark is None and now - t0 >= WARMUP_S:
-                mark = (now, sent, cpu(broker.pid), sum(me.cpu_times()[:2]))
-            due = int((now - t0) * rate)
-            ts = int(time.time() * 1000)
-            while sent < due:
-                k = keys[sent % 3000]
-                body = b'{"windSpeed":%d.%d,"geoZone":"Zone %02d","ts":%d}' % (
-                    30 + sent % 31, sent % 10, sent % 3000 % 50, ts)
-                try:
-                    p.produce(topic, body, k, on_delivery=on_delivery)
-                    sent += 1
-                except BufferError:
-                    p.poll(0.01)
-            p.poll(0)
-            time.sleep(max(0.0, TICK_S - (time.monotonic() - now)))  # pacing tick of the fixed rate
+
+        def take_mark(elapsed: float, sent: int) -> None:
+            nonlocal mark
+            if mark is None and elapsed >= WARMUP_S:
+                mark = (time.monotonic(), sent, cpu(broker.pid), sum(me.cpu_times()[:2]))
+
+        sent = produce_paced(p, topic, rate, seconds, on_tick=take_mark, on_delivery=on_delivery)
         end = (time.monotonic(), sent, cpu(broker.pid), sum(me.cpu_times()[:2]))
         left = p.flush(60)
         del p  # before the broker stops: an idle producer would log its reconnect attempts

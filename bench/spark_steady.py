@@ -33,7 +33,8 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-TICK_S = 0.01
+from bench._paced import produce_paced  # noqa: E402
+
 
 # name -> (scenario aggregation overrides, driver JVM flags added, session conf, source options)
 VARIANTS: dict[str, tuple[dict, list, dict, dict]] = {
@@ -160,28 +161,14 @@ def _measure(name, proc, log, status, bootstrap, topic, rate, seconds, warmup) -
             raise RuntimeError(f"job {name} did not start: {log.read_text()[-2000:]}")
         time.sleep(0.2)  # poll interval on the job's status lines
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "-1"})
-    keys = [b"Turbine %04d" % i for i in range(3000)]
-    t0 = time.monotonic()
-    sent = 0
     mark = None
-    while True:
-        now = time.monotonic()
-        if now - t0 >= seconds:
-            break
-        if mark is None and now - t0 >= warmup:
+
+    def take_mark(elapsed: float, _sent: int) -> None:
+        nonlocal mark
+        if mark is None and elapsed >= warmup:
             mark = (time.time(), tree_cpu(proc.pid), status[-1]["records"])
-        due = int((now - t0) * rate)
-        ts = int(time.time() * 1000)
-        while sent < due:
-            i = sent % 3000
-            body = b'{"windSpeed":%d.%d,"geoZone":"Zone %02d","ts":"%d"}' % (30 + sent % 31, sent % 10, i % 50, ts)
-            try:
-                p.produce(topic, body, keys[i])
-                sent += 1
-            except BufferError:
-                p.poll(0.01)
-        p.poll(0)
-        time.sleep(max(0.0, TICK_S - (time.monotonic() - now)))  # pacing tick of the fixed rate
+
+    sent = produce_paced(p, topic, rate, seconds, on_tick=take_mark, ts_as_string=True)
     end = (time.time(), tree_cpu(proc.pid), status[-1]["records"], status[-1].get("lag"))
     p.flush(30)
     # drain: the job should have consumed everything within a few triggers
