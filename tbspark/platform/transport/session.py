@@ -265,10 +265,11 @@ class MqttSession(asyncio.Protocol):
         except ValueError as exc:
             self.malformed(c.Publish(api.TELEMETRY_TOPIC, payload, qos, packet_id), out, exc)
             return True
+        ack = c.encode_puback(packet_id, 0, self.level) if qos else None
         if msgs:
-            server.submit(self, msgs, bytes((0x40, 2, packet_id >> 8, packet_id & 0xFF)) if qos else None)
-        elif qos:
-            out.append(bytes((0x40, 2, packet_id >> 8, packet_id & 0xFF)))
+            server.submit(self, msgs, ack)
+        elif ack:
+            out.append(ack)
         return True
 
     def _on_publish(self, pub, out: list) -> None:
