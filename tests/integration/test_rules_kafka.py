@@ -108,7 +108,7 @@ def test_forwarding_chain_delivers_the_tutorial_records(mqtt_platform, rest, kaf
     topic = kafka_topic(partitions=1)
     dtype = unique("WeatherStation")
     rest.device(unique("type seed"), dtype, uuid.uuid4().hex)  # creates the profile
-    install_chain(rest, forwarding_chain(kafka.bootstrap, topic), dtype)
+    chain_id = install_chain(rest, forwarding_chain(kafka.bootstrap, topic), dtype)
     s, name, dev_id = device_session(mqtt_platform, rest, dtype, "Zone A")
     s.sendall(c.encode_publish("v1/devices/me/telemetry", b'{"windSpeed":"42"}', 1, 2, protocol_level=5)
               + c.encode_publish("v1/devices/me/telemetry", b'[{"ts":1719999999999,"values":{"windSpeed":7.5}}]', 1, 3,
@@ -124,9 +124,14 @@ def test_forwarding_chain_delivers_the_tutorial_records(mqtt_platform, rest, kaf
     assert headers["tb_msg_md_ts"] == b"1719999999999" and headers["tb_msg_md_deviceName"] == name.encode()
     # the chain's save node stored the telemetry too (the temperature message stopped at check fields)
     assert rest.latest_values(dev_id, "windSpeed,temperature")["temperature"] == 20
-    stats = requests.get(mqtt_platform.url + "/tbspark/stats", timeout=5).json()["engine"]
-    kafka_node = [n for n in stats["nodes"] if n["type"] == "TbKafkaNode" and n["out"].get("Success")]
-    assert kafka_node and stats["forwarded"] >= 2
+    # the chain has no Success connection out of the Kafka node: deliveries are counted, not routed
+    def kafka_stats():
+        stats = requests.get(mqtt_platform.url + "/tbspark/stats", timeout=5).json()["engine"]
+        nodes = [n for n in stats["nodes"] if n["type"] == "TbKafkaNode" and n["chain"] == chain_id]
+        return stats, nodes[0]
+    wait_for(lambda: kafka_stats()[1]["delivered"] == 2, 10, "two deliveries counted")
+    stats, kafka_node = kafka_stats()
+    assert kafka_node["out"] == {"Success": 2} and kafka_node["failed"] == 0 and stats["forwarded"] >= 2
     s.close()
 
 
@@ -162,3 +167,88 @@ def test_killed_broker_routes_to_failure_and_platform_keeps_serving(mqtt_platfor
     s.sendall(c.encode_pingreq())
     assert read_packets(s, 5)[0][0].kind == c.PINGRESP
     s.close()
+
+
+def _engine_run(chain_meta: dict, msgs: list, until) -> tuple[dict, list]:
+    """Run ``msgs`` through ``chain_meta`` in a RuleEngine of its own; wait (no sleep: polling the
+    engine's own counters on its loop) until ``until(counters)``; return the counters and the
+    messages the capture node received."""
+    import asyncio
+    import time
+
+    from tbspark.platform.rules.engine import RuleEngine
+    from tbspark.platform.rules.nodes import NODE_TYPES, Node
+
+    got: list = []
+
+    class Capture(Node):
+        TYPE = P + "test.Capture"
+
+        def process(self, batch):
+            got.extend(batch)
+            return [("Success", m) for m in batch]
+
+    NODE_TYPES[Capture.TYPE] = Capture
+
+    class Store:
+        def rule_chain_metadata(self, cid):
+            return chain_meta
+
+        def root_rule_chain_id(self, tenant):
+            return "c1"
+
+        def device_profile(self, pid):
+            return None
+
+    async def go():
+        engine = RuleEngine(Store())
+        await engine.start()
+        try:
+            await engine.process(msgs)
+            deadline = time.monotonic() + 20
+            while not until(engine.counters()):
+                assert time.monotonic() < deadline, engine.counters()
+                await asyncio.sleep(0.02)  # the loop must run for the delivery hand-back to arrive
+            return engine.counters()
+        finally:
+            await engine.stop()
+            del NODE_TYPES[Capture.TYPE]
+
+    return asyncio.run(go()), got
+
+
+def _kafka_only_chain(bootstrap: str, topic: str, success_to_capture: bool) -> dict:
+    nodes = [{"type": P + "kafka.TbKafkaNode", "name": "kafka", "configurationVersion": 0,
+              "configuration": {"topicPattern": topic, "keyPattern": "${deviceName}", "bootstrapServers": bootstrap,
+                                "acks": "-1"}},
+             {"type": P + "test.Capture", "name": "capture", "configurationVersion": 0, "configuration": {}}]
+    conns = [{"fromIndex": 0, "toIndex": 1, "type": "Success"}] if success_to_capture else []
+    return {"firstNodeIndex": 0, "nodes": nodes, "connections": conns}
+
+
+def _msgs(n: int) -> list:
+    from tbspark.platform.rules.msg import POST_TELEMETRY, TbMsg
+
+    return [TbMsg(POST_TELEMETRY, ("DEVICE", "d1"), {"windSpeed": i}, {"deviceName": f"dev {i % 3}"}, "t1")
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("with_success", [False, True])
+def test_kafka_node_counts_or_routes_deliveries_by_its_connections(kafka, kafka_topic, with_success):
+    """Without a Success connection the node only counts deliveries (no per-record report); with one,
+    every record continues with ThingsBoard's offset/partition/topic metadata. Counters agree."""
+    topic = kafka_topic(partitions=1)
+    n = 300
+    counters, got = _engine_run(_kafka_only_chain(kafka.bootstrap, topic, with_success), _msgs(n),
+                                lambda c: sum(x.get("delivered", 0) for x in c["nodes"]) >= n)
+    kafka_node = next(x for x in counters["nodes"] if x["type"] == "TbKafkaNode")
+    assert kafka_node["produced"] == kafka_node["delivered"] == n and kafka_node["failed"] == 0
+    assert kafka_node["out"] == {"Success": n} and counters["forwarded"] == n and counters["failed"] == 0
+    if with_success:
+        assert len(got) == n
+        assert sorted(int(m.metadata["offset"]) for m in got) == list(range(n))
+        assert {(m.metadata["partition"], m.metadata["topic"]) for m in got} == {("0", topic)}
+    else:
+        assert got == []
+    records = consume(kafka.bootstrap, topic, n)
+    assert sorted(json.loads(r.value())["windSpeed"] for r in records) == list(range(n))

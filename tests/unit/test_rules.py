@@ -206,6 +206,52 @@ def test_one_relation_to_two_nodes_copies_the_message():
     assert [k for _, _, k, _, _ in store.ts] == ["a"]  # the delete on the other branch did not leak
 
 
+def test_shared_message_is_saved_before_a_node_already_queued_can_change_it():
+    """The delete node is already queued (attributes reached it first in the same routing step) when
+    the telemetry message goes to it and, shared, to the save node: the save node still reads first."""
+    store = FakeStore()
+    store.root = "c"
+    store.chains["c"] = chain([
+        node("filter.TbMsgTypeSwitchNode", {}),
+        node("transform.TbDeleteKeysNode", {"deleteFrom": "DATA", "keys": ["a"]}, 2),
+        node("telemetry.TbMsgTimeseriesNode", {}),
+    ], [(0, 1, "Post attributes"), (0, 1, "Post telemetry"), (0, 2, "Post telemetry")])
+    attrs = TbMsg(POST_ATTRIBUTES, ("DEVICE", "d1"), {"a": 5}, {"deviceName": "x"}, "t1")
+    m = tele({"a": 1, "b": 2})
+    run(RuleEngine(store), [attrs, m])
+    assert sorted(k for _, _, k, _, _ in store.ts) == ["a", "b"]
+    assert m.data == {"b": 2} and attrs.data == {}
+
+
+class FailingTsStore(FakeStore):
+    async def save_timeseries(self, etype, eid, rows):
+        raise OSError("disk full")
+
+
+@pytest.mark.parametrize("failure_sink", [False, True])
+def test_save_node_sharing_a_message_never_changes_it_for_the_other_branch(failure_sink):
+    """Post telemetry → save time series and → copy keys (changes the message). A save node with no
+    connection out of it reads the other branch's very message (no copy), so it must run first and
+    never mark it; with a Failure connection it gets its own copy and marks that one as before."""
+    store = FailingTsStore()
+    store.root = "c"
+    nodes = [node("filter.TbMsgTypeSwitchNode", {}),
+             node("transform.TbCopyKeysNode", {"copyFrom": "METADATA", "keys": ["deviceName"]}, 2),
+             node("telemetry.TbMsgTimeseriesNode", {})]
+    conns = [(0, 1, "Post telemetry"), (0, 2, "Post telemetry")]
+    if failure_sink:
+        nodes.append(node("transform.TbCopyKeysNode", {"copyFrom": "METADATA", "keys": ["error"]}, 2))
+        conns.append((2, 3, "Failure"))
+    store.chains["c"] = chain(nodes, conns)
+    m = tele({"windSpeed": 3})
+    counters = run(RuleEngine(store), [m])
+    assert "error" not in m.metadata and m.data == {"windSpeed": 3, "deviceName": "Wind Turbine 1"}
+    save = counters["nodes"][2]
+    assert save["in"] == 1 and save["out"] == {"Failure": 1} and counters["failed"] == 1
+    if failure_sink:  # the copy that failed carried its error on to the Failure branch
+        assert counters["nodes"][3]["in"] == 1 and counters["nodes"][3]["out"] == {"Success": 1}
+
+
 def test_validate_refuses_script_and_unknown_nodes_naming_each():
     meta = chain([
         node("filter.TbMsgTypeSwitchNode", {}),

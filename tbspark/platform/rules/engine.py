@@ -61,6 +61,9 @@ class Chain:
         self.routes = routes
         self.first = first
         self.stats = [{"in": 0, "out": {}} for _ in nodes]
+        # (node index, relation) → (targets that share the messages, targets that own them or a copy);
+        # filled once the nodes know their connections (RuleEngine._compile).
+        self.split: dict = {}
 
 
 class RuleEngine:
@@ -188,6 +191,14 @@ class RuleEngine:
         chain = Chain(chain_id, [n or _Dead() for n in nodes], routes, first)
         for idx, node in enumerate(chain.nodes):
             node.resume = (lambda items, _c=chain, _i=idx: self._spawn(self._continue(_c, _i, items)))
+            node.resume_count = (lambda relation, n, _c=chain, _i=idx: self._count(_c, _i, relation, n))
+            node.routed = frozenset(rel for (i, rel) in routes if i == idx)
+        for key, targets in routes.items():
+            if len(targets) > 1:
+                readers = [t for t in targets if chain.nodes[t].shares_input()]
+                if readers:
+                    chain.split[key] = (readers, [t for t in targets if t not in readers])
+        for idx, node in enumerate(chain.nodes):
             try:
                 await node.start()
             except Exception:  # noqa: BLE001 - e.g. a producer config librdkafka rejects
@@ -271,6 +282,20 @@ class RuleEngine:
                 result = [("Failure", m) for m in batch]
             self._route(chain, idx, result, pending)
 
+    def _count(self, chain: Chain, idx: int, relation: str, n: int) -> None:
+        """Counters of ``n`` messages leaving node ``idx`` on ``relation``, which has no connection
+        (a node reports such messages by count instead of one by one)."""
+        if n <= 0:
+            return
+        if chain.routes.get((idx, relation)):
+            raise ValueError(f"relation {relation!r} of node {idx} is connected: route the messages")
+        out = chain.stats[idx]["out"]
+        out[relation] = out.get(relation, 0) + n
+        if relation == "Failure":
+            self._totals["failed"] += n
+        elif relation == "Success" and chain.nodes[idx].TYPE.endswith("TbKafkaNode"):
+            self._totals["forwarded"] += n
+
     def _route(self, chain: Chain, idx: int, items: list, pending: dict) -> None:
         # Group by relation first: counters and routing then cost one step per relation, not per message.
         by_rel: dict[str, list] = {}
@@ -291,6 +316,21 @@ class RuleEngine:
             targets = chain.routes.get((idx, relation))
             if not targets:
                 continue
+            split = chain.split.get((idx, relation)) if len(targets) > 1 else None
+            if split is not None:
+                readers, targets = split
+                for t in readers:
+                    # Same message objects, no copy: a reader never changes them (Node.shares_input)
+                    # and runs first — it goes to the front of ``pending``, before any target that
+                    # might change them.
+                    lst = pending.pop(t, None)
+                    lst = list(msgs) if lst is None else lst + msgs
+                    later = list(pending.items())
+                    pending.clear()
+                    pending[t] = lst
+                    pending.update(later)
+                if not targets:
+                    continue
             first = pending.get(targets[0])
             if first is None:
                 pending[targets[0]] = msgs

@@ -29,6 +29,18 @@ class Node:
         self.version = version
         self.store = store
         self.resume: Callable[[list], None] = lambda items: None
+        # Set by the engine before start(): count ``n`` messages out on ``relation`` without routing
+        # them (for a relation this node has no connection on), and the relations it has connections on
+        # (None: unknown, treat every relation as connected).
+        self.resume_count: Callable[[str, int], None] = lambda relation, n: None
+        self.routed: frozenset | None = None
+
+    def shares_input(self) -> bool:
+        """True if this node may get the very message objects another target of the same relation
+        gets, instead of copies: it never changes a message it receives and passes none on (no
+        connection out of it), and it reads everything it needs before its first ``await`` (the
+        engine runs such a node's batch before the other targets'). Valid once ``routed`` is set."""
+        return False
 
     def process(self, msgs: list) -> Emit | Awaitable[Emit]:  # pragma: no cover - abstract
         raise NotImplementedError

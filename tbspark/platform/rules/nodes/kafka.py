@@ -5,6 +5,12 @@ reports and hands them back to the loop in batches, where each message continues
 (metadata ``offset``/``partition``/``topic``) or ``Failure`` (metadata ``error``). Delivery is retried
 by librdkafka until ``delivery.timeout.ms`` (ThingsBoard's Java default, 120 s, unless the node's
 ``otherProperties`` set another), then the message goes to Failure; the platform keeps serving.
+
+When the chain has no ``Success`` connection out of the node (the tutorial's forwarding chain ends at
+it), nothing would read a delivered message again: librdkafka then reports failed deliveries only
+(``delivery.report.only.error``), and successful ones are counted from the producer's queue length
+(produced − still queued or unreported − failed), handed to the engine as a count. Failures still
+come back one by one with their ``error`` metadata.
 """
 
 from __future__ import annotations
@@ -95,6 +101,9 @@ class TbKafkaNode(Node):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.stats = {"produced": 0, "delivered": 0, "failed": 0}
+        self.lean = False
+        self._counted = 0
+        self._failures_seen = 0
 
     def check(self) -> None:
         """Let librdkafka judge the properties (unknown or bad values) without connecting."""
@@ -109,7 +118,13 @@ class TbKafkaNode(Node):
         from confluent_kafka import Producer
 
         self.loop = asyncio.get_running_loop()
-        self.producer = Producer(self.conf)
+        conf = self.conf
+        # No Success connection: only failures need a delivery report (see the module docstring).
+        self.lean = self.routed is not None and "Success" not in self.routed
+        if self.lean:
+            conf = dict(conf, **{"delivery.report.only.error": True})
+        self.producer = Producer(conf)
+        self._counted = 0  # successes handed to the engine as a count (lean mode)
         self._thread = threading.Thread(target=self._poll_loop, name=f"kafka-node-{self.name}", daemon=True)
         self._thread.start()
 
@@ -122,11 +137,21 @@ class TbKafkaNode(Node):
         if remaining:
             log.warning("kafka node %s: %d messages not delivered at shutdown", self.name, remaining)
 
-    def _hand_back(self) -> None:
+    def _hand_back(self) -> None:  # poll thread, between poll()/flush() calls
         done, self._done = self._done, []
-        if done and self.loop is not None and not self.loop.is_closed():
+        ok = 0
+        if self.lean:
+            # Read "produced" before the queue length: a record produced in between is then in the
+            # length but not in "produced", so the figure can only lag, never run ahead. Failure
+            # reports are served only by this thread, so "failures seen" is stable here.
+            produced = self.stats["produced"]
+            ok = produced - len(self.producer) - self._failures_seen - self._counted
+            if ok < 0:
+                ok = 0
+            self._counted += ok
+        if (done or ok) and self.loop is not None and not self.loop.is_closed():
             try:
-                self.loop.call_soon_threadsafe(self._finish, done)
+                self.loop.call_soon_threadsafe(self._finish, done, ok)
             except RuntimeError:  # loop closed during shutdown
                 pass
 
@@ -134,8 +159,10 @@ class TbKafkaNode(Node):
         # librdkafka serves delivery reports only from poll() and flush(), both called by the poll
         # thread, which also swaps the list in _hand_back: one thread, so no lock per report.
         self._done.append((msg, err, record))
+        if err is not None:
+            self._failures_seen += 1
 
-    def _finish(self, done: list) -> None:  # event loop
+    def _finish(self, done: list, ok: int = 0) -> None:  # event loop
         out = []
         append = out.append
         failed = 0
@@ -150,9 +177,12 @@ class TbKafkaNode(Node):
                 md["error"] = f"org.apache.kafka.common.KafkaException: {err.str()} ({err.name()})"
                 failed += 1
                 append(("Failure", msg))
-        self.stats["delivered"] += len(done) - failed
+        self.stats["delivered"] += len(done) - failed + ok
         self.stats["failed"] += failed
-        self.resume(out)
+        if ok:
+            self.resume_count("Success", ok)
+        if out:
+            self.resume(out)
 
     async def process(self, msgs):
         if self.producer is None:

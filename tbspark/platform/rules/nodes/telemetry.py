@@ -47,15 +47,23 @@ class TbMsgTimeseriesNode(Node):
         if self.mode not in ("ON_EVERY_MESSAGE", "WEBSOCKETS_ONLY", "DEDUPLICATE", "ADVANCED"):
             raise NodeConfigError(f"processingSettings.type {self.mode!r} is not known")
 
+    def shares_input(self) -> bool:
+        # A leaf only reads: its rows are built before the store await, and with no Failure
+        # connection nobody would see an "error" it wrote, so it writes none (see process).
+        return self.routed is not None and not self.routed
+
     async def process(self, msgs):
         out, rows_by_entity, owners = [], {}, {}
         now = int(time.time() * 1000)
+        # A leaf never marks errors on messages: it may share them with another branch.
+        tag = self.routed is None or bool(self.routed)
         for m in msgs:
             if m.type != POST_TELEMETRY:
-                out.append(_unsupported(m, POST_TELEMETRY))
+                out.append(_unsupported(m, POST_TELEMETRY) if tag else ("Failure", m))
                 continue
             if not isinstance(m.data, dict):
-                m.metadata["error"] = "Message data is not a JSON object"
+                if tag:
+                    m.metadata["error"] = "Message data is not a JSON object"
                 out.append(("Failure", m))
                 continue
             ts = now if self.use_server_ts else int(m.metadata.get("ts") or m.ts or now)
@@ -79,7 +87,8 @@ class TbMsgTimeseriesNode(Node):
             for e, res in zip(keys, results):
                 for m in owners[e]:
                     if isinstance(res, BaseException):
-                        m.metadata["error"] = f"{type(res).__name__}: {res}"
+                        if tag:
+                            m.metadata["error"] = f"{type(res).__name__}: {res}"
                         out.append(("Failure", m))
                     else:
                         out.append(("Success", m))
