@@ -11,6 +11,12 @@ gives up), measuring:
   p50/p95_window_latency_s  window end → the moment its final count was readable on the zone asset
   cpu_s                 user+system CPU seconds of each component from simulation start to verdict
                         (psutil on their PIDs; spark = driver + its JVM)
+  latency_split         where each window's latency went: platform_lag_s (its last record's Kafka
+                        append - window end), spark_lag_s (the job's write of the final count - that
+                        append; from the job's batch log), poll_lag_s (the poller's sight - the write),
+                        worst_record_delay_s (per window, the largest Kafka append - device ts), the
+                        job's batches (interval, duration, records) and the records it dropped as late
+                        (beyond the watermark), per batch and per window start (from the dead letters)
 --search bisects the per-device rate for the highest rate that still verifies exactly.
 The last line of output is one JSON object (the figures of the median run, plus all runs).
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -149,6 +156,140 @@ def topic_records(p: Pipeline) -> int:
         c.close()
 
 
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """Each partition's end offset (the next record's offset)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "tbspark-e2e-bench"})
+    try:
+        md = c.list_topics(topic, timeout=10).topics.get(topic)
+        if md is None or not md.partitions:
+            return {}
+        return {i: c.get_watermark_offsets(TopicPartition(topic, i), timeout=10)[1] for i in md.partitions}
+    finally:
+        c.close()
+
+
+def read_range(bootstrap: str, topic: str, start: dict[int, int], end: dict[int, int]):
+    """Yield (Kafka timestamp ms, value bytes) of the records in [start, end) of each partition."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    todo = {i: e for i, e in end.items() if e > start.get(i, 0)}
+    if not todo:
+        return
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "tbspark-e2e-bench", "enable.auto.commit": False,
+                  "fetch.max.bytes": 52428800})
+    try:
+        c.assign([TopicPartition(topic, i, start.get(i, 0)) for i in todo])
+        idle = 0
+        while todo and idle < 20:
+            msgs = c.consume(10000, timeout=0.5)
+            idle = 0 if msgs else idle + 1
+            for m in msgs:
+                if m.error() or m.partition() not in todo:
+                    continue
+                if m.offset() >= todo[m.partition()]:
+                    continue
+                yield m.timestamp()[1], m.value()
+                if m.offset() + 1 >= todo[m.partition()]:
+                    del todo[m.partition()]
+    finally:
+        c.close()
+
+
+_ZONE = re.compile(rb'"geoZone"\s*:\s*"([^"]*)"')
+_TS = re.compile(rb'"ts"\s*:\s*"?(-?\d+)')
+
+
+def latency_split(p: Pipeline, start: dict[int, int], end: dict[int, int], batch_log: Path,
+                  gt: dict, first_seen: dict) -> dict:
+    """Where each window's latency went, from the records themselves: its last record's Kafka append
+    time minus the window's end (simulator + platform + forwarding: the platform's lag), the job's
+    write of the final count minus that append (Spark: waiting for the trigger, the batch, the REST
+    write), and the poller's first sight of it minus the write (the watcher's own lag). Plus the
+    records the job rejected as late (beyond the watermark), per window, from the job's batch log
+    and the dead-letter topic."""
+    sc = p.scenario
+    window_ms = int(sc.aggregation.window_s * 1000)
+    bootstrap = p.services["kafka"]["bootstrap"]
+    last_append: dict[tuple[str, int], int] = {}
+    worst_delay: dict[tuple[str, int], int] = {}  # max over the window's records of append - device ts
+    for kts, value in read_range(bootstrap, sc.kafka.topic, start, end):
+        z, t = _ZONE.search(value or b""), _TS.search(value or b"")
+        if not z or not t:
+            continue
+        ts = int(t.group(1))
+        key = (z.group(1).decode(), ts - ts % window_ms)
+        if kts > last_append.get(key, -1):
+            last_append[key] = kts
+        if kts - ts > worst_delay.get(key, -1 << 62):
+            worst_delay[key] = kts - ts
+    final = {(zone, int(s)): int(w["count"]) for zone, wins in gt["windows"].items() for s, w in wins.items()}
+    batches = []
+    if batch_log.exists():
+        for line in batch_log.read_text().splitlines():
+            try:
+                batches.append(json.loads(line))
+            except ValueError:
+                continue
+    written: dict[tuple[str, int], float] = {}
+    for b in batches:
+        for zone, s, count in b["windows"]:
+            if final.get((zone, s)) == count:
+                written.setdefault((zone, s), b["ended"])
+    platform, spark, poll, record_delay = [], [], [], []
+    for key in final:
+        end_s = (key[1] + window_ms) / 1000
+        if key in last_append:
+            platform.append(last_append[key] / 1000 - end_s)
+            record_delay.append(worst_delay[key] / 1000)
+            if key in written:
+                spark.append(written[key] - last_append[key] / 1000)
+        seen = first_seen.get((key[0], key[1], final[key]))
+        if seen is not None and key in written:
+            poll.append(seen - written[key])
+    t0_ms = gt.get("started_ms") or 0
+    run_batches = [b for b in batches if b["ended"] * 1000 >= t0_ms]
+    late_text = "late: window already closed by the watermark"
+    late_batches = [[b["batch"], b["rejected"][late_text]] for b in run_batches if b["rejected"].get(late_text)]
+    late_by_window: dict[tuple[str, int], int] = {}
+    for _kts, value in read_range(bootstrap, sc.kafka.dlq_topic, {}, end_offsets(bootstrap, sc.kafka.dlq_topic)):
+        try:
+            d = json.loads(value)
+            rec = json.loads(d.get("value") or "null") or {}
+            ts = int(float(rec.get("ts")))
+        except (ValueError, TypeError):
+            continue
+        key = (str(rec.get("geoZone")), ts - ts % window_ms)
+        if d.get("reason") == late_text and key in final:
+            late_by_window[key] = late_by_window.get(key, 0) + 1
+    durations = [b["ended"] - b["started"] for b in run_batches]
+    gaps = [b["started"] - a["started"] for a, b in zip(run_batches, run_batches[1:])]
+
+    def stats(xs: list[float]) -> dict:
+        return {"p50": pct(xs, 0.5), "p95": pct(xs, 0.95), "max": round(max(xs), 2) if xs else None, "n": len(xs)}
+
+    delay_by_slice: dict[int, float] = {}
+    for (zone, s), d in worst_delay.items():
+        if (zone, s) in final:
+            delay_by_slice[s] = max(delay_by_slice.get(s, 0.0), d / 1000)
+    by_slice: dict[int, int] = {}
+    for (zone, s), n in late_by_window.items():
+        by_slice[s] = by_slice.get(s, 0) + n
+    return {
+        "platform_lag_s": stats(platform), "spark_lag_s": stats(spark), "poll_lag_s": stats(poll),
+        "worst_record_delay_s": stats(record_delay),
+        "batches": {"count": len(run_batches), "duration_s": stats(durations), "interval_s": stats(gaps),
+                    "records": stats([b["records"] for b in run_batches])},
+        "late_records": sum(n for _, n in late_batches), "late_batches": late_batches[:10],
+        "late_by_slice": {str(s): n for s, n in sorted(by_slice.items())},
+        "windows_with_late_records": len(late_by_window),
+        # per window start (all zones): the most a record of it waited between device and Kafka;
+        # records later than the watermark (relative to the newest) are dropped as late
+        "worst_record_delay_by_slice_s": {str(s): round(d, 1) for s, d in sorted(delay_by_slice.items())},
+    }
+
+
 def platform_messages(p: Pipeline) -> int:
     import requests
 
@@ -164,6 +305,8 @@ def one_run(p: Pipeline, job: Proc, scenario: Path, duration_s: float, profile_d
         time.sleep(2.0)  # poll interval on the job's checkpoint
     drained_s = round(time.monotonic() - t_drain, 1)
     in_topic0, at_platform0 = topic_records(p), platform_messages(p)
+    bootstrap = p.services["kafka"]["bootstrap"]
+    offsets0 = end_offsets(bootstrap, p.scenario.kafka.topic)
     meters = {"platform": CpuMeter(p.services["platform"]["pid"]), "kafka": CpuMeter(p.services["kafka"]["pid"]),
               "spark": CpuMeter(job.pid)}
     for m in meters.values():
@@ -195,6 +338,8 @@ def one_run(p: Pipeline, job: Proc, scenario: Path, duration_s: float, profile_d
         pr.wait(60)
     gt = p.groundtruth()
     lat = watcher.latencies(gt, p.scenario.aggregation.window_s)
+    split = latency_split(p, offsets0, end_offsets(bootstrap, p.scenario.kafka.topic), p.batch_log, gt,
+                          watcher.first_seen)
     verified = bool(verdict.holds and verdict.exact)
     rate = report["sent"] / report["elapsed_s"] if report["elapsed_s"] else 0.0
     return {
@@ -210,6 +355,7 @@ def one_run(p: Pipeline, job: Proc, scenario: Path, duration_s: float, profile_d
         "final_window_s": round(held_at - gt["ended_ms"] / 1000, 1) if held_at else None,
         "p50_window_latency_s": pct(lat, 0.5), "p95_window_latency_s": pct(lat, 0.95),
         "windows_timed": len(lat),
+        "latency_split": split,
         "cpu_s": {"simulator": round(report.get("cpu_s") or sim_meter.total(), 1),
                   **{k: round(m.total(), 1) for k, m in meters.items()}},
         "wall_s": {"simulation": round(sim_wall, 1), "to_verdict": round(verdict_s, 1)},
@@ -312,7 +458,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prov = p.provision()
         print(f"provisioned in {prov.elapsed_s:.1f} s; starting the Spark job", flush=True)
-        job = p.aggregator()
+        from tbspark.aggregate.job import BATCH_LOG_ENV
+
+        p.batch_log = root / "batches.jsonl"
+        job = p.aggregator(env={BATCH_LOG_ENV: str(p.batch_log)})
         p.wait_job_running(job)
         out["setup_s"] = round(time.monotonic() - t, 1)
 
@@ -325,6 +474,15 @@ def main(argv: list[str] | None = None) -> int:
             if prof is not None:
                 r["profile"] = {f.stem: summarize_profile(f) for f in prof.glob("*.txt")}
             print(json.dumps(r), flush=True)
+            sp = r["latency_split"]
+            print(f"run {i} at {rate:g} Hz: window latency p50 {r['p50_window_latency_s']} s = "
+                  f"platform (last record's Kafka append - window end) p50 {sp['platform_lag_s']['p50']} / "
+                  f"p95 {sp['platform_lag_s']['p95']} s + Spark (final write - that append) p50 "
+                  f"{sp['spark_lag_s']['p50']} / p95 {sp['spark_lag_s']['p95']} s + poller p50 "
+                  f"{sp['poll_lag_s']['p50']} s; a record's worst Kafka append - device ts p95 "
+                  f"{sp['worst_record_delay_s']['p95']} s, max {sp['worst_record_delay_s']['max']} s; "
+                  f"batches every {sp['batches']['interval_s']['p50']} s taking {sp['batches']['duration_s']['p50']} s; "
+                  f"late records dropped {sp['late_records']} (by window start {sp['late_by_slice']})", flush=True)
             out["runs"].append(r)
             return r
 

@@ -41,12 +41,20 @@ VARIANTS: dict[str, tuple[dict, list, dict, dict]] = {
     "base": ({}, [], {}, {}),
     "trigger2": ({"trigger_s": 2.0}, [], {}, {}),
     "trigger3": ({"trigger_s": 3.0}, [], {}, {}),
+    "trigger5": ({"trigger_s": 5.0}, [], {}, {}),
     "shuffle1": ({"shuffle_partitions": 1}, [], {}, {}),
     "parallelgc": ({}, ["-XX:+UseParallelGC"], {}, {}),
     "serialgc": ({}, ["-XX:+UseSerialGC"], {}, {}),
     "fetchwait": ({}, [], {}, {"kafka.fetch.min.bytes": "65536", "kafka.fetch.max.wait.ms": "100"}),
     "mpt": ({"max_offsets_per_trigger": 60000}, [], {}, {}),
+    # the JIT: C1 only (no C2 recompilation of hot code; less optimised code, much less compiling)
+    "c1only": ({"trigger_s": 3.0}, ["-XX:TieredStopAtLevel=1"], {}, {}),
+    # every batch spread over the cores (a task per Kafka partition, then a shuffle), as before
+    # job.SINGLE_TASK_BELOW read a small batch in one task
+    "spread": ({"trigger_s": 3.0}, [], {}, {}),
 }
+# module settings of tbspark.aggregate.job per variant
+JOB_KNOBS: dict[str, dict] = {"spread": {"SINGLE_TASK_BELOW": 0}}
 
 
 def scenario_text(name: str, topic: str, over: dict) -> str:
@@ -73,6 +81,8 @@ def child(args) -> int:
     job.DRIVER_JAVA_OPTIONS = job.DRIVER_JAVA_OPTIONS + jvm_flags
     job.SESSION_CONF = dict(conf)
     job.SOURCE_OPTIONS = dict(source)
+    for key, value in JOB_KNOBS.get(args.variant, {}).items():
+        setattr(job, key, value)
     sc = parse_scenario(scenario_text(f"steady-{args.variant}-{os.getpid()}", args.topic, over))
     conn = Connection(tb_url=args.tb_url, kafka_bootstrap=args.bootstrap)
     stop = threading.Event()
@@ -96,11 +106,58 @@ def child(args) -> int:
 
     job._lag = lag
     spark = job.build_session("local[2]", sc.aggregation.shuffle_partitions)
+    if args.probe:
+        _probe_batches(job, spark)
     rep = job.aggregate(sc, conn, StateDir(Path(args.state)).ensure(), spark=spark, stop_event=stop,
                         progress=progress, starting_offsets="earliest")
     print(json.dumps({"t": time.time(), "done": True, "batches": rep.batches, "records": rep.records}),
           flush=True)
     return 0
+
+
+def _probe_batches(job, spark) -> None:
+    """--probe: for each micro-batch, log to the job log what it cost and what Spark did in it —
+    CPU of the Python driver and of the JVM (psutil), Janino compilations (Spark's CodegenMetrics:
+    generated classes compiled, not found in the code cache), Spark jobs and tasks run. The probe's
+    own py4j calls cost a little CPU, so --probe runs are for diagnosis, not for the CPU figures."""
+    jvm = spark._jvm
+    codegen = jvm.org.apache.spark.metrics.source.CodegenMetrics
+    store = spark.sparkContext._jsc.sc().statusStore()
+    me = psutil.Process()
+    orig = job._Batcher.__call__
+    prev: dict = {}
+
+    def snapshot() -> dict:
+        jobs = store.jobsList(None)
+        tasks = stages = 0
+        for i in range(jobs.size()):
+            j = jobs.apply(i)
+            tasks += j.numTasks()
+            stages += j.stageIds().size()
+        py = me.cpu_times()
+        jv = sum(sum(c.cpu_times()[:2]) for c in me.children(recursive=True))
+        return {"py": py.user + py.system, "jvm": jv, "compiles": codegen.METRIC_COMPILATION_TIME().getCount(),
+                "compile_ms": codegen.METRIC_COMPILATION_TIME().getSnapshot().getMean()
+                * codegen.METRIC_COMPILATION_TIME().getCount(),
+                "jobs": jobs.size(), "stages": stages, "tasks": tasks}
+
+    def call(self, df, batch_id):
+        nonlocal prev
+        before = snapshot()
+        started = time.time()
+        try:
+            return orig(self, df, batch_id)
+        finally:
+            after = snapshot()
+            # between batches: what the streaming engine itself did (offsets, logs, planning)
+            gap = {k: round(before[k] - prev[k], 3) for k in before} if prev else {}
+            inside = {k: round(after[k] - before[k], 3) for k in after}
+            prev = after
+            print(json.dumps({"probe": batch_id, "wall_s": round(time.time() - started, 3),
+                              "in_batch": inside, "between": gap, "phase_s": self.status.phase_s}),
+                  file=sys.stderr, flush=True)
+
+    job._Batcher.__call__ = call
 
 
 def tree_cpu(pid: int) -> float:
@@ -118,7 +175,8 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
-def run_variant(name: str, services: dict, tmp: Path, rate: int, seconds: float, warmup: float) -> dict:
+def run_variant(name: str, services: dict, tmp: Path, rate: int, seconds: float, warmup: float,
+                probe: bool = False) -> dict:
     from confluent_kafka import Producer
 
     from tbspark.stack.kafka import ensure_topic
@@ -129,7 +187,7 @@ def run_variant(name: str, services: dict, tmp: Path, rate: int, seconds: float,
     log = tmp / f"{name}.log"
     proc = subprocess.Popen([sys.executable, __file__, "--child", "--variant", name, "--topic", topic,
                              "--bootstrap", bootstrap, "--tb-url", services["platform"]["url"],
-                             "--state", str(tmp / f"state-{name}")],
+                             "--state", str(tmp / f"state-{name}"), *(["--probe"] if probe else [])],
                             stdout=subprocess.PIPE, stderr=open(log, "wb"), text=True)
     print(f"job log: {log}", flush=True)
     status: list[dict] = []
@@ -201,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default="base", help=f"comma-separated, of: {', '.join(VARIANTS)}")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--keep-logs", action="store_true", help="keep the job logs (per-batch phases)")
+    ap.add_argument("--probe", action="store_true",
+                    help="log per batch: driver/JVM CPU, code compilations, Spark jobs and tasks "
+                         "(diagnosis; adds a little CPU)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--variant", help=argparse.SUPPRESS)
     ap.add_argument("--topic", help=argparse.SUPPRESS)
@@ -228,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for _ in range(args.rounds):
             for name in names:
-                r = run_variant(name, services, tmp, args.rate, args.seconds, args.warmup)
+                r = run_variant(name, services, tmp, args.rate, args.seconds, args.warmup, args.probe)
                 print(json.dumps(r), flush=True)
                 results.append(r)
     finally:

@@ -51,3 +51,51 @@ def test_each_bad_record_gets_its_reason_and_good_spellings_parse(spark):
         None, None, None, None, "bad JSON", "bad JSON", "bad JSON", "missing geoZone",
         "empty geoZone", "missing windSpeed", "non-numeric windSpeed", "non-numeric windSpeed",
         "ts more than an hour ahead of the clock", None]
+
+
+def _per_record(rows, spec, window_ms=10_000):
+    """What the job made of the per-record parse: partials per (zone, window), records per reason."""
+    from tbspark.aggregate.windows import WindowAgg
+
+    partials, rejected = {}, {}
+    for r in rows:
+        if r["reason"] is not None:
+            rejected[r["reason"]] = rejected.get(r["reason"], 0) + 1
+            continue
+        one = WindowAgg.of(r["speed"])
+        key = (r["zone"], r["win"])
+        partials[key] = partials[key].merge(one) if key in partials else one
+    return partials, rejected
+
+
+def test_driver_side_late_and_future_decisions_equal_the_per_record_parse(spark):
+    """The job's one Spark job per batch groups without the clock and the watermark and decides
+    lateness and future timestamps per group on the driver: the outcome must be the per-record
+    one, and a window straddling the future limit must send the job back to the per-record parse."""
+    from tbspark.aggregate.parse import batch_partials, classify_groups, parse_stable
+
+    spec = ParseSpec()
+    now_ms = 1_700_000_000_000
+    watermark = 1_699_999_990_000  # closes the windows ending at or before it
+    limit = now_ms + 3_600_000
+    stamps = [1_699_999_975_000, 1_699_999_985_000, 1_699_999_989_999, 1_699_999_990_000,
+              1_699_999_999_999, now_ms, limit - 5_000, limit + 10_000, limit + 19_999]
+    values = ['{"geoZone":"Z%d","windSpeed":%d,"ts":"%d"}' % (i % 2, i, t) for i, t in enumerate(stamps)]
+    values += ["{not json", '{"geoZone":"Z1"}', '{"geoZone":"Z1","windSpeed":7}']  # no ts: Kafka's
+    df = _kafka_rows(spark, values)
+    groups = classify_groups(batch_partials(parse_stable(df, spec)).collect(), spec, watermark, now_ms)
+    want_partials, want_rejected = _per_record(parse(df, spec, watermark, now_ms).collect(), spec)
+    assert groups.partials == want_partials
+    assert groups.rejected == want_rejected
+    assert want_rejected == {"late: window already closed by the watermark": 3, "bad JSON": 1,
+                             "missing windSpeed": 1, "ts more than an hour ahead of the clock": 2}
+    assert groups.total == len(values)
+    assert groups.max_event_ms == limit - 5_000
+
+    straddling = values + ['{"geoZone":"Z0","windSpeed":1,"ts":"%d"}' % t for t in (limit, limit + 1)]
+    df2 = _kafka_rows(spark, straddling)
+    assert classify_groups(batch_partials(parse_stable(df2, spec)).collect(), spec, watermark, now_ms) is None
+    # the job's fallback: the per-record parse's groups classify without ambiguity
+    exact = classify_groups(batch_partials(parse(df2, spec, watermark, now_ms)).collect(), spec,
+                            watermark, now_ms)
+    assert exact.rejected["ts more than an hour ahead of the clock"] == 3
