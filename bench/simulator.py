@@ -7,7 +7,9 @@ MQTT endpoint in its own process, so only the simulator's own CPU is measured.
   2. 10,000 device connections held by one simulator process at 1 Hz each.
   0. (first, seconds) the asyncio engine's hot path alone, send() replaced by len: the Python part
      of the CPU per message, without the system call; then the send() floor: a bare loop of one
-     send() per message over 3,000 loopback connections, TCP_NODELAY on and off (--only floor).
+     send() per message over 3,000 loopback connections, TCP_NODELAY on and off (--only floor), and
+     the same loop in C (bench/send_floor.c, compiled with the system's cc), paced like the engine
+     and back to back: the least any sender that keeps one packet per message pays per message here.
 
 Each measurement runs in a fresh child process; figures are medians of --runs runs. Besides the
 figure (messages ÷ the simulator's whole CPU, user + sys, all threads, connecting and closing
@@ -281,6 +283,44 @@ def floor() -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def c_floor(seconds: float = 10.0) -> dict | None:
+    """The same floor without Python: bench/send_floor.c, compiled here with the system's C
+    compiler (None when there is none), one send() per PUBLISH over 3,000 connections into the sink,
+    paced like the engine (10 Hz per connection, 5 ms wake-ups) and back to back."""
+    import shutil
+    import struct
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        return None
+    sys.path.insert(0, str(REPO))
+    from tbspark.mqtt import codec
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        exe, packets = Path(tmp) / "send_floor", Path(tmp) / "packets.bin"
+        subprocess.run([cc, "-O2", "-o", str(exe), str(REPO / "bench" / "send_floor.c")], check=True)
+        pub = codec.encode_publish("v1/devices/me/telemetry",
+                                   b'{"ts":1700000000000,"values":{"windSpeed":"42"}}', 0)
+        with packets.open("wb") as f:
+            f.write(struct.pack("=II", 3000, len(pub)) + pub)
+            for i in range(3000):
+                con = codec.encode_connect(client_id=f"c{i}", username=f"t{i}", keep_alive=60)
+                f.write(struct.pack("=I", len(con)) + con)
+        for mode in ("paced", "burst"):
+            runs = []
+            for _ in range(3):
+                sink, port = start_sink()
+                try:
+                    res = subprocess.run([str(exe), str(port), str(packets), mode, str(seconds)],
+                                         capture_output=True, text=True, timeout=300)
+                finally:
+                    stop_sink(sink)
+                if res.returncode != 0:
+                    raise SystemExit(f"send_floor failed:\n{res.stderr[-2000:]}")
+                runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+            out[mode] = runs
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
@@ -304,6 +344,18 @@ def main() -> None:
             tot = [u + s for u, s in runs]
             print(f"{'bare send() loop, TCP_NODELAY ' + key.split('_')[1]:<48} {statistics.median(tot):.2f} "
                   f"us/send (runs: {', '.join(f'{u:.2f}+{s:.2f}' for u, s in runs)} user+sys)", flush=True)
+        cfl = c_floor(5.0 if args.quick else 10.0)
+        if cfl is None:
+            print("C send() floor: skipped (no C compiler)", flush=True)
+        else:
+            results["C send() floor"] = cfl
+            for mode, runs in cfl.items():
+                tot = [r["user_us_per_send"] + r["sys_us_per_send"] for r in runs]
+                med = statistics.median(tot)
+                each = ", ".join("%.2f+%.2f" % (r["user_us_per_send"], r["sys_us_per_send"]) for r in runs)
+                print(f"{'C send() loop, ' + mode + ' (no Python)':<48} {med:.2f} us/send = "
+                      f"{1e6 / med:,.0f} sends per CPU-s (runs: {each} user+sys; short sends "
+                      f"{sum(r['short_sends'] for r in runs)})", flush=True)
     if args.only in (None, "throughput"):
         for label, rate in (("10 Hz/device", 10.0), ("saturation (100 Hz/device offered)", 100.0)):
             for mode in ("asyncio", "paho", "bare-paho"):
