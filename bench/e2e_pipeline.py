@@ -212,17 +212,18 @@ class Pipeline:
 
     # -- the verdict --------------------------------------------------------------------------------
 
-    def verify(self) -> Any:
+    def verify(self, since_ms: int | None = None) -> Any:
         from tbspark.verify import verify
 
-        return verify(self.scenario, self.conn(), self.state)
+        return verify(self.scenario, self.conn(), self.state, since_ms=since_ms)
 
-    def wait_verified(self, timeout_s: float) -> tuple[Any, float | None]:
+    def wait_verified(self, timeout_s: float, since_ms: int | None = None) -> tuple[Any, float | None]:
         """Verify until it holds (returns the report and the wall time it first held) or the
-        timeout passes (returns the last report and None)."""
+        timeout passes (returns the last report and None). ``since_ms``: judge only windows from
+        there on (a later run on the same zone assets)."""
         deadline = time.monotonic() + timeout_s
         while True:
-            report = self.verify()
+            report = self.verify(since_ms)
             if report.holds:
                 return report, time.time()
             if time.monotonic() > deadline:
