@@ -194,14 +194,20 @@ def test_copy_data_to_metadata_stringifies():
     assert (m.metadata["a"], m.metadata["b"]) == ("1.0", '{"x":true}')
 
 
-def test_one_relation_to_two_nodes_copies_the_message():
+def _switch_delete_save(relations: list) -> FakeStore:
+    """A type switch → delete key "a" (node 1) and save time series (node 2), by ``relations``."""
     store = FakeStore()
     store.root = "c"
     store.chains["c"] = chain([
         node("filter.TbMsgTypeSwitchNode", {}),
         node("transform.TbDeleteKeysNode", {"deleteFrom": "DATA", "keys": ["a"]}, 2),
         node("telemetry.TbMsgTimeseriesNode", {}),
-    ], [(0, 1, "Post telemetry"), (0, 2, "Post telemetry")])
+    ], relations)
+    return store
+
+
+def test_one_relation_to_two_nodes_copies_the_message():
+    store = _switch_delete_save([(0, 1, "Post telemetry"), (0, 2, "Post telemetry")])
     run(RuleEngine(store), [tele({"a": 1})])
     assert [k for _, _, k, _, _ in store.ts] == ["a"]  # the delete on the other branch did not leak
 
@@ -209,13 +215,7 @@ def test_one_relation_to_two_nodes_copies_the_message():
 def test_shared_message_is_saved_before_a_node_already_queued_can_change_it():
     """The delete node is already queued (attributes reached it first in the same routing step) when
     the telemetry message goes to it and, shared, to the save node: the save node still reads first."""
-    store = FakeStore()
-    store.root = "c"
-    store.chains["c"] = chain([
-        node("filter.TbMsgTypeSwitchNode", {}),
-        node("transform.TbDeleteKeysNode", {"deleteFrom": "DATA", "keys": ["a"]}, 2),
-        node("telemetry.TbMsgTimeseriesNode", {}),
-    ], [(0, 1, "Post attributes"), (0, 1, "Post telemetry"), (0, 2, "Post telemetry")])
+    store = _switch_delete_save([(0, 1, "Post attributes"), (0, 1, "Post telemetry"), (0, 2, "Post telemetry")])
     attrs = TbMsg(POST_ATTRIBUTES, ("DEVICE", "d1"), {"a": 5}, {"deviceName": "x"}, "t1")
     m = tele({"a": 1, "b": 2})
     run(RuleEngine(store), [attrs, m])

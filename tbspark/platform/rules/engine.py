@@ -289,6 +289,10 @@ class RuleEngine:
             return
         if chain.routes.get((idx, relation)):
             raise ValueError(f"relation {relation!r} of node {idx} is connected: route the messages")
+        self._tally(chain, idx, relation, n)
+
+    def _tally(self, chain: Chain, idx: int, relation: str, n: int) -> None:
+        """The counters of ``n`` messages leaving node ``idx`` on ``relation``."""
         out = chain.stats[idx]["out"]
         out[relation] = out.get(relation, 0) + n
         if relation == "Failure":
@@ -304,15 +308,8 @@ class RuleEngine:
             if lst is None:
                 by_rel[relation] = lst = []
             lst.append(msg)
-        out = chain.stats[idx]["out"]
-        totals = self._totals
         for relation, msgs in by_rel.items():
-            n = len(msgs)
-            out[relation] = out.get(relation, 0) + n
-            if relation == "Failure":
-                totals["failed"] += n
-            elif relation == "Success" and chain.nodes[idx].TYPE.endswith("TbKafkaNode"):
-                totals["forwarded"] += n
+            self._tally(chain, idx, relation, len(msgs))
             targets = chain.routes.get((idx, relation))
             if not targets:
                 continue

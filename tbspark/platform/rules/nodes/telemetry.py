@@ -56,7 +56,7 @@ class TbMsgTimeseriesNode(Node):
         out, rows_by_entity, owners = [], {}, {}
         now = int(time.time() * 1000)
         # A leaf never marks errors on messages: it may share them with another branch.
-        tag = self.routed is None or bool(self.routed)
+        tag = not self.shares_input()
         for m in msgs:
             if m.type != POST_TELEMETRY:
                 out.append(_unsupported(m, POST_TELEMETRY) if tag else ("Failure", m))
