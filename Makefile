@@ -4,7 +4,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# Re-install only when the package's metadata changes.
+# Re-install only when the package's metadata (or the simulator's C hot path, built in place by
+# pip install -e) changes.
 VENV_STAMP := $(VENV)/.tbspark-installed
 PYTEST_ARGS ?=
 
@@ -36,7 +37,7 @@ browser:
 
 venv: $(VENV_STAMP)
 
-$(VENV_STAMP): pyproject.toml
+$(VENV_STAMP): pyproject.toml setup.py tbspark/simulate/_fastsend.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $@

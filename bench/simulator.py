@@ -1,9 +1,14 @@
 """Simulator throughput and scale (issue 5 figures), against tbspark.simulate.sink — a counting
 MQTT endpoint in its own process, so only the simulator's own CPU is measured.
 
-  1. QoS 0, 3,000 device connections: messages per simulator CPU-second, the asyncio engine side by
-     side with the paho engine and with a bare paho publish loop, at the tutorial's 10 Hz per device
-     and at an offered load above what one core can send (saturation).
+  1. QoS 0, 3,000 device connections: messages per simulator CPU-second, the asyncio engine with
+     its C hot path (tbspark/simulate/_fastsend.c) and with its pure-Python path
+     (TBSPARK_SIM_ENGINE=python) side by side with the paho engine and with a bare paho publish
+     loop, at the tutorial's 10 Hz per device and at an offered load above what one core can send
+     (saturation).
+  3. (--only ratio) the C send() floor (below) and both asyncio hot paths at 3,000 x 10 Hz,
+     alternated run by run, so that a busy machine weighs on all alike: each engine's figure as a
+     fraction of the floor measured right next to it.
   2. 10,000 device connections held by one simulator process at 1 Hz each.
   0. (first, seconds) the asyncio engine's hot path alone, send() replaced by len: the Python part
      of the CPU per message, without the system call; then the send() floor: a bare loop of one
@@ -17,7 +22,7 @@ included), each line shows the CPU per message once every device is connected, t
 connecting them, the user share of the CPU, and the load average before → after each run (on a
 shared machine only CPU figures compare).
 
-    .venv/bin/python bench/simulator.py [--runs 3] [--quick] [--only hotpath|floor|throughput|hold]
+    .venv/bin/python bench/simulator.py [--runs 3] [--quick] [--only hotpath|floor|throughput|ratio|hold]
 """
 
 from __future__ import annotations
@@ -103,6 +108,11 @@ if mode == "bare-paho":
     cpu, wall = time.process_time() - c0, time.monotonic() - t0
     print(json.dumps({"sent": sent, "cpu_s": cpu, "elapsed_s": wall, "connected": n}))
 else:
+    import os
+    if mode in ("asyncio-c", "asyncio-python"):
+        # The asyncio engine with its hot path forced (the C one must run: no silent fall-back).
+        os.environ["TBSPARK_SIM_ENGINE"] = mode.split("-")[1]
+        mode = "asyncio"
     from tbspark.simulate import simulate
     import psutil, threading
     peak = {"connected": 0, "rss": 0}
@@ -124,7 +134,7 @@ else:
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     rss = psutil.Process().memory_info().rss
     steady_n = peak.get("sent_last", 0) - peak.get("sent_all", 0)
-    print(json.dumps({"sent": r.sent, "cpu_s": r.cpu_s, "elapsed_s": r.elapsed_s, "expected": r.expected,
+    print(json.dumps({"hot_path": r.hot_path, "sent": r.sent, "cpu_s": r.cpu_s, "elapsed_s": r.elapsed_s, "expected": r.expected,
                       "errors": r.errors, "skipped": r.skipped, "connected": peak["connected"],
                       "rss_mb": rss / 2**20, "user_s": ru1.ru_utime - ru0.ru_utime,
                       "sys_s": ru1.ru_stime - ru0.ru_stime,
@@ -179,7 +189,8 @@ def line(key: str, runs: list[dict]) -> dict:
 
 
 HOTPATH = r'''
-import time
+import os, time
+os.environ["TBSPARK_SIM_ENGINE"] = "python"  # fake connections (send = len): the Python path only
 from tbspark.scenario import parse_scenario
 from tbspark.simulate.aio_engine import AioEngine
 from tbspark.simulate.fleet import Fleet, RunConfig, Stats, build_devices
@@ -287,6 +298,18 @@ def c_floor(seconds: float = 10.0) -> dict | None:
     """The same floor without Python: bench/send_floor.c, compiled here with the system's C
     compiler (None when there is none), one send() per PUBLISH over 3,000 connections into the sink,
     paced like the engine (10 Hz per connection, 5 ms wake-ups) and back to back."""
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        built = build_floor(Path(tmp))
+        if built is None:
+            return None
+        for mode in ("paced", "burst"):
+            out[mode] = [run_floor(*built, mode, seconds) for _ in range(3)]
+    return out
+
+
+def build_floor(tmp: Path) -> tuple[Path, Path] | None:
+    """bench/send_floor.c compiled, and its packets file (None without a C compiler)."""
     import shutil
     import struct
     cc = shutil.which("cc") or shutil.which("gcc")
@@ -294,30 +317,66 @@ def c_floor(seconds: float = 10.0) -> dict | None:
         return None
     sys.path.insert(0, str(REPO))
     from tbspark.mqtt import codec
-    out: dict = {}
+    exe, packets = tmp / "send_floor", tmp / "packets.bin"
+    subprocess.run([cc, "-O2", "-o", str(exe), str(REPO / "bench" / "send_floor.c")], check=True)
+    pub = codec.encode_publish("v1/devices/me/telemetry",
+                               b'{"ts":1700000000000,"values":{"windSpeed":"42"}}', 0)
+    with packets.open("wb") as f:
+        f.write(struct.pack("=II", 3000, len(pub)) + pub)
+        for i in range(3000):
+            con = codec.encode_connect(client_id=f"c{i}", username=f"t{i}", keep_alive=60)
+            f.write(struct.pack("=I", len(con)) + con)
+    return exe, packets
+
+
+def run_floor(exe: Path, packets: Path, mode: str, seconds: float) -> dict:
+    sink, port = start_sink()
+    try:
+        res = subprocess.run([str(exe), str(port), str(packets), mode, str(seconds)],
+                             capture_output=True, text=True, timeout=300)
+    finally:
+        stop_sink(sink)
+    if res.returncode != 0:
+        raise SystemExit(f"send_floor failed:\n{res.stderr[-2000:]}")
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out["msg_per_cpu_s"] = 1e6 / (out["user_us_per_send"] + out["sys_us_per_send"])
+    return out
+
+
+def ratio(runs: int, dur: float) -> dict | None:
+    """The C floor (paced) and the asyncio engine's two hot paths at 3,000 x 10 Hz, alternated:
+    messages per CPU-second of each, and each engine's as a fraction of the floor's of the same
+    round."""
+    rows: dict[str, list] = {"C floor": [], "asyncio-c": [], "asyncio-python": [],
+                             "asyncio-c steady": [], "asyncio-python steady": []}
     with tempfile.TemporaryDirectory() as tmp:
-        exe, packets = Path(tmp) / "send_floor", Path(tmp) / "packets.bin"
-        subprocess.run([cc, "-O2", "-o", str(exe), str(REPO / "bench" / "send_floor.c")], check=True)
-        pub = codec.encode_publish("v1/devices/me/telemetry",
-                                   b'{"ts":1700000000000,"values":{"windSpeed":"42"}}', 0)
-        with packets.open("wb") as f:
-            f.write(struct.pack("=II", 3000, len(pub)) + pub)
-            for i in range(3000):
-                con = codec.encode_connect(client_id=f"c{i}", username=f"t{i}", keep_alive=60)
-                f.write(struct.pack("=I", len(con)) + con)
-        for mode in ("paced", "burst"):
-            runs = []
-            for _ in range(3):
-                sink, port = start_sink()
-                try:
-                    res = subprocess.run([str(exe), str(port), str(packets), mode, str(seconds)],
-                                         capture_output=True, text=True, timeout=300)
-                finally:
-                    stop_sink(sink)
-                if res.returncode != 0:
-                    raise SystemExit(f"send_floor failed:\n{res.stderr[-2000:]}")
-                runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
-            out[mode] = runs
+        built = build_floor(Path(tmp))
+        if built is None:
+            print("ratio: skipped (no C compiler)", flush=True)
+            return None
+        for k in range(runs):
+            fl = run_floor(*built, "paced", dur)
+            rows["C floor"].append(fl["msg_per_cpu_s"])
+            figures = [f"C floor {fl['msg_per_cpu_s']:,.0f}"]
+            for mode in ("asyncio-c", "asyncio-python"):
+                r = measure(mode, 3000, 10.0, dur)
+                rows[mode].append(r["msg_per_cpu_s"])
+                # Once every device is connected (connecting 3,000 sessions is not per message).
+                steady = 1e6 / r["steady_us_per_msg"] if r.get("steady_us_per_msg") else 0.0
+                rows[mode + " steady"].append(steady)
+                figures.append(f"{mode} {r['msg_per_cpu_s']:,.0f} "
+                               f"({r['msg_per_cpu_s'] / fl['msg_per_cpu_s']:.2f} of the floor; "
+                               f"all connected: {steady:,.0f} = "
+                               f"{steady / fl['msg_per_cpu_s']:.2f} of the floor; "
+                               f"sent {r['sent']:,} received {r['received']:,}; load "
+                               f"{r['load'][0]:.1f}→{r['load'][1]:.1f})")
+            print(f"round {k + 1}: msg/CPU-s " + "; ".join(figures), flush=True)
+    out = {key: statistics.median(v) for key, v in rows.items()}
+    for mode in ("asyncio-c", "asyncio-python", "asyncio-c steady", "asyncio-python steady"):
+        fr = statistics.median(a / b for a, b in zip(rows[mode], rows["C floor"]))
+        out[f"{mode} / C floor"] = fr
+        print(f"{mode + ' / C floor (median of rounds)':<48} {fr:.2f}  ({out[mode]:,.0f} vs "
+              f"{out['C floor']:,.0f} msg/CPU-s)", flush=True)
     return out
 
 
@@ -325,7 +384,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="short runs (smoke test of the bench)")
-    ap.add_argument("--only", choices=("throughput", "hold", "hotpath", "floor"), help="run one part")
+    ap.add_argument("--only", choices=("throughput", "hold", "hotpath", "floor", "ratio"),
+                    help="run one part")
     args = ap.parse_args()
     dur = 5.0 if args.quick else 20.0
     results = {}
@@ -334,8 +394,8 @@ def main() -> None:
           f"simulator's whole CPU (user+sys, all threads, connecting and closing included)", flush=True)
     if args.only in (None, "hotpath"):
         runs = [hotpath() for _ in range(args.runs)]
-        results["hot path alone (no system calls)"] = {"us_per_msg": statistics.median(runs)}
-        print(f"{'hot path alone (send() = len, no sockets)':<48} {statistics.median(runs):.2f} us/msg "
+        results["Python hot path alone (no system calls)"] = {"us_per_msg": statistics.median(runs)}
+        print(f"{'Python hot path alone (send() = len, no sockets)':<48} {statistics.median(runs):.2f} us/msg "
               f"(runs: {', '.join(f'{r:.2f}' for r in runs)})", flush=True)
     if args.only in (None, "floor"):
         fl = floor()
@@ -358,11 +418,13 @@ def main() -> None:
                       f"{sum(r['short_sends'] for r in runs)})", flush=True)
     if args.only in (None, "throughput"):
         for label, rate in (("10 Hz/device", 10.0), ("saturation (100 Hz/device offered)", 100.0)):
-            for mode in ("asyncio", "paho", "bare-paho"):
+            for mode in ("asyncio-c", "asyncio-python", "paho", "bare-paho"):
                 if mode == "bare-paho" and rate > 10:
                     continue  # a bare loop has no schedule to saturate: measured at 10 Hz only
                 key = f"{label} {mode}"
                 results[key] = line(key, [measure(mode, 3000, rate, dur) for _ in range(args.runs)])
+    if args.only in (None, "ratio"):
+        results["C engine vs C floor"] = ratio(args.runs, dur)
     if args.only in (None, "hold"):
         hold = [measure("asyncio", 10000, 1.0, 15.0 if args.quick else 60.0) for _ in range(args.runs)]
         results["10k connections at 1 Hz (asyncio)"] = {

@@ -7,7 +7,12 @@ packet with one concatenation (prefix per payload length, cached for the wake-up
 body drawn ahead in blocks) and hands it to the socket with one ``send()``. A socket that cannot
 take everything keeps the rest in a per-connection buffer flushed when it turns writable (later
 messages queue behind it, in order). Ground truth is counted inline and per zone in batches
-(see Fleet.set_window)."""
+(see Fleet.set_window).
+
+Where the C extension is built and the fleet allows it (QoS 0, integer and constant generators;
+see native.py), the whole per-message loop runs in C instead (``_send_due_native``): one call per
+wake-up; the bytes a socket does not take come back here, into the same per-connection buffer.
+``TBSPARK_SIM_ENGINE=python`` forces the Python path."""
 
 from __future__ import annotations
 
@@ -20,7 +25,8 @@ from typing import Any
 
 from tbspark.errors import MqttError
 from tbspark.mqtt import codec
-from tbspark.simulate.fleet import TELEMETRY_TOPIC, DevicePlan, Fleet
+from tbspark.simulate import native
+from tbspark.simulate.fleet import MAX_BATCH, TELEMETRY_TOPIC, DevicePlan, Fleet
 
 RECONNECT_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 MIN_SLEEP_S = 0.005
@@ -80,6 +86,7 @@ class _Conn:
         """The socket took ``n`` bytes of ``data``: buffer the rest until it is writable."""
         self.pending += memoryview(data)[n:]
         self.loop.add_writer(self.fd, self._writable)
+        self.engine.sync(self)
 
     def _writable(self) -> None:
         try:
@@ -92,6 +99,7 @@ class _Conn:
         del self.pending[:n]
         if not self.pending:
             self.loop.remove_writer(self.fd)
+        self.engine.sync(self)
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -133,18 +141,20 @@ class _Conn:
             fleet.stats.refused += 1
             self.engine.error(f"{self.dev.name}: the server refused its token (CONNACK {rc})")
             self.engine.refused.add(self.dev.index)
-            fleet.drop_device(self.dev)
+            self.engine.drop_device(self.dev)
             self.lost(None)
             return
         self.connected = self.was_connected = True
         fleet.stats.connected += 1
         fleet.set_conn(self.dev, self)
-        fleet.start_device(self.dev, time.monotonic())
+        self.engine.sync(self)
+        self.engine.start_device(self.dev, time.monotonic())
 
     def lost(self, exc: Exception | None) -> None:
         if self.dead:
             return
         self.dead = True
+        self.engine.sync(self)  # before the descriptor is closed (and its number reused)
         self.loop.remove_reader(self.fd)
         self.loop.remove_writer(self.fd)
         self.sock.close()
@@ -170,11 +180,48 @@ class AioEngine:
 
     def __init__(self, fleet: Fleet):
         self.fleet = fleet
+        # The C hot path when it can drive this fleet (and TBSPARK_SIM_ENGINE allows it).
+        self.native = native.choose(fleet)
+        self.hot = self.native.hot if self.native is not None else None
         self.conns: dict[int, _Conn] = {}
         self.refused: set[int] = set()
         self.stopping = False
         self._tasks: set[asyncio.Task] = set()
         self._addr: tuple | None = None
+
+    # ---- the schedule, on whichever path drives it ------------------------------------------
+
+    def start_device(self, dev: DevicePlan, now: float) -> None:
+        if self.native is not None:
+            self.native.start_device(dev, now)
+        else:
+            self.fleet.start_device(dev, now)
+
+    def drop_device(self, dev: DevicePlan) -> None:
+        self.fleet.drop_device(dev)
+        if self.hot is not None:
+            self.hot.drop(dev.index)
+
+    def done(self) -> bool:
+        return self.hot.done() if self.hot is not None else self.fleet.done
+
+    def next_due(self) -> float | None:
+        return self.hot.next_due() if self.hot is not None else self.fleet.next_due()
+
+    def sync(self, conn: _Conn) -> None:
+        """Tell the C path how the connection's device sends now: skipped (down, or more than
+        max_write_buffer waiting), straight to the socket, or through the pending buffer."""
+        hot = self.hot
+        owner = conn.dev.conn
+        if hot is None or (owner is not conn and owner is not None):
+            return  # not the device's current connection
+        if conn.dead or not conn.connected:
+            hot.set_state(conn.dev.index, -1, 0)
+        elif conn.pending:
+            hot.set_state(conn.dev.index, conn.fd,
+                          2 if len(conn.pending) <= self.fleet.cfg.max_write_buffer else 0)
+        else:
+            hot.set_state(conn.dev.index, conn.fd, 1)
 
     def error(self, text: str) -> None:
         self.fleet.stats.errors += 1
@@ -290,7 +337,7 @@ class AioEngine:
             if now > hard_deadline:
                 self.error("the run overran its schedule (server too slow or connections failing)")
                 return
-            if fleet.done and opener.done():
+            if self.done() and opener.done():
                 started = sum(1 for d in fleet.devices if d.sent_per_stream)
                 if started + len(self.refused) >= len(fleet.devices):
                     return
@@ -300,7 +347,7 @@ class AioEngine:
                 for conn in list(self.conns.values()):
                     if conn.connected:
                         conn.write(ping)
-            nxt = fleet.next_due()
+            nxt = self.next_due()
             delay = MAX_SLEEP_S if nxt is None else nxt - time.monotonic()
             # A floor on the sleep lets due messages gather into one wake-up (they are at most
             # MIN_SLEEP_S late; the schedule itself is absolute, so nothing drifts).
@@ -308,6 +355,9 @@ class AioEngine:
 
     def _send_due(self, now: float) -> None:
         """Send every due message: the hot path, one PUBLISH and one send() per message."""
+        if self.hot is not None:
+            self._send_due_native(now)
+            return
         fleet = self.fleet
         feeds = fleet.pop_due(now)
         if not feeds:
@@ -379,6 +429,31 @@ class AioEngine:
                 else:
                     start, near = fleet.window_key(t)
                     fleet.gt.add_window_values(ds.zone, start, [v], near)
+        stats = fleet.stats
+        stats.sent += sent
+        stats.skipped += skipped
+
+    def _send_due_native(self, now: float) -> None:
+        """The same, in C: one call for every due message; what a socket did not take (or could
+        not, while its buffer is not empty) comes back for the connection's pending buffer."""
+        fleet = self.fleet
+        sent, skipped, back = self.hot.send_due(now, fleet.timestamp(now), MAX_BATCH)
+        if back is not None:
+            devices = fleet.devices
+            touched = {}
+            for i, kind, data in back:
+                c = devices[i].conn
+                if kind == 2:
+                    if c is not None:
+                        c.lost(OSError(data, os.strerror(data)))
+                elif kind == 0:
+                    c.keep(data, 0)
+                    touched[i] = c
+                else:
+                    c.pending += data
+                    touched[i] = c
+            for c in touched.values():
+                self.sync(c)  # more than max_write_buffer waiting: later messages are skipped
         stats = fleet.stats
         stats.sent += sent
         stats.skipped += skipped

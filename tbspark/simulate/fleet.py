@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tbspark.simulate.generators import MessageStream, device_rng, message_streams
+from tbspark.simulate.generators import MessageStream, device_rng, device_seed, message_streams
 from tbspark.simulate.groundtruth import NEAR_EDGE_MS, GroundTruth
 
 TELEMETRY_TOPIC = "v1/devices/me/telemetry"
@@ -32,6 +32,7 @@ class DevicePlan:
     last_ts_ms: int = 0
     feeds: list = field(default_factory=list)
     conn: Any = None  # the engine's live connection, None while down
+    seed: int = 0  # 64 bits for the C hot path's generators (native.py)
 
 
 @dataclass
@@ -47,6 +48,7 @@ class Stats:
     reconnects: int = 0
     refused: int = 0
     last_error: str = ""
+    hot_path: str = ""  # the asyncio engine's: "c", or "python (why)"
 
 
 @dataclass
@@ -109,6 +111,8 @@ class Fleet:
         # window (or its near-edge part) of the timestamps being sent changes, and at the end.
         self._zbufs: dict[str, list] = {}
         self._zkey: tuple[int, bool] | None = None
+        # Set by an engine that counts ground truth elsewhere (the C hot path): called by flush().
+        self.fold: Any = None
 
     def quota(self, stream: MessageStream) -> int:
         if self.cfg.per_stream is not None:
@@ -246,6 +250,8 @@ class Fleet:
 
     def flush(self) -> None:
         """Fold the buffered per-zone values into the ground truth's windows."""
+        if self.fold is not None:
+            self.fold()
         if self._zkey is None:
             return
         start, near = self._zkey
@@ -266,5 +272,6 @@ def build_devices(specs: list, record: dict, value_key: str, seed: int | None) -
         rng = device_rng(seed, spec.name)
         streams = message_streams(spec.telemetry, rng)
         pos = [st.keys.index(value_key) if value_key in st.keys else -1 for st in streams]
-        out.append(DevicePlan(i, spec.name, known[spec.name]["token"], spec.zone, streams, pos))
+        out.append(DevicePlan(i, spec.name, known[spec.name]["token"], spec.zone, streams, pos,
+                              seed=device_seed(seed, spec.name)))
     return out

@@ -4,8 +4,10 @@ per device so that a run with ``--seed`` is reproducible, and the per-device mes
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import random
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -22,6 +24,14 @@ def device_rng(seed: int | None, device_name: str) -> random.Random:
     if seed is None:
         return random.Random()
     return random.Random(f"{seed}:{device_name}")
+
+
+def device_seed(seed: int | None, device_name: str) -> int:
+    """64 bits per device for the C hot path's generators: from the seed and the device's name
+    (reproducible), or random without a seed."""
+    if seed is None:
+        return int.from_bytes(os.urandom(8), "little")
+    return int.from_bytes(hashlib.sha256(f"{seed}:{device_name}".encode()).digest()[:8], "little")
 
 
 def _g(gen: Any, name: str, default: Any = None) -> Any:
@@ -77,6 +87,9 @@ def make_value_fn(gen: Any, rng: random.Random) -> ValueFn:
     fn.timed = kind == "sine"  # type: ignore[attr-defined]
     fn.draw = draw  # type: ignore[attr-defined]  # numbers (before send_as), or None
     fn.as_string = as_string  # type: ignore[attr-defined]
+    # What the C hot path (native.py) needs to draw the same kind of values itself.
+    fn.kind = kind  # type: ignore[attr-defined]
+    fn.bounds = (int(gen.min), int(gen.max)) if kind == "uniform_int" else None  # type: ignore[attr-defined]
     return fn
 
 

@@ -90,6 +90,21 @@ class GroundTruth:
         if near_edge:
             stats.near_edge += len(values)
 
+    def add_window_stats(self, zone: str, start: int, count: int, total: float, lo: float,
+                         hi: float, near_edge: int) -> None:
+        """Counts made elsewhere (the C hot path) for the window starting at ``start``."""
+        if not count:
+            return
+        wins = self.windows[zone]
+        stats = wins.get(start)
+        if stats is None:
+            stats = wins[start] = WindowStats()
+        stats.count += count
+        stats.sum += total
+        stats.min = lo if stats.min is None or lo < stats.min else stats.min
+        stats.max = hi if stats.max is None or hi > stats.max else stats.max
+        stats.near_edge += near_edge
+
     def record_acked(self, device: str, value: float | None) -> None:
         dev = self.devices[device]
         dev.acked += 1

@@ -34,6 +34,7 @@ class SimulationReport:
     expected: int
     groundtruth_path: str | None
     last_error: str = ""
+    hot_path: str = ""  # the asyncio engine's per-message loop: "c", or "python (why)"
 
     @property
     def msg_per_s(self) -> float:
@@ -122,4 +123,5 @@ def simulate(scenario: Any, conn: Connection, state: StateDir, duration_s: float
     return SimulationReport(scenario.name, engine, len(specs), cfg.qos, gt.sent, gt.acked,
                             stats.errors, stats.skipped, stats.reconnects, stats.refused,
                             elapsed, cpu, expected,
-                            str(state.groundtruth_file) if gt.sent else None, stats.last_error)
+                            str(state.groundtruth_file) if gt.sent else None, stats.last_error,
+                            stats.hot_path)

@@ -1,0 +1,166 @@
+"""The asyncio engine's C hot path (``_fastsend.c``), set up from a fleet.
+
+Per wake-up the engine makes one call: the C side takes every due message off its own schedule
+(a heap of feeds, absolute due times: first + k·period), draws the value, formats the payload byte
+for byte as the Python path does, builds the QoS 0 PUBLISH, send()s it and counts the ground truth
+(per device count and sum, per zone per window count/sum/min/max/near-edge). What a socket does
+not take is handed back to the engine's per-connection buffer; connections, reconnects, pings and
+acks stay in Python.
+
+The C path drives a fleet when every message stream of every device is made of ``constant`` keys
+and at most one ``uniform_int`` key, the value key (if present) is an integer, and QoS is 0.
+Anything else (``uniform_float``, ``normal`` and ``sine`` generators, several random keys in one
+message, a float constant as the value key, QoS 1) runs on the Python path. Its values come from
+its own seeded generator (xoshiro256**), so ``--seed`` makes a run reproducible within one path,
+but the two paths draw different sequences.
+
+``TBSPARK_SIM_ENGINE``: ``python`` forces the Python path, ``c`` requires the C path (an error
+names why it cannot run), unset or ``auto`` takes the C path where it can."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from tbspark.errors import UsageError
+from tbspark.simulate.fleet import GOLDEN, TELEMETRY_TOPIC, Fleet
+from tbspark.simulate.generators import MessageStream, _json_value, numeric
+from tbspark.simulate.groundtruth import NEAR_EDGE_MS
+
+try:
+    from tbspark.simulate import _fastsend
+except ImportError:  # built without a C compiler: the Python path does everything
+    _fastsend = None  # type: ignore[assignment]
+
+ENV = "TBSPARK_SIM_ENGINE"
+_I64 = (-(1 << 63), (1 << 63) - 1)
+_M64 = (1 << 64) - 1
+
+
+def available() -> bool:
+    return _fastsend is not None
+
+
+def stream_plan(stream: MessageStream, value_pos: int) -> tuple | str:
+    """The C feed's arguments for one stream (pre, post, kind, lo, hi, quote, num_mode,
+    const_num), or why the C path cannot send it."""
+    parts: list[str | None] = []
+    rnd = -1
+    lo = hi = 0
+    quote = False
+    for j, (fn, prefix) in enumerate(zip(stream.fns, stream.prefixes)):
+        kind = getattr(fn, "kind", None)
+        if kind == "uniform_int":
+            if rnd >= 0:
+                return "more than one uniform_int key in one message"
+            lo, hi = fn.bounds
+            if not (_I64[0] <= lo <= hi <= _I64[1]):
+                return "a uniform_int range outside 64-bit integers (or min > max)"
+            rnd, quote = j, bool(fn.as_string)
+            parts.append(None)
+        elif kind == "constant":
+            parts.append(prefix + _json_value(fn(0.0)))
+        else:
+            return f"generator kind {kind!r}"
+    num_mode, const_num = 0, 0
+    if value_pos >= 0:
+        if value_pos == rnd:
+            num_mode = 1
+        else:
+            num = numeric(stream.fns[value_pos](0.0))
+            if isinstance(num, float):
+                return "a float constant as the value key"
+            if num is not None:
+                if not _I64[0] <= num <= _I64[1]:
+                    return "a constant value key outside 64-bit integers"
+                num_mode, const_num = 2, num
+    if rnd < 0:
+        return (",".join(parts).encode(), b"", 0, 0, 0, False, num_mode, const_num)  # type: ignore[arg-type]
+    pre = "".join(p + "," for p in parts[:rnd]) + stream.prefixes[rnd]  # type: ignore[operator]
+    post = "".join("," + p for p in parts[rnd + 1:])  # type: ignore[operator]
+    return (pre.encode(), post.encode(), 1, lo, hi, quote, num_mode, const_num)
+
+
+def why_not(fleet: Fleet) -> str | None:
+    """None when the C path can drive the fleet, else the reason it cannot."""
+    if _fastsend is None:
+        return "the C extension tbspark.simulate._fastsend is not built"
+    if fleet.cfg.qos:
+        return "QoS 1 (the PUBACK bookkeeping is on the Python path)"
+    for dev in fleet.devices:
+        for s, stream in enumerate(dev.streams):
+            plan = stream_plan(stream, dev.value_pos[s])
+            if isinstance(plan, str):
+                return f"{dev.name}: {plan}"
+    return None
+
+
+def choose(fleet: Fleet) -> "NativePath | None":
+    """The C path for the fleet when it can and may drive it (see ``TBSPARK_SIM_ENGINE``)."""
+    mode = os.environ.get(ENV, "auto").strip().lower() or "auto"
+    if mode not in ("auto", "c", "python"):
+        raise UsageError(f"{ENV}={mode!r} is not a simulator engine", "use auto, c or python")
+    if mode == "python":
+        fleet.stats.hot_path = f"python ({ENV}=python)"
+        return None
+    reason = why_not(fleet)
+    if reason is not None:
+        if mode == "c":
+            raise UsageError(f"{ENV}=c, but the C hot path cannot run this fleet: {reason}",
+                             f"unset {ENV} to fall back to the Python path")
+        fleet.stats.hot_path = f"python ({reason})"
+        return None
+    fleet.stats.hot_path = "c"
+    return NativePath(fleet)
+
+
+def feed_seed(dev_seed: int, s: int) -> int:
+    return (dev_seed + (s + 1) * 0x9E3779B97F4A7C15) & _M64
+
+
+class NativePath:
+    """One fleet's C state: its feeds, the devices' sockets, the ground truth counted in C (folded
+    into the fleet's GroundTruth whenever the fleet flushes)."""
+
+    def __init__(self, fleet: Fleet):
+        self.fleet = fleet
+        gt = fleet.gt
+        zones: dict[str, int] = {}
+        zone_of = [zones.setdefault(gt.devices[d.name].zone, len(zones)) for d in fleet.devices]
+        self.zone_names = list(zones)
+        if any(d.index != i for i, d in enumerate(fleet.devices)):
+            raise ValueError("device indices must be their positions in the fleet")
+        self.hot = _fastsend.Hot(len(fleet.devices), zone_of, TELEMETRY_TOPIC.encode(),
+                                 fleet.cfg.timestamps == "device", int(round(gt.window_s * 1000)),
+                                 NEAR_EDGE_MS)
+        self.feeds: list[list[int]] = []
+        for dev in fleet.devices:
+            ids = []
+            for s, stream in enumerate(dev.streams):
+                plan = stream_plan(stream, dev.value_pos[s])
+                assert not isinstance(plan, str), plan
+                ids.append(self.hot.add_feed(dev.index, stream.period, fleet.quota(stream), *plan,
+                                             feed_seed(dev.seed, s)))
+            self.feeds.append(ids)
+        fleet.fold = self.fold
+
+    def start_device(self, dev: Any, now: float) -> None:
+        """Fleet.start_device for the C schedule: the same phases, the same quotas."""
+        if dev.sent_per_stream:
+            return  # a reconnect: the schedule kept running
+        dev.sent_per_stream = [0] * len(dev.streams)
+        dev.quotas = [self.fleet.quota(st) for st in dev.streams]
+        for s, stream in enumerate(dev.streams):
+            phase = ((dev.index * GOLDEN) % 1.0) * stream.period_s
+            self.hot.start_feed(self.feeds[dev.index][s], now + phase)
+
+    def fold(self) -> None:
+        """Move what the C side counted into the fleet's GroundTruth."""
+        devs, wins = self.hot.take()
+        gt, devices = self.fleet.gt, self.fleet.devices
+        for i, sent, total in devs:
+            ds = gt.devices[devices[i].name]
+            ds.sent += sent
+            ds.sum += total
+        for z, start, count, total, lo, hi, near in wins:
+            gt.add_window_stats(self.zone_names[z], start, count, total, lo, hi, near)
