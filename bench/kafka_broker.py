@@ -55,6 +55,9 @@ VARIANTS: dict[str, tuple[dict, dict, list | None, dict]] = {
     "linger10-batch64k": ({"linger.ms": 10, "batch.size": 65536}, {}, None, {}),
     # the forwarding chain's settings (tbspark/thingsboard/rulechain.py)
     "chain": ({"linger.ms": 20, "batch.size": 65536}, {}, None, {}),
+    # the chain's settings with the Kafka node's otherProperties {"compression.type": ...}
+    "chain-lz4": ({"linger.ms": 20, "batch.size": 65536, "compression.type": "lz4"}, {}, None, {}),
+    "chain-zstd": ({"linger.ms": 20, "batch.size": 65536, "compression.type": "zstd"}, {}, None, {}),
     "chain-1thread": ({"linger.ms": 20, "batch.size": 65536},
                       {"num.network.threads": "1", "num.io.threads": "1"}, None, {}),
     "chain-serialgc": ({"linger.ms": 20, "batch.size": 65536}, {},

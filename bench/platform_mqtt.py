@@ -4,6 +4,7 @@ Mosquitto as a plain broker under the same load; and memory per idle connection.
 
     .venv/bin/python bench/platform_mqtt.py [--devices 3000] [--rate-hz 10] [--windows 3] [--window-s 8]
                                             [--idle 10000] [--skip-mosquitto]
+                                            [--linger 0] [--batch-size 16384] [--compression lz4] [--broker-cpu]
 
 Method: a fresh Kafka broker and a fresh `tbspark platform serve` process (own state dirs, free
 ports); devices created over REST; the forwarding chain of issue 4 attached to their profile. The
@@ -12,7 +13,11 @@ message, as devices send, each device on its own 100 ms schedule, at most 100 un
 messages per device). After all devices are connected and a warm-up, several windows measure
 messages received (server counter) and the server process's CPU time (psutil user+system, all its
 threads: event loop, SQLite writer, librdkafka). The figure is the median over the windows; "msg/batch"
-is messages per rule-engine batch (large when the platform runs backlogged). The platform inherits the
+is messages per rule-engine batch (large when the platform runs backlogged). The Kafka node's producer
+settings default to linger 0 / batchSize 16384 (the figures in docs/benchmarks.md); `--linger 20
+--batch-size 65536` is the tutorial chain's (tbspark/thingsboard/rulechain.py), `--compression` sets
+its otherProperties compression.type, and `--broker-cpu` adds the Kafka broker's CPU per forwarded
+record over the same interval (the window then also waits for the deliveries). The platform inherits the
 environment: `TBSPARK_EVENT_LOOP=asyncio` runs it on the stock asyncio loop instead of uvloop (A/B).
 """
 
@@ -243,7 +248,8 @@ class Rest:
         return r.json()
 
 
-def forwarding_chain(bootstrap: str, topic: str) -> dict:
+def forwarding_chain(bootstrap: str, topic: str, producer: dict | None = None) -> dict:
+    """The issue-4 chain; ``producer`` overrides Kafka node fields (linger, batchSize, otherProperties)."""
     nodes = [
         ("filter.TbMsgTypeSwitchNode", 0, {"version": 0}),
         ("telemetry.TbMsgTimeseriesNode", 0, {"defaultTTL": 0, "skipLatestPersistence": False, "useServerTs": False}),
@@ -255,7 +261,8 @@ def forwarding_chain(bootstrap: str, topic: str) -> dict:
         ("transform.TbCopyKeysNode", 2, {"copyFrom": "METADATA", "keys": ["cs_geoZone"]}),
         ("transform.TbRenameKeysNode", 2, {"renameIn": "DATA", "renameKeysMapping": {"cs_geoZone": "geoZone"}}),
         ("kafka.TbKafkaNode", 0, {"topicPattern": topic, "keyPattern": "${deviceName}", "bootstrapServers": bootstrap,
-                                  "acks": "-1", "linger": 0, "batchSize": 16384, "otherProperties": {}}),
+                                  "acks": "-1", "linger": 0, "batchSize": 16384, "otherProperties": {},
+                                  **(producer or {})}),
     ]
     conns = [(0, 1, "Post telemetry"), (0, 2, "Post attributes"), (0, 3, "Post telemetry"), (3, 4, "Success"),
              (4, 5, "True"), (5, 6, "Success"), (6, 7, "Success")]
@@ -264,7 +271,8 @@ def forwarding_chain(bootstrap: str, topic: str) -> dict:
             "connections": [{"fromIndex": a, "toIndex": b, "type": r} for a, b, r in conns]}
 
 
-def provision(rest: Rest, n: int, dtype: str, bootstrap: str | None = None, topic: str | None = None) -> list[str]:
+def provision(rest: Rest, n: int, dtype: str, bootstrap: str | None = None, topic: str | None = None,
+              producer: dict | None = None) -> list[str]:
     tokens = []
     for i in range(n):
         tok = uuid.uuid4().hex
@@ -273,7 +281,7 @@ def provision(rest: Rest, n: int, dtype: str, bootstrap: str | None = None, topi
     if topic is None:
         return tokens
     chain = rest.post("/api/ruleChain", {"name": f"{dtype} → Kafka", "type": "CORE"})
-    meta = dict(forwarding_chain(bootstrap, topic), ruleChainId=chain["id"])
+    meta = dict(forwarding_chain(bootstrap, topic, producer), ruleChainId=chain["id"])
     rest.post("/api/ruleChain/metadata", meta)
     profile = next(p for p in rest.get("/api/deviceProfiles", pageSize=1000, page=0)["data"] if p["name"] == dtype)
     profile["defaultRuleChainId"] = chain["id"]
@@ -303,12 +311,15 @@ def summary(name: str, rows: list[dict]) -> dict:
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     per_batch = f"{med['per_batch']:>6,.0f} msg/batch   " if "per_batch" in med else ""
     print(f"{name:42s} {med['msgs_per_cpu_s']:>10,.0f} msg/CPU-s   {med['msgs_per_s']:>8,.0f} msg/s   "
-          f"CPU {med['cpu_util'] * 100:5.0f} %   {per_batch}(windows: "
+          f"CPU {med['cpu_util'] * 100:5.0f} %   {per_batch}"
+          + (f"broker {med['broker_us_per_record']:.1f} us/record + platform "
+             f"{1e6 / med['msgs_per_cpu_s']:.1f} us/msg   " if "broker_us_per_record" in med else "")
+          + "(windows: "
           + ", ".join(f"{r['msgs_per_cpu_s']:,.0f}" for r in rows) + ")", flush=True)
     return med
 
 
-def platform_load(info, server, tokens, level, qos, args) -> dict:
+def platform_load(info, server, tokens, level, qos, args, broker=None) -> dict:
     """One row per run: the load runs ``window_s`` after warm-up, then stops, and the window closes
     only when the platform has processed everything it received (queue empty), so the messages
     counted and the CPU time measured belong together even though the platform works in batches."""
@@ -322,18 +333,26 @@ def platform_load(info, server, tokens, level, qos, args) -> dict:
             wait_until(lambda: load.n_connected() >= len(tokens), 300, "all devices to connect")
             time.sleep(args.warmup_s)  # warm-up interval before measuring
             s0, c0, t0 = stats(), cpu_s(server), time.monotonic()
+            b0 = cpu_s(broker) if broker is not None else 0.0
             time.sleep(args.window_s)  # the measured load interval
             s1, t1 = stats(), time.monotonic()
         finally:
             load.close()
         wait_until(lambda: queued() == 0, 600, "the platform to process what it received")
+        if broker is not None:  # the records of this window reach the broker (delivered) before its CPU is read
+            wait_until(lambda: not any(n.get("in_flight") for n in stats()["engine"]["nodes"]), 120,
+                       "the Kafka deliveries")
         s2, c2 = stats(), cpu_s(server)
+        b2 = cpu_s(broker) if broker is not None else 0.0
         processed = s2["engine"]["messages_in"] - s0["engine"]["messages_in"]
         rows.append({"msgs_per_cpu_s": processed / max(c2 - c0, 1e-9),
                      "msgs_per_s": (s1["mqtt"]["messages"] - s0["mqtt"]["messages"]) / (t1 - t0),
                      "cpu_util": (c2 - c0) / (time.monotonic() - t0),
                      # messages per engine batch: the per-batch costs are spread over this many
                      "per_batch": processed / max(s2["mqtt"]["batches"] - s0["mqtt"]["batches"], 1)})
+        if broker is not None:  # Kafka broker CPU per forwarded record, same interval
+            fwd_n = s2["engine"]["forwarded"] - s0["engine"]["forwarded"]
+            rows[-1]["broker_us_per_record"] = (b2 - b0) / max(fwd_n, 1) * 1e6
     s = stats()
     med = summary(f"platform  MQTT {'5' if level == 5 else '3.1.1'} QoS {qos}", rows)
     med["forwarded_total"] = s["engine"]["forwarded"]
@@ -351,6 +370,11 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=1)
     ap.add_argument("--idle", type=int, default=10000)
     ap.add_argument("--skip-mosquitto", action="store_true")
+    ap.add_argument("--linger", type=int, default=0, help="Kafka node linger (ms); the tutorial chain uses 20")
+    ap.add_argument("--batch-size", type=int, default=16384, help="Kafka node batchSize; the tutorial uses 65536")
+    ap.add_argument("--compression", default=None, help="Kafka node otherProperties compression.type (e.g. lz4)")
+    ap.add_argument("--broker-cpu", action="store_true",
+                    help="also measure the Kafka broker's CPU per forwarded record (waits for deliveries)")
     args = ap.parse_args()
     raise_fd_limit()
     work = Path(tempfile.mkdtemp(prefix="bench-mqtt-"))
@@ -367,7 +391,9 @@ def main() -> None:
         server = psutil.Process(proc.pid)
         rest = Rest(info["url"])
         t0 = time.monotonic()
-        tokens = provision(rest, args.devices, "WeatherStation", broker.bootstrap, topic)
+        producer = {"linger": args.linger, "batchSize": args.batch_size,
+                    "otherProperties": {"compression.type": args.compression} if args.compression else {}}
+        tokens = provision(rest, args.devices, "WeatherStation", broker.bootstrap, topic, producer)
         print(f"provisioned {args.devices} devices in {time.monotonic() - t0:.1f} s", flush=True)
         # memory per idle connection first, on a process that has not yet carried load
         idle_tokens = provision(rest, args.idle, "IdleSensor") if args.idle else []
@@ -386,7 +412,8 @@ def main() -> None:
             print(f"platform  idle connections: {len(idle_tokens)}  RSS +{(rss1 - rss0) / 2**20:.1f} MiB  "
                   f"= {per / 1024:.1f} KiB per connection", flush=True)
         for qos in (0, 1):
-            results[f"platform_qos{qos}"] = platform_load(info, server, tokens, 5, qos, args)
+            results[f"platform_qos{qos}"] = platform_load(info, server, tokens, 5, qos, args,
+                                                          psutil.Process(broker.pid) if args.broker_cpu else None)
     finally:
         if proc is not None:
             stop(proc)

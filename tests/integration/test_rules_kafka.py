@@ -169,10 +169,12 @@ def test_killed_broker_routes_to_failure_and_platform_keeps_serving(mqtt_platfor
     s.close()
 
 
-def _engine_run(chain_meta: dict, msgs: list, until) -> tuple[dict, list]:
-    """Run ``msgs`` through ``chain_meta`` in a RuleEngine of its own; wait (no sleep: polling the
-    engine's own counters on its loop) until ``until(counters)``; return the counters and the
-    messages the capture node received."""
+def _engine_run(chain_meta: dict, msgs: list, until, fuse: bool = True,
+                attrs: dict | None = None) -> tuple[dict, list]:
+    """Run ``msgs`` through ``chain_meta`` in a RuleEngine of its own (``fuse``: straight lines of
+    nodes message by message); wait (no sleep: polling the engine's own counters on its loop) until
+    ``until(counters)``; return the counters and the messages the capture node received. ``attrs``:
+    the client attributes per device id, read through the attribute cache as the platform does."""
     import asyncio
     import time
 
@@ -200,8 +202,15 @@ def _engine_run(chain_meta: dict, msgs: list, until) -> tuple[dict, list]:
         def device_profile(self, pid):
             return None
 
+        def get_attributes(self, etype, eid, scope, keys=None):
+            found = (attrs or {}).get(eid, {}) if scope == "CLIENT_SCOPE" else {}
+            return {k: ("STRING", v, 1) for k, v in found.items() if keys is None or k in keys}
+
+        def add_attribute_change_listener(self, cb):
+            pass
+
     async def go():
-        engine = RuleEngine(Store())
+        engine = RuleEngine(Store(), fuse=fuse)
         await engine.start()
         try:
             await engine.process(msgs)
@@ -252,3 +261,45 @@ def test_kafka_node_counts_or_routes_deliveries_by_its_connections(kafka, kafka_
         assert got == []
     records = consume(kafka.bootstrap, topic, n)
     assert sorted(json.loads(r.value())["windSpeed"] for r in records) == list(range(n))
+
+
+def test_fused_line_writes_the_same_kafka_records_as_node_by_node(kafka, kafka_topic):
+    """The tutorial's line (originator attributes → check fields → copy zone and ts → rename → Kafka)
+    run message by message and node by node: the same records (key, value, order) reach Kafka, the
+    same messages stop on the way, and every counter agrees."""
+    from tbspark.platform.rules.msg import POST_TELEMETRY, TbMsg
+
+    attrs = {"d1": {"deviceType": "W", "geoZone": "Zone A"}, "d2": {"deviceType": "W", "geoZone": "Zone B"},
+             "d3": {"deviceType": "W"}}  # d3 has no zone: Failure at the attributes node
+
+    def msgs() -> list:
+        out = []
+        for i in range(300):
+            dev = ("d1", "d2", "d3")[i % 3]
+            data = {"windSpeed": i} if i % 5 else {"temperature": i}  # no windSpeed: False at check fields
+            out.append(TbMsg(POST_TELEMETRY, ("DEVICE", dev), data,
+                             {"deviceName": f"Station {dev}", "deviceType": "W", "ts": str(1_720_000_000_000 + i)},
+                             "t1"))
+        return out
+
+    expected = sum(1 for i in range(300) if i % 3 != 2 and i % 5)
+    seen = {}
+    for fuse in (True, False):
+        topic = kafka_topic(partitions=1)
+        nodes = forwarding_chain(kafka.bootstrap, topic)["nodes"][3:]  # from the originator attributes on
+        nodes[2]["configuration"] = {"copyFrom": "METADATA", "keys": ["cs_geoZone", "ts"]}
+        meta = {"firstNodeIndex": 0, "nodes": nodes,
+                "connections": [{"fromIndex": a, "toIndex": a + 1, "type": rel}
+                                for a, rel in enumerate(["Success", "True", "Success", "Success"])]}
+        counters, _got = _engine_run(meta, msgs(), lambda c: sum(x.get("delivered", 0) for x in c["nodes"]) >= expected,
+                                     fuse=fuse, attrs=attrs)
+        records = consume(kafka.bootstrap, topic, expected)
+        seen[fuse] = (counters, [(r.key(), r.value(), r.headers()) for r in sorted(records, key=lambda r: r.offset())])
+    (fused, fused_records), (plain, plain_records) = seen[True], seen[False]
+    assert len(fused_records) == expected and fused_records == plain_records
+    assert fused_records[0][:2] == (b"Station d2", b'{"windSpeed":1,"ts":"1720000000001","geoZone":"Zone B"}')
+    assert fused == plain
+    by_type = {n["type"]: n for n in fused["nodes"]}
+    assert by_type["TbGetAttributesNode"]["out"] == {"Success": 200, "Failure": 100}
+    assert by_type["TbCheckMessageNode"]["out"] == {"True": expected, "False": 200 - expected}
+    assert by_type["TbKafkaNode"]["delivered"] == expected and fused["forwarded"] == expected

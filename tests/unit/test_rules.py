@@ -135,8 +135,11 @@ def test_check_fields_false_stops_messages_without_the_value():
 def test_builtin_root_saves_telemetry_and_client_attributes():
     store = FakeStore()
     a = TbMsg(POST_ATTRIBUTES, ("DEVICE", "d1"), {"geoZone": "Zone A"}, {"deviceName": "x"}, "t1")
-    run(RuleEngine(store), [tele({"windSpeed": 1.5}), a])
-    assert [(k, kind, v) for _, _, k, kind, v in store.ts] == [("windSpeed", "DOUBLE", 1.5)]
+    counters = run(RuleEngine(store), [tele({"windSpeed": 1.5}), a, tele({"windSpeed": 2}, "d2")])
+    assert [(k, kind, v) for _, _, k, kind, v in store.ts] == [("windSpeed", "DOUBLE", 1.5), ("windSpeed", "LONG", 2)]
+    # the save node is a leaf: its successes are counted without being listed, the counters are the same
+    save = next(n for n in counters["nodes"] if n["type"] == "TbMsgTimeseriesNode")
+    assert save["in"] == 2 and save["out"] == {"Success": 2} and counters["failed"] == 0
     assert store.saved_attrs == [("d1", "CLIENT_SCOPE", {"geoZone": ("STRING", "Zone A")})]
 
 
@@ -310,7 +313,10 @@ def test_kafka_record_value_is_the_data_json_text_byte_for_byte():
     where it would not (exponents, tiny floats, NaN, huge integers, escapes) the json module is used."""
     cases = [{"windSpeed": 42, "geoZone": "Zone A"}, {"t": 21.5, "ok": True, "n": None},
              {"big": 2**70, "tiny": 1e-7, "huge": 1e300, "nan": float("nan")},
-             {"é": "ü\u2028\x01", "nested": {"a": [1, 2.0, "x"]}}, {"neg": -0.0, "e": 1.5e16}]
+             {"é": "ü\u2028\x01", "nested": {"a": [1, 2.0, "x"]}}, {"neg": -0.0, "e": 1.5e16},
+             # text, integers and booleans only: orjson's text is taken without the output scan
+             {"s": "1e5", "n": "null", "q": 'say "hi"\n', "t": True, "u64": 2**64 - 1, "i": -2**63},
+             {"ctl": "\x1f\x7f", "bs": "a\\b", "uni": "\u00e9\u20ac"}]
     for data in cases:
         m = tele(data)
         assert m.data_bytes() == m.data_json().encode("utf-8"), data
@@ -335,3 +341,101 @@ def test_gather_light_matches_gather_semantics():
 
     r = asyncio.run(go())
     assert r[0] == 2 and r[2] == 6 and isinstance(r[1], ValueError)
+
+
+# ------------------------------------------------------------------ straight lines run message by message
+
+class CachedAttrStore(FakeStore):
+    """With the attribute change hook: the originator-attributes node takes its cached (static) path,
+    which is fusable, so the whole attributes → check → copy → rename line runs message by message."""
+
+    def __init__(self):
+        super().__init__()
+        self.attr_listeners = []
+
+    def add_attribute_change_listener(self, cb):
+        self.attr_listeners.append(cb)
+
+
+def _tutorial_line(fuse: bool, failure_sink: bool = False):
+    """The tutorial's line (copy cs_geoZone and ts, rename) into a capture node; messages that stop
+    at each node of the line for each reason; returns (counters, what the capture node got, all msgs)."""
+    from tbspark.platform.rules.nodes import NODE_TYPES, Node
+
+    got = []
+
+    class Capture(Node):
+        TYPE = P + "test.LineCapture"
+
+        def process(self, msgs):
+            got.extend(msgs)
+            return [("Success", m) for m in msgs]
+
+    NODE_TYPES[Capture.TYPE] = Capture
+    try:
+        store = CachedAttrStore()
+        store.attrs[("d1", "CLIENT_SCOPE")] = {"geoZone": ("STRING", "Zone A", 1), "deviceType": ("STRING", "W", 1)}
+        store.attrs[("d2", "CLIENT_SCOPE")] = {"geoZone": ("STRING", "Zone B", 1), "deviceType": ("STRING", "W", 1)}
+        store.attrs[("d3", "CLIENT_SCOPE")] = {"deviceType": ("STRING", "W", 1)}  # no zone → Failure
+        c = forwarding_chain({"copyFrom": "METADATA", "keys": ["cs_geoZone", "ts"]}, 2,
+                             {"renameIn": "DATA", "renameKeysMapping": {"cs_geoZone": "geoZone"}},
+                             node("test.LineCapture", {}))
+        if failure_sink:  # the attributes node's Failure and the check node's False lead somewhere
+            c["nodes"].append(node("test.LineCapture", {}, name="sink"))
+            c["connections"] += [{"fromIndex": 1, "toIndex": 6, "type": "Failure"},
+                                 {"fromIndex": 2, "toIndex": 6, "type": "False"}]
+        store.chains["c1"] = c
+        store.root = "c1"
+        msgs = [tele({"windSpeed": 1}, "d1"), tele({"windSpeed": 2}, "d3"), tele({"temperature": 3}, "d2"),
+                tele("not an object", "d1"), tele({"windSpeed": 5}, "d2", ts="1720000000000"),
+                TbMsg(POST_ATTRIBUTES, ("DEVICE", "d1"), {"a": 1}, {"deviceName": "x"}, "t1"),
+                tele({"windSpeed": 7, "cs_geoZone": "mine"}, "d1")]
+        engine = RuleEngine(store, fuse=fuse)
+        counters = run(engine, msgs)
+        return counters, got, msgs
+    finally:
+        del NODE_TYPES[Capture.TYPE]
+
+
+@pytest.mark.parametrize("failure_sink", [False, True])
+def test_line_run_message_by_message_gives_the_node_by_node_results(failure_sink):
+    """Fused and node by node: the same records reach the end of the line (data, metadata, order),
+    the same messages stop where they stop with the same error, and every node's counters agree."""
+    fused, fused_got, fused_msgs = _tutorial_line(True, failure_sink)
+    plain, plain_got, plain_msgs = _tutorial_line(False, failure_sink)
+    assert [(m.data_json(), m.metadata) for m in fused_got] == [(m.data_json(), m.metadata) for m in plain_got]
+    assert [(m.data, m.metadata) for m in fused_msgs] == [(m.data, m.metadata) for m in plain_msgs]
+    assert fused == plain
+    line = {n["node"]: n for n in fused["nodes"]}
+    assert line["TbGetAttributesNode"]["in"] == 6 and line["TbGetAttributesNode"]["out"] == {"Success": 5, "Failure": 1}
+    assert line["TbCheckMessageNode"]["out"] == {"True": 3, "False": 1, "Failure": 1}
+    assert line["TbRenameKeysNode"]["in"] == 3 and line["TbRenameKeysNode"]["out"] == {"Success": 3}
+    records = [m.data_json() for m in fused_got if m.data.get("geoZone") != "mine"]
+    if failure_sink:  # the sink got the stopped messages too, routed from their own node
+        assert line["sink"]["in"] == 2
+    assert '{"windSpeed":1,"ts":"1719999999999","geoZone":"Zone A"}' in records
+    assert '{"windSpeed":5,"ts":"1720000000000","geoZone":"Zone B"}' in records
+    assert fused["failed"] == 2  # the missing zone and the non-object data
+
+
+def test_engine_fuses_only_straight_lines_of_fusable_nodes():
+    from tbspark.platform.rules.engine import Chain, _fuse
+
+    store = CachedAttrStore()
+    c = forwarding_chain({"copyFrom": "METADATA", "keys": ["cs_geoZone"]}, 2,
+                         {"renameIn": "DATA", "renameKeysMapping": {"cs_geoZone": "geoZone"}},
+                         node("telemetry.TbMsgTimeseriesNode", {}))
+    engine = RuleEngine(store)
+    nodes, problems = engine._instantiate(c)
+    assert problems == []
+    routes = {}
+    for conn in c["connections"]:
+        routes.setdefault((conn["fromIndex"], conn["type"]), []).append(conn["toIndex"])
+    line = _fuse(Chain("c", nodes, routes, 0))
+    # the switch continues into the attributes node, and so on up to rename; the save node is not fusable
+    assert {head: [(i, rel) for i, _s, rel in run] for head, run in line.items()} == {
+        0: [(0, "Post telemetry"), (1, "Success"), (2, "True"), (3, "Success"), (4, None)]}
+    # a second connection into the check node breaks the line there: two lines, each still exact
+    routes[(0, "Other")] = [2]
+    line = _fuse(Chain("c", nodes, routes, 0))
+    assert {head: [i for i, _s, _r in run] for head, run in line.items()} == {0: [0, 1], 2: [2, 3, 4]}

@@ -79,3 +79,28 @@ def test_alias_mapped_to_another_topic_is_not_taken_as_telemetry():
                                      properties={c.PROP_TOPIC_ALIAS: 4}))
     s.data_received(c.encode_publish("", b'{"fw":"2"}', 1, 2, protocol_level=5, properties={c.PROP_TOPIC_ALIAS: 4}))
     assert [m.type for m in server.submitted] == ["POST_ATTRIBUTES_REQUEST"] * 2
+
+
+def test_payload_parser_skips_the_scan_only_where_no_spelling_can_matter():
+    """A flat object of text, integers and booleans is taken from orjson as is (strings that look like
+    exponents, NaN or long digits are only text); anything holding a number whose spelling matters
+    still goes to the spelling-aware parser, and string digits become LONG without the regex."""
+    import json
+
+    from tbspark.platform.transport import device_api as api
+
+    plain = b'{"s":"1e5","n":"NaN","d":"12345678901234567890","i":9223372036854775807,"b":true}'
+    assert api.loads(plain) == json.loads(plain) and type(api.loads(plain)["i"]) is int
+    # 1e5 as a number is ThingsBoard's LONG 100000 (its spelling), a 20-digit integer stays exact
+    assert api.loads(b'{"a":1e5}') == {"a": 100000} and type(api.loads(b'{"a":1e5}')["a"]) is int
+    assert api.loads(b'{"a":18446744073709551616}') == {"a": 18446744073709551616}
+    with pytest.raises(ValueError):
+        api.loads(b'{"a":NaN}')
+
+    class Dev:
+        id, name, type, tenant_id, customer_id, profile_id = "d", "D", "T", "t", None, None
+
+    data = api.telemetry_msgs(Dev(), b'{"a":"33","b":"0042","c":"-5","d":"1.50","e":"\xd9\xa3","f":"99999999999999999999"}',
+                              1)[0].data
+    assert data == {"a": 33, "b": 42, "c": -5, "d": 1.5, "e": "\u0663", "f": "99999999999999999999"}
+    assert [type(data[k]) for k in "abcdef"] == [int, int, int, float, str, str]

@@ -43,6 +43,9 @@ except ImportError:  # optional: data_bytes falls back to the json module
 # orjson output that may differ from the json module's (exponents, small floats as 0.0000…, NaN and
 # infinities as null, escapes): such data (rare in telemetry) is encoded by the json module instead.
 _MAY_DIFFER = re.compile(rb"0\.0000|[0-9][eE]|null|\\u")
+# Value types whose orjson text is the json module's text (no floats, nulls or nested values): a flat
+# object of these needs no scan of the output, only a look for escapes.
+_PLAIN = frozenset((str, int, bool))
 
 
 @dataclass(slots=True)
@@ -87,6 +90,8 @@ class TbMsg:
             except TypeError:  # integers beyond 64 bits, non-text keys, lone surrogates
                 pass
             else:
+                if b"\\" not in out and _PLAIN.issuperset(map(type, data.values())):
+                    return out
                 if not _MAY_DIFFER.search(out):
                     return out
         return self.data_json().encode("utf-8")

@@ -69,15 +69,27 @@ except ImportError:  # optional: the json module gives the same results, only sl
     _fast_loads = None
 
 
+# Value types of a flat object orjson may hand back without the scan above: a number whose spelling
+# matters (an exponent, more than 16 decimals, an integer beyond 64 bits) comes out of orjson as a
+# float, so an object of only these holds none, and the json module would build the same object.
+_PLAIN = frozenset((str, int, bool))
+
+
 def loads(payload: bytes):
-    if _NOT_FAST.search(payload):
-        if _SPELLING.search(payload):
-            return values.loads(payload)
-    elif _fast_loads is not None:
+    if _fast_loads is not None:
         try:
-            return _fast_loads(payload)
+            obj = _fast_loads(payload)
         except _FastError:
-            pass  # the json module decides (BOMs, lone surrogates, depth) and words the error
+            pass  # the json module decides (BOMs, lone surrogates, depth, NaN) and words the error
+        else:
+            # The usual telemetry object needs no scan of its text (see _PLAIN); anything else with
+            # a float, a null or a nested value needs the scan, as before.
+            if type(obj) is dict and _PLAIN.issuperset(map(type, obj.values())):
+                return obj
+            if not _NOT_FAST.search(payload):
+                return obj
+    if _SPELLING.search(payload):
+        return values.loads(payload)
     try:
         return json.loads(payload)
     except RecursionError:  # "[[[[…" nested thousands deep (found by tests/fuzz): malformed, not a crash
@@ -94,7 +106,10 @@ def _flat_data(obj: dict) -> dict | None:
     for k, v in obj.items():
         t = type(v)
         if t is str:
-            out[k] = values.numeric_from_string(v)[1] if parsable(v) is not None else v
+            if len(v) < 19 and v.isdigit() and v.isascii():  # "33": a LONG, without the regex
+                out[k] = int(v)
+            else:
+                out[k] = values.numeric_from_string(v)[1] if parsable(v) is not None else v
         elif t is float or t is bool or (t is int and _I64[0] <= v <= _I64[1]) or t is dict or t is list:
             out[k] = v
         else:

@@ -42,6 +42,15 @@ class Node:
         engine runs such a node's batch before the other targets'). Valid once ``routed`` is set."""
         return False
 
+    def fusable(self) -> bool:
+        """True if ``step(m)`` handles one message exactly as ``process([m])`` would (same changes,
+        returns its relation), synchronously and independently of the other messages of the batch.
+        The engine then runs a straight line of such nodes message by message (Chain.runs)."""
+        return False
+
+    def step(self, m) -> str:  # pragma: no cover - only called when fusable()
+        raise NotImplementedError
+
     def process(self, msgs: list) -> Emit | Awaitable[Emit]:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -53,6 +62,17 @@ class Node:
 
     def counters(self) -> dict:
         return {}
+
+
+class StepNode(Node):
+    """A node whose work is one message at a time: ``process`` is ``step`` over the batch."""
+
+    def fusable(self) -> bool:
+        return True
+
+    def process(self, msgs):
+        step = self.step
+        return [(step(m), m) for m in msgs]
 
 
 def register(cls):

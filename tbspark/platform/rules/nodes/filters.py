@@ -4,12 +4,15 @@ check fields presence, and the stock root chain's device-profile node (alarm rul
 from __future__ import annotations
 
 from tbspark.platform.rules.msg import RELATION_OF_TYPE
-from tbspark.platform.rules.nodes import PKG, Node, NodeConfigError, register
+from tbspark.platform.rules.nodes import PKG, Node, NodeConfigError, StepNode, register
 
 
 @register
-class TbMsgTypeSwitchNode(Node):
+class TbMsgTypeSwitchNode(StepNode):
     TYPE = PKG + "filter.TbMsgTypeSwitchNode"
+
+    def step(self, m) -> str:
+        return RELATION_OF_TYPE.get(m.type, "Other")
 
     def process(self, msgs):
         return [(RELATION_OF_TYPE.get(m.type, "Other"), m) for m in msgs]
@@ -70,7 +73,7 @@ class TbDeviceProfileNode(Node):
 
 
 @register
-class TbCheckMessageNode(Node):
+class TbCheckMessageNode(StepNode):
     TYPE = PKG + "filter.TbCheckMessageNode"
 
     def __init__(self, *a, **kw):
@@ -81,14 +84,24 @@ class TbCheckMessageNode(Node):
         if not self.data_names and not self.md_names:
             raise NodeConfigError("at least one of messageNames / metadataNames must be given")
 
-    def process(self, msgs):
-        out = []
-        for m in msgs:
-            if not isinstance(m.data, dict):
-                m.metadata["error"] = "Message data is not a JSON object"
-                out.append(("Failure", m))
-                continue
-            found = [k in m.data for k in self.data_names] + [k in m.metadata for k in self.md_names]
-            ok = all(found) if self.check_all else any(found)
-            out.append(("True" if ok else "False", m))
-        return out
+    def step(self, m) -> str:
+        data = m.data
+        if not isinstance(data, dict):
+            m.metadata["error"] = "Message data is not a JSON object"
+            return "Failure"
+        md = m.metadata
+        if self.check_all:
+            for k in self.data_names:
+                if k not in data:
+                    return "False"
+            for k in self.md_names:
+                if k not in md:
+                    return "False"
+            return "True"
+        for k in self.data_names:
+            if k in data:
+                return "True"
+        for k in self.md_names:
+            if k in md:
+                return "True"
+        return "False"

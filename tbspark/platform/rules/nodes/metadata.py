@@ -27,7 +27,13 @@ class AttributeCache:
         self._data: dict[tuple[str, str], dict] = {}
         self._by_entity: dict[str, set[str]] = {}
         self.hits = self.misses = 0
+        # Nodes keeping values rendered from this cache: told ``forget(entity_id)`` (None: all) whenever
+        # an entity's entries are dropped, in the same hook, so what they keep is never older.
+        self._dependents: "weakref.WeakSet" = weakref.WeakSet()
         store.add_attribute_change_listener(self._invalidate)
+
+    def add_dependent(self, node) -> None:
+        self._dependents.add(node)
 
     def get(self, entity_type: str, entity_id: str, scope: str) -> dict:
         """``{key: (kind, value, last_update_ts)}`` of every attribute of the scope."""
@@ -45,6 +51,8 @@ class AttributeCache:
         return found
 
     def _invalidate(self, entity_id, scope, keys) -> None:
+        for node in list(self._dependents):
+            node.forget(entity_id)
         if entity_id is None:
             self._data.clear()
             self._by_entity.clear()
@@ -123,9 +131,20 @@ class TbGetAttributesNode(Node):
         if all("$" not in str(n) for n in raw_names):
             self._static = [(scope, prefix, tuple(p(None) for p in patterns))
                             for scope, prefix, patterns in self.scopes]
+        # originator id → (attribute dicts, metadata pairs, missing keys), rendered on the static path
+        # and dropped by the cache's change hook (forget): valid as long as it is here.
         self._rendered: dict = {}
+        if self._static is not None and self._attrs is not None:
+            self._attrs.add_dependent(self)
 
     MAX_RENDERED = 200_000
+
+    def forget(self, entity_id: str | None) -> None:
+        """The attribute cache dropped ``entity_id`` (None: everything): its rendering goes too."""
+        if entity_id is None:
+            self._rendered.clear()
+        else:
+            self._rendered.pop(entity_id, None)
 
     def _render(self, etype: str, eid: str) -> tuple:
         """(attribute dicts it was rendered from, metadata pairs, missing keys) of one originator."""
@@ -142,36 +161,32 @@ class TbGetAttributesNode(Node):
                     pairs.append((prefix + k, as_text(entry[0], entry[1])))
         return sources, pairs, missing
 
-    def _process_static(self, msgs) -> list:
-        out = []
-        shared, rendered, static = self._attrs, self._rendered, self._static
-        fail_if_absent = self.fail_if_absent
-        for m in msgs:
-            etype, eid = m.originator
-            memo = rendered.get(eid)
-            if memo is not None:
-                for (scope, _p, _k), src in zip(static, memo[0]):
-                    if shared.get(etype, eid, scope) is not src:
-                        memo = None
-                        break
-            if memo is None:
-                if len(rendered) >= self.MAX_RENDERED:
-                    rendered.clear()
-                memo = rendered[eid] = self._render(etype, eid)
-            md = m.metadata
-            md.update(memo[1])
-            if memo[2] and fail_if_absent:
-                md["error"] = ("RuntimeException: The following attribute/telemetry keys is not "
-                               f"present in the DB: {list(memo[2])}")
-                out.append(("Failure", m))
-            else:
-                out.append(("Success", m))
-        return out
+    def fusable(self) -> bool:
+        # The static path: fixed names, the shared cache, metadata only (step below).
+        return self._static is not None and self._attrs is not None and not self.latest \
+            and self.fetch_to == "METADATA"
+
+    def step(self, m) -> str:
+        """One message on the static path."""
+        rendered = self._rendered
+        etype, eid = m.originator
+        memo = rendered.get(eid)
+        if memo is None:
+            if len(rendered) >= self.MAX_RENDERED:
+                rendered.clear()
+            memo = rendered[eid] = self._render(etype, eid)
+        md = m.metadata
+        md.update(memo[1])
+        if memo[2] and self.fail_if_absent:
+            md["error"] = ("RuntimeException: The following attribute/telemetry keys is not "
+                           f"present in the DB: {list(memo[2])}")
+            return "Failure"
+        return "Success"
 
     def process(self, msgs):
-        if self._static is not None and self._attrs is not None and not self.latest \
-                and self.fetch_to == "METADATA":
-            return self._process_static(msgs)
+        if self.fusable():
+            step = self.step
+            return [(step(m), m) for m in msgs]
         out = []
         cache: dict = {}  # one store read per originator, scope and key set within the batch
         shared = self._attrs

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from tbspark.platform.rules.nodes import PKG, Node, NodeConfigError, register
+from tbspark.platform.rules.nodes import PKG, NodeConfigError, StepNode, register
 
 
 def _source(config: dict, key: str) -> str:
@@ -49,7 +49,7 @@ def _literals(patterns) -> list | None:
     return names if all(re.escape(n) == n for n in names) else None
 
 
-class _KeysNode(Node):
+class _KeysNode(StepNode):
     SOURCE_FIELD = ""  # the config field naming DATA or METADATA (version 2; fromMetadata before)
 
     def __init__(self, *a, **kw):
@@ -73,31 +73,27 @@ class TbCopyKeysNode(_KeysNode):
         self.patterns = _regexes(self.config)
         self.literal = _literals(self.patterns)
 
-    def process(self, msgs):
-        out = []
-        literal = self.literal
-        for m in msgs:
-            data = self._data_or_failure(m)
-            if data is None:
-                out.append(("Failure", m))
-                continue
-            if self.source == "METADATA":  # metadata → data, as strings
-                md = m.metadata
-                if literal is not None:
-                    for k in literal:
-                        if k in md:
-                            data[k] = md[k]
-                    out.append(("Success", m))
-                    continue
-                for k, v in list(md.items()):
-                    if _matches(self.patterns, k):
-                        data[k] = v
-            else:  # data → metadata, non-text values as JSON text
-                for k, v in data.items():
-                    if _matches(self.patterns, k):
-                        m.metadata[k] = _text(v)
-            out.append(("Success", m))
-        return out
+    def step(self, m) -> str:
+        data = m.data
+        if not isinstance(data, dict):
+            m.metadata["error"] = "Message data is not a JSON object"
+            return "Failure"
+        if self.source == "METADATA":  # metadata → data, as strings
+            md = m.metadata
+            literal = self.literal
+            if literal is not None:
+                for k in literal:
+                    if k in md:
+                        data[k] = md[k]
+                return "Success"
+            for k, v in list(md.items()):
+                if _matches(self.patterns, k):
+                    data[k] = v
+        else:  # data → metadata, non-text values as JSON text
+            for k, v in data.items():
+                if _matches(self.patterns, k):
+                    m.metadata[k] = _text(v)
+        return "Success"
 
 
 @register
@@ -112,21 +108,17 @@ class TbRenameKeysNode(_KeysNode):
             raise NodeConfigError("renameKeysMapping must be a non-empty object {old: new}")
         self.mapping = mapping
 
-    def process(self, msgs):
-        out = []
-        for m in msgs:
-            if self.source == "METADATA":
-                target = m.metadata
-            else:
-                target = self._data_or_failure(m)
-                if target is None:
-                    out.append(("Failure", m))
-                    continue
-            for old, new in self.mapping.items():
-                if old in target:
-                    target[new] = target.pop(old)
-            out.append(("Success", m))
-        return out
+    def step(self, m) -> str:
+        if self.source == "METADATA":
+            target = m.metadata
+        else:
+            target = self._data_or_failure(m)
+            if target is None:
+                return "Failure"
+        for old, new in self.mapping.items():
+            if old in target:
+                target[new] = target.pop(old)
+        return "Success"
 
 
 @register
@@ -138,17 +130,13 @@ class TbDeleteKeysNode(_KeysNode):
         super().__init__(*a, **kw)
         self.patterns = _regexes(self.config)
 
-    def process(self, msgs):
-        out = []
-        for m in msgs:
-            if self.source == "METADATA":
-                target = m.metadata
-            else:
-                target = self._data_or_failure(m)
-                if target is None:
-                    out.append(("Failure", m))
-                    continue
-            for k in [k for k in target if _matches(self.patterns, k)]:
-                del target[k]
-            out.append(("Success", m))
-        return out
+    def step(self, m) -> str:
+        if self.source == "METADATA":
+            target = m.metadata
+        else:
+            target = self._data_or_failure(m)
+            if target is None:
+                return "Failure"
+        for k in [k for k in target if _matches(self.patterns, k)]:
+            del target[k]
+        return "Success"
