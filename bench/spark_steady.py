@@ -13,6 +13,17 @@ JVM) from --warmup seconds after the job's first batch to the end, divided by th
 consumed in that interval (its own running count). A variant whose job falls behind (Kafka lag left
 at the end, or fewer records consumed than produced after the drain) is marked ``kept_up: false``:
 its per-record figure does not describe a steady state. The last line is one JSON object.
+
+Each result also has the job's start-up (`startup_cpu_s`, `startup_wall_s`: JVM, session, JIT
+priming, first empty batch) and `slices`: CPU and records per 30 s of load from its start, which show
+how long the young JVM's warm-up costs more (a slice where the job lagged has fewer records than
+were produced). Pipeline rates with fleet-3000's settings (trigger 3 s, watermark 120 s, at most
+150,000 records a batch):
+
+    .venv/bin/python bench/spark_steady.py --rate 25000 --variants fleet,fleet-noprime
+
+`--compression lz4` makes the producer compress (the job's consumer decompresses); `--jfr PREFIX`
+records the measured interval with Java Flight Recorder.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ sys.path.insert(0, str(REPO))
 from bench._paced import produce_paced  # noqa: E402
 
 
+FLEET = {"trigger_s": 3.0, "watermark_s": 120, "max_offsets_per_trigger": 150000}
 # name -> (scenario aggregation overrides, driver JVM flags added, session conf, source options)
 VARIANTS: dict[str, tuple[dict, list, dict, dict]] = {
     "base": ({}, [], {}, {}),
@@ -52,18 +64,33 @@ VARIANTS: dict[str, tuple[dict, list, dict, dict]] = {
     # every batch spread over the cores (a task per Kafka partition, then a shuffle), as before
     # job.SINGLE_TASK_BELOW read a small batch in one task
     "spread": ({"trigger_s": 3.0}, [], {}, {}),
+    # scenarios/fleet-3000.yaml's aggregation: trigger 3 s, watermark 120 s, at most 150,000 a batch
+    "fleet": (dict(FLEET), [], {}, {}),
+    # the job without its JIT priming before the query starts (job.PRIME_RECORDS = 0)
+    "fleet-noprime": (dict(FLEET), [], {}, {}),
+    "fleet-prime50k": (dict(FLEET), [], {}, {}),  # priming with 3 x 50,000 records
+    "fleet-c1": (dict(FLEET), ["-XX:TieredStopAtLevel=1"], {}, {}),
+    "fleet-serialgc": (dict(FLEET), ["-XX:+UseSerialGC"], {}, {}),
+    "fleet-parallelgc": (dict(FLEET), ["-XX:+UseParallelGC"], {}, {}),
+    # the Kafka consumer: no CRC check of fetched batches, larger polls
+    "fleet-nocrc": (dict(FLEET), [], {}, {"kafka.check.crcs": "false"}),
+    "fleet-poll": (dict(FLEET), [], {}, {"kafka.max.poll.records": "10000"}),
 }
 # module settings of tbspark.aggregate.job per variant
-JOB_KNOBS: dict[str, dict] = {"spread": {"SINGLE_TASK_BELOW": 0}}
+JOB_KNOBS: dict[str, dict] = {"spread": {"SINGLE_TASK_BELOW": 0}, "fleet-noprime": {"PRIME_RECORDS": 0},
+                              "fleet-prime50k": {"PRIME_RECORDS": 50_000}}
 
 
-def scenario_text(name: str, topic: str, over: dict) -> str:
+def scenario_text(name: str, topic: str, over: dict, rate: int) -> str:
+    """A scenario whose fleet sends ``rate`` messages a second (as the producer does: the job primes
+    its JIT for a fleet of 5,000 messages a second or more)."""
     agg = {"window_s": 10, "watermark_s": 5, "trigger_s": 1.0, "sink": "rest", **over}
     return f"""
 name: {name}
 kafka: {{topic: {topic}, partitions: 4}}
 devices:
-  - {{name: T1, type: WeatherStation, zone: Z, telemetry: {{windSpeed: {{kind: constant, value: 1, rate_hz: 1}}}}}}
+  - {{name: "T{{i}}", count: {rate}, type: WeatherStation, zone: Z,
+     telemetry: {{windSpeed: {{kind: constant, value: 1, rate_hz: 1}}}}}}
 aggregation: {json.dumps(agg)}
 """
 
@@ -79,11 +106,15 @@ def child(args) -> int:
 
     over, jvm_flags, conf, source = VARIANTS[args.variant]
     job.DRIVER_JAVA_OPTIONS = job.DRIVER_JAVA_OPTIONS + jvm_flags
+    if args.jfr:  # a flight recording of the measured interval (the JVM's hot methods, GC, JIT)
+        job.DRIVER_JAVA_OPTIONS = job.DRIVER_JAVA_OPTIONS + [
+            f"-XX:StartFlightRecording=delay={int(args.warmup)}s,duration={int(args.seconds - args.warmup)}s,"
+            f"settings=profile,dumponexit=true,filename={args.jfr}"]
     job.SESSION_CONF = dict(conf)
     job.SOURCE_OPTIONS = dict(source)
     for key, value in JOB_KNOBS.get(args.variant, {}).items():
         setattr(job, key, value)
-    sc = parse_scenario(scenario_text(f"steady-{args.variant}-{os.getpid()}", args.topic, over))
+    sc = parse_scenario(scenario_text(f"steady-{args.variant}-{os.getpid()}", args.topic, over, args.rate))
     conn = Connection(tb_url=args.tb_url, kafka_bootstrap=args.bootstrap)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -176,7 +207,7 @@ def tree_cpu(pid: int) -> float:
 
 
 def run_variant(name: str, services: dict, tmp: Path, rate: int, seconds: float, warmup: float,
-                probe: bool = False) -> dict:
+                probe: bool = False, compression: str = "none", jfr: str | None = None) -> dict:
     from confluent_kafka import Producer
 
     from tbspark.stack.kafka import ensure_topic
@@ -187,7 +218,9 @@ def run_variant(name: str, services: dict, tmp: Path, rate: int, seconds: float,
     log = tmp / f"{name}.log"
     proc = subprocess.Popen([sys.executable, __file__, "--child", "--variant", name, "--topic", topic,
                              "--bootstrap", bootstrap, "--tb-url", services["platform"]["url"],
-                             "--state", str(tmp / f"state-{name}"), *(["--probe"] if probe else [])],
+                             "--state", str(tmp / f"state-{name}"), "--rate", str(rate),
+                             *(["--probe"] if probe else []),
+                             *(["--jfr", jfr, "--warmup", str(warmup), "--seconds", str(seconds)] if jfr else [])],
                             stdout=subprocess.PIPE, stderr=open(log, "wb"), text=True)
     print(f"job log: {log}", flush=True)
     status: list[dict] = []
@@ -199,7 +232,7 @@ def run_variant(name: str, services: dict, tmp: Path, rate: int, seconds: float,
 
     threading.Thread(target=reader, daemon=True).start()
     try:
-        return _measure(name, proc, log, status, bootstrap, topic, rate, seconds, warmup)
+        return _measure(name, proc, log, status, bootstrap, topic, rate, seconds, warmup, compression)
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -210,24 +243,42 @@ def run_variant(name: str, services: dict, tmp: Path, rate: int, seconds: float,
                 proc.wait(30)
 
 
-def _measure(name, proc, log, status, bootstrap, topic, rate, seconds, warmup) -> dict:
+SLICE_S = 30.0
+
+
+def _measure(name, proc, log, status, bootstrap, topic, rate, seconds, warmup, compression) -> dict:
     from confluent_kafka import Producer
+
+    launched = time.time()
 
     deadline = time.monotonic() + 300
     while not any(s.get("batches", 0) >= 1 for s in status):
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"job {name} did not start: {log.read_text()[-2000:]}")
         time.sleep(0.2)  # poll interval on the job's status lines
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "-1"})
+    # the job's start-up (JVM, session, priming, first empty batch): CPU and wall seconds
+    startup = (round(tree_cpu(proc.pid), 1), round(time.time() - launched, 1))
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "-1",
+                  "compression.type": compression})
     mark = None
+    # (elapsed s, job CPU s, records consumed) every SLICE_S from the start of the load: how long
+    # the young JVM's warm-up (JIT) costs more per record
+    slices: list[tuple[float, float, int]] = []
 
     def take_mark(elapsed: float, _sent: int) -> None:
         nonlocal mark
         if mark is None and elapsed >= warmup:
             mark = (time.time(), tree_cpu(proc.pid), status[-1]["records"])
+        if elapsed >= len(slices) * SLICE_S:
+            slices.append((elapsed, tree_cpu(proc.pid), status[-1]["records"]))
 
     sent = produce_paced(p, topic, rate, seconds, on_tick=take_mark, ts_as_string=True)
     end = (time.time(), tree_cpu(proc.pid), status[-1]["records"], status[-1].get("lag"))
+    slices.append((seconds, end[1], end[2]))
+    warm = [{"from_s": round(a[0]), "to_s": round(b[0]), "cpu_s": round(b[1] - a[1], 1),
+             "records": b[2] - a[2],
+             "us_per_record": round(1e6 * (b[1] - a[1]) / (b[2] - a[2]), 1) if b[2] > a[2] else None}
+            for a, b in zip(slices, slices[1:]) if b[0] - a[0] >= SLICE_S / 2]
     p.flush(30)
     # drain: the job should have consumed everything within a few triggers
     drain_deadline = time.monotonic() + 60
@@ -246,6 +297,8 @@ def _measure(name, proc, log, status, bootstrap, topic, rate, seconds, warmup) -
             "us_per_record": round(1e6 * cpu / recs, 1) if recs else None,
             "records_per_cpu_s": round(recs / cpu) if cpu else None,
             "cpu_ms_per_batch": round(1000 * cpu / nb, 1) if nb else None,
+            "compression": compression, "startup_cpu_s": startup[0], "startup_wall_s": startup[1],
+            "slices": warm,
             "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
@@ -262,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probe", action="store_true",
                     help="log per batch: driver/JVM CPU, code compilations, Spark jobs and tasks "
                          "(diagnosis; adds a little CPU)")
+    ap.add_argument("--compression", default="none", choices=("none", "lz4", "zstd", "snappy", "gzip"),
+                    help="the producer's compression.type (what the job's Kafka consumer decompresses)")
+    ap.add_argument("--jfr", metavar="PREFIX", help="record the job JVM's measured interval with JFR "
+                    "(profile settings) to PREFIX.<variant>.jfr (diagnosis: `jfr print`)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--variant", help=argparse.SUPPRESS)
     ap.add_argument("--topic", help=argparse.SUPPRESS)
@@ -289,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for _ in range(args.rounds):
             for name in names:
-                r = run_variant(name, services, tmp, args.rate, args.seconds, args.warmup, args.probe)
+                r = run_variant(name, services, tmp, args.rate, args.seconds, args.warmup, args.probe,
+                                args.compression, args.jfr and f"{args.jfr}.{name}.jfr")
                 print(json.dumps(r), flush=True)
                 results.append(r)
     finally:

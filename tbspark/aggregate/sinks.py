@@ -5,7 +5,7 @@ and both retry with backoff while ThingsBoard is down, until written or until a 
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Callable, Protocol
 
 from tbspark.aggregate.windows import ZoneWindow, to_points
@@ -78,6 +78,8 @@ class RestSink:
         self.keys = keys
         self.parallel = parallel
         self.asset_ids: dict[str, str] = {}
+        # One pool for the sink's life (not one per batch: 8 thread starts and joins every trigger).
+        self._pool: ThreadPoolExecutor | None = None
 
     def _asset_id(self, zone: str) -> str:
         if zone not in self.asset_ids:
@@ -97,10 +99,18 @@ class RestSink:
         per_zone = to_points(windows, self.keys)
         if len(per_zone) <= 2:
             return sum(self._write_zone(z, p) for z, p in per_zone.items())
-        with ThreadPoolExecutor(max_workers=min(self.parallel, len(per_zone))) as pool:
-            return sum(pool.map(lambda item: self._write_zone(*item), per_zone.items()))
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="tbspark-sink")
+        futures = [self._pool.submit(self._write_zone, zone, points) for zone, points in per_zone.items()]
+        # Every write ends before this returns or raises (as the pool's `with` did): a slow write of
+        # this attempt must not land after a retry's, or after the next batch's, newer value.
+        wait(futures)
+        return sum(f.result() for f in futures)
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         self.client.close()
 
 
