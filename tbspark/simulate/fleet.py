@@ -122,18 +122,26 @@ class Fleet:
     def start_device(self, dev: DevicePlan, now: float) -> None:
         """Called on the device's first CONNACK: its streams start from here, each at a phase
         of its period so that a fleet does not publish in bursts."""
-        if dev.sent_per_stream:
+        phases = self.begin(dev)
+        if phases is None:
             return  # a reconnect: the schedule kept running
-        dev.sent_per_stream = [0] * len(dev.streams)
-        dev.quotas = [self.quota(st) for st in dev.streams]
         ds = self.gt.devices[dev.name]
         zbuf = self._zbufs.setdefault(ds.zone, [])
         dev.feeds = []
-        for s, stream in enumerate(dev.streams):
-            phase = ((dev.index * GOLDEN) % 1.0) * stream.period_s
+        for s, phase in enumerate(phases):
             feed = Feed(dev, s, now + phase, dev.quotas[s], ds, zbuf)
             dev.feeds.append(feed)
             self._push(feed)
+
+    def begin(self, dev: DevicePlan) -> list[float] | None:
+        """A device's first start (None on a reconnect): its counters and quotas set, and each
+        stream's phase — offsets spread over the period so that a fleet does not publish in bursts.
+        Shared by this timing wheel and the C schedule (native.py)."""
+        if dev.sent_per_stream:
+            return None
+        dev.sent_per_stream = [0] * len(dev.streams)
+        dev.quotas = [self.quota(st) for st in dev.streams]
+        return [((dev.index * GOLDEN) % 1.0) * st.period_s for st in dev.streams]
 
     def _push(self, feed: Feed) -> None:
         k = int(feed.due * SLOTS_PER_S)

@@ -23,7 +23,7 @@ import os
 from typing import Any
 
 from tbspark.errors import UsageError
-from tbspark.simulate.fleet import GOLDEN, TELEMETRY_TOPIC, Fleet
+from tbspark.simulate.fleet import TELEMETRY_TOPIC, Fleet
 from tbspark.simulate.generators import MessageStream, _json_value, numeric
 from tbspark.simulate.groundtruth import NEAR_EDGE_MS
 
@@ -146,12 +146,10 @@ class NativePath:
 
     def start_device(self, dev: Any, now: float) -> None:
         """Fleet.start_device for the C schedule: the same phases, the same quotas."""
-        if dev.sent_per_stream:
+        phases = self.fleet.begin(dev)
+        if phases is None:
             return  # a reconnect: the schedule kept running
-        dev.sent_per_stream = [0] * len(dev.streams)
-        dev.quotas = [self.fleet.quota(st) for st in dev.streams]
-        for s, stream in enumerate(dev.streams):
-            phase = ((dev.index * GOLDEN) % 1.0) * stream.period_s
+        for s, phase in enumerate(phases):
             self.hot.start_feed(self.feeds[dev.index][s], now + phase)
 
     def fold(self) -> None:
