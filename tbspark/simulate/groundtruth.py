@@ -76,19 +76,10 @@ class GroundTruth:
         """Values sent by devices of ``zone`` with timestamps in the window starting at
         ``start`` (all near its edge or none): the batched form of record_sent's window part
         (the senders count the devices' sent and sum themselves)."""
-        if not values:
-            return
-        wins = self.windows[zone]
-        stats = wins.get(start)
-        if stats is None:
-            stats = wins[start] = WindowStats()
-        lo, hi = min(values), max(values)
-        stats.count += len(values)
-        stats.sum += sum(values)
-        stats.min = lo if stats.min is None or lo < stats.min else stats.min
-        stats.max = hi if stats.max is None or hi > stats.max else stats.max
-        if near_edge:
-            stats.near_edge += len(values)
+        if values:
+            n = len(values)
+            self.add_window_stats(zone, start, n, sum(values), min(values), max(values),
+                                  n if near_edge else 0)
 
     def add_window_stats(self, zone: str, start: int, count: int, total: float, lo: float,
                          hi: float, near_edge: int) -> None:

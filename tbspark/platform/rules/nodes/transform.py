@@ -56,7 +56,11 @@ class _KeysNode(StepNode):
         super().__init__(*a, **kw)
         self.source = _source(self.config, self.SOURCE_FIELD)
 
-    def _data_or_failure(self, m):
+    def _target(self, m):
+        """The dict the node edits: the metadata, or the message data (None, with an error noted,
+        when the data is not a JSON object)."""
+        if self.source == "METADATA":
+            return m.metadata
         if isinstance(m.data, dict):
             return m.data
         m.metadata["error"] = "Message data is not a JSON object"
@@ -109,12 +113,9 @@ class TbRenameKeysNode(_KeysNode):
         self.mapping = mapping
 
     def step(self, m) -> str:
-        if self.source == "METADATA":
-            target = m.metadata
-        else:
-            target = self._data_or_failure(m)
-            if target is None:
-                return "Failure"
+        target = self._target(m)
+        if target is None:
+            return "Failure"
         for old, new in self.mapping.items():
             if old in target:
                 target[new] = target.pop(old)
@@ -131,12 +132,9 @@ class TbDeleteKeysNode(_KeysNode):
         self.patterns = _regexes(self.config)
 
     def step(self, m) -> str:
-        if self.source == "METADATA":
-            target = m.metadata
-        else:
-            target = self._data_or_failure(m)
-            if target is None:
-                return "Failure"
+        target = self._target(m)
+        if target is None:
+            return "Failure"
         for k in [k for k in target if _matches(self.patterns, k)]:
             del target[k]
         return "Success"
