@@ -6,4 +6,4 @@ its pure-Python engine (see docs/scenarios.md, "The simulator's engines")."""
 from setuptools import Extension, setup
 
 setup(ext_modules=[Extension("tbspark.simulate._fastsend", ["tbspark/simulate/_fastsend.c"],
-                             extra_compile_args=["-O2"], optional=True)])
+                             extra_compile_args=["-O2"], libraries=["m"], optional=True)])

@@ -59,7 +59,7 @@ from pathlib import Path
 from tbspark.scenario import parse_scenario
 from tbspark.settings import Connection
 from tbspark.state import StateDir, write_json_atomic
-mode, n, rate, dur, port, state_dir = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+mode, n, rate, dur, port, state_dir, gen = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7]
 sc = parse_scenario(f"""
 name: bench
 devices:
@@ -67,7 +67,7 @@ devices:
     count: {n}
     zones: {{count: 10}}
     telemetry:
-      windSpeed: {{kind: uniform_int, min: 30, max: 60, rate_hz: {rate}, send_as: string}}
+      windSpeed: {gen.replace("RATE", str(rate))}
 simulation: {{qos: 0, ramp_per_s: 2000, timestamps: device}}
 """)
 state = StateDir(Path(state_dir)).ensure()
@@ -146,12 +146,22 @@ else:
 '''
 
 
+# The value generators a run can use: the tutorial's (integers as strings) and fleet-3000.yaml's
+# (normal, one decimal, JSON numbers); RATE is replaced by the run's rate.
+GENERATORS = {
+    "tutorial": "{kind: uniform_int, min: 30, max: 60, rate_hz: RATE, send_as: string}",
+    "fleet": "{kind: normal, mean: 42, stddev: 6, min: 0, max: 120, decimals: 1, rate_hz: RATE}",
+}
+GENERATOR = "tutorial"
+
+
 def measure(mode: str, n: int, rate: float, dur: float) -> dict:
     load0 = os.getloadavg()[0]
     sink, port = start_sink()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            out = subprocess.run([PY, "-c", CHILD, mode, str(n), str(rate), str(dur), str(port), tmp],
+            out = subprocess.run([PY, "-c", CHILD, mode, str(n), str(rate), str(dur), str(port), tmp,
+                                  GENERATORS[GENERATOR]],
                                  cwd=REPO, capture_output=True, text=True, timeout=dur * 10 + 300)
         if out.returncode != 0:
             raise SystemExit(f"{mode} failed:\n{out.stderr[-3000:]}")
@@ -386,7 +396,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="short runs (smoke test of the bench)")
     ap.add_argument("--only", choices=("throughput", "hold", "hotpath", "floor", "ratio"),
                     help="run one part")
+    ap.add_argument("--generator", choices=sorted(GENERATORS), default="tutorial",
+                    help="the fleet's windSpeed generator: the tutorial's integers as strings "
+                         "(default) or fleet-3000.yaml's normal numbers with one decimal")
     args = ap.parse_args()
+    global GENERATOR
+    GENERATOR = args.generator
     dur = 5.0 if args.quick else 20.0
     results = {}
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "

@@ -6,11 +6,19 @@
  *
  * Python side: tbspark/simulate/native.py (setup, ground-truth folding) and aio_engine.py.
  *
- * Hot(n_devices, zone_of_device: list[int], topic: bytes, device_ts: bool, window_ms, near_ms)
- *   .add_feed(dev, period_s, quota, pre, post, kind, lo, hi, quote, num_mode, const_num, seed)
+ * Hot(n_devices, zone_of_device: list[int], topic: bytes, device_ts: bool, window_ms, near_ms,
+ *     scale_exp=0)
+ *   .add_feed(dev, period_s, quota, pre, post, kind, lo, hi, quote, num_mode, const_num, seed,
+ *             fa=0.0, fb=0.0, decimals=0, clip_lo=-inf, clip_hi=inf)
  *        -> feed index. kind 0: the body is pre only; kind 1: pre + a uniform integer in [lo, hi]
- *        (quoted when quote) + post. num_mode 0: no value_key number; 1: the drawn integer;
- *        2: const_num.
+ *        (quoted when quote) + post; kind 2: pre + a normal number (mean fa, stddev fb) rounded to
+ *        `decimals` (clipped to [clip_lo, clip_hi] first) + post; kind 3: the same with a uniform
+ *        number in [fa, fb). num_mode 0: no
+ *        value_key number; 1: the drawn number; 2: const_num (an integer).
+ *        Numbers of kinds 2 and 3 are drawn as integers n = round(x * 10^decimals) and written as the
+ *        decimal n / 10^decimals with at least one fractional digit ("42.3", "42.0"), so the text
+ *        and the ground truth agree exactly. The ground truth counts every value key in units of
+ *        10^-scale_exp (scale_exp >= the decimals of every float value key), in 128-bit sums.
  *   .start_feed(feed, due)          schedule the feed's first message (absolute monotonic time)
  *   .set_state(dev, fd, state)      0: messages are skipped (down, or too much pending);
  *                                   1: send() on fd; 2: packets handed back to Python (pending)
@@ -26,6 +34,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -38,23 +47,31 @@ typedef struct {
     double due, period;
     int64_t left;
     int32_t dev;
-    int kind, quote, num_mode;
+    int kind, quote, num_mode, decimals;
     int64_t lo, const_num;
+    double fa, fb, pow10;  /* kinds 2 and 3: mean and stddev, or low and high; 10^decimals */
+    double limit;          /* |n| must stay below: exact in a double, and in int64 once scaled */
+    double clip_lo, clip_hi; /* kind 2: the draw is clipped to these (min and max) */
+    int64_t gt_mul;        /* drawn number -> ground-truth units: 10^(scale_exp - decimals) */
     uint64_t span, threshold; /* span 0: the whole 64-bit range */
     char *pre, *post;
     Py_ssize_t pre_len, post_len;
     uint64_t s[4]; /* xoshiro256** state */
 } Feed;
 
+typedef __int128 i128;
+
 typedef struct {
     int fd, state, dropped;
     int32_t zone;
-    int64_t last_ts, sent, sum;
+    int64_t last_ts, sent;
+    i128 sum;
 } Dev;
 
 typedef struct {
     int32_t zone;
-    int64_t start, count, sum, min, max, near;
+    int64_t start, count, min, max, near;
+    i128 sum;
 } Win;
 
 typedef struct {
@@ -74,6 +91,7 @@ typedef struct {
     Py_ssize_t topic_len;
     int device_ts;
     int64_t window_ms, near_ms;
+    int scale_exp;
     char *buf;
     Py_ssize_t cap;
 } Hot;
@@ -107,6 +125,31 @@ static inline int64_t draw(Feed *f) {
     while (x < f->threshold) /* rejection: every value of the range equally likely */
         x = next_u64(f->s);
     return (int64_t)((uint64_t)f->lo + x % f->span);
+}
+
+/* A float in [0, 1) with 53 random bits. */
+static inline double unit(uint64_t *s) { return (double)(next_u64(s) >> 11) * 0x1.0p-53; }
+
+#define FLOAT_LIMIT 1e15 /* |n| below this: exact in a double, 15 digits at most */
+
+/* Kinds 2 and 3: the next number as n = round(x * 10^decimals) (half to even), and whether x was
+ * negative (so that -0.04 at one decimal is written "-0.0", as Python writes round(-0.04, 1)). */
+static inline int64_t draw_scaled(Feed *f, int *neg) {
+    for (;;) {
+        double x;
+        if (f->kind == 2) { /* Box-Muller: u1 in (0, 1] */
+            double u1 = 1.0 - unit(f->s), u2 = unit(f->s);
+            x = f->fa + f->fb * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+            x = x < f->clip_lo ? f->clip_lo : x > f->clip_hi ? f->clip_hi : x;
+        } else {
+            x = f->fa + (f->fb - f->fa) * unit(f->s);
+        }
+        double y = nearbyint(x * f->pow10);
+        if (fabs(y) < f->limit) { /* else (a draw dozens of deviations out): draw again */
+            *neg = signbit(y) != 0;
+            return (int64_t)y;
+        }
+    }
 }
 
 /* ---- the schedule ------------------------------------------------------------------------- */
@@ -161,7 +204,7 @@ static int32_t heap_pop(Hot *h) {
 
 /* ---- ground truth --------------------------------------------------------------------------- */
 
-static int add_window(Hot *h, int32_t zone, int64_t t, int64_t v) {
+static int add_window(Hot *h, int32_t zone, int64_t t, int64_t v) { /* v: ground-truth units */
     int64_t start = t - (((t % h->window_ms) + h->window_ms) % h->window_ms);
     int64_t off = t - start;
     int near = off < h->near_ms || h->window_ms - off <= h->near_ms;
@@ -220,6 +263,31 @@ static inline char *put_int(char *p, int64_t v) {
     return p;
 }
 
+/* n / 10^decimals with `decimals` fractional digits, trailing zeros dropped down to one. */
+static inline char *put_scaled(char *p, int64_t n, int neg, int decimals, double pow10) {
+    uint64_t u = n < 0 ? (uint64_t)0 - (uint64_t)n : (uint64_t)n;
+    uint64_t div = (uint64_t)pow10;
+    if (neg)
+        *p++ = '-';
+    p = put_int(p, (int64_t)(u / div));
+    *p++ = '.';
+    if (decimals == 0) {
+        *p++ = '0';
+        return p;
+    }
+    uint64_t frac = u % div;
+    char digits[20];
+    for (int i = decimals - 1; i >= 0; i--) {
+        digits[i] = (char)('0' + frac % 10);
+        frac /= 10;
+    }
+    int keep = decimals;
+    while (keep > 1 && digits[keep - 1] == '0')
+        keep--;
+    memcpy(p, digits, keep);
+    return p + keep;
+}
+
 static const char TS_HEAD[] = "{\"ts\":";
 static const char TS_MID[] = ",\"values\":{";
 #define HDR 5 /* room for the fixed header and up to 4 bytes of remaining length */
@@ -249,14 +317,16 @@ static int Hot_init(Hot *h, PyObject *args, PyObject *kw) {
     Py_ssize_t tlen;
     int device_ts;
     long long window_ms, near_ms;
-    if (!PyArg_ParseTuple(args, "nOy#pLL", &ndev, &zones, &topic, &tlen, &device_ts, &window_ms,
-                          &near_ms))
+    int scale_exp = 0;
+    if (!PyArg_ParseTuple(args, "nOy#pLL|i", &ndev, &zones, &topic, &tlen, &device_ts, &window_ms,
+                          &near_ms, &scale_exp))
         return -1;
     if (h->devs != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Hot is initialised once");
         return -1;
     }
-    if (ndev < 0 || window_ms <= 0 || tlen > 65535 || !PyList_Check(zones) ||
+    if (ndev < 0 || window_ms <= 0 || tlen > 65535 || scale_exp < 0 || scale_exp > 15 ||
+        !PyList_Check(zones) ||
         PyList_GET_SIZE(zones) != ndev) {
         PyErr_SetString(PyExc_ValueError, "bad arguments to Hot()");
         return -1;
@@ -294,6 +364,7 @@ static int Hot_init(Hot *h, PyObject *args, PyObject *kw) {
     h->device_ts = device_ts;
     h->window_ms = window_ms;
     h->near_ms = near_ms;
+    h->scale_exp = scale_exp;
     return 0;
 }
 
@@ -311,14 +382,45 @@ static PyObject *Hot_add_feed(Hot *h, PyObject *args) {
     unsigned long long seed;
     const char *pre, *post;
     Py_ssize_t pre_len, post_len;
-    int kind, quote, num_mode;
-    if (!PyArg_ParseTuple(args, "ndLy#y#iLLpiLK", &dev, &period, &quota, &pre, &pre_len, &post,
-                          &post_len, &kind, &lo, &hi, &quote, &num_mode, &const_num, &seed))
+    int kind, quote, num_mode, decimals = 0;
+    double fa = 0.0, fb = 0.0, clip_lo = -INFINITY, clip_hi = INFINITY;
+    if (!PyArg_ParseTuple(args, "ndLy#y#iLLpiLK|ddidd", &dev, &period, &quota, &pre, &pre_len,
+                          &post, &post_len, &kind, &lo, &hi, &quote, &num_mode, &const_num, &seed,
+                          &fa, &fb, &decimals, &clip_lo, &clip_hi))
         return NULL;
-    if (dev < 0 || dev >= h->ndev || !(period > 0) || quota < 0 || kind < 0 || kind > 1 ||
-        num_mode < 0 || num_mode > 2 || (kind == 1 && hi < lo) || (kind == 0 && num_mode == 1)) {
+    int floaty = kind == 2 || kind == 3;
+    if (dev < 0 || dev >= h->ndev || !(period > 0) || quota < 0 || kind < 0 || kind > 3 ||
+        num_mode < 0 || num_mode > 2 || (kind == 1 && hi < lo) || (kind == 0 && num_mode == 1) ||
+        (floaty && (decimals < 0 || decimals > h->scale_exp || !isfinite(fa) || !isfinite(fb) ||
+                    (kind == 2 && (fb < 0 || clip_hi < clip_lo)) || (kind == 3 && fb < fa)))) {
         PyErr_SetString(PyExc_ValueError, "bad feed");
         return NULL;
+    }
+    /* Ground-truth units: 10^-scale_exp. Integers (drawn or constant) must fit once scaled. */
+    int64_t mul = 1;
+    for (int i = floaty ? decimals : 0; i < h->scale_exp; i++)
+        mul *= 10;
+    double limit = FLOAT_LIMIT, p10 = 1.0;
+    for (int i = 0; i < decimals; i++)
+        p10 *= 10.0;
+    if (floaty) {
+        if ((double)INT64_MAX / (double)mul / 2 < limit)
+            limit = (double)INT64_MAX / (double)mul / 2;
+        /* The redraw loop must end: the whole range (uniform) or mean + 10 deviations (normal). */
+        double reach = kind == 3 ? fmax(fabs(fa), fabs(fb))
+                                 : fmin(fabs(fa) + 10.0 * fb, fmax(fabs(clip_lo), fabs(clip_hi)));
+        if (!(reach * p10 < limit)) {
+            PyErr_SetString(PyExc_ValueError, "a float generator's range too large for the C path");
+            return NULL;
+        }
+    }
+    if (!floaty && mul > 1) {
+        int64_t lim = INT64_MAX / mul;
+        if ((kind == 1 && num_mode == 1 && (lo < -lim || hi > lim)) ||
+            (num_mode == 2 && (const_num < -lim || const_num > lim))) {
+            PyErr_SetString(PyExc_ValueError, "an integer value key too large for the scale");
+            return NULL;
+        }
     }
     if (h->nfeed == h->capfeed) {
         Py_ssize_t cap = h->capfeed ? 2 * h->capfeed : 64;
@@ -336,7 +438,7 @@ static PyObject *Hot_add_feed(Hot *h, PyObject *args) {
         h->capfeed = cap;
     }
     /* The longest packet of this feed: header, topic, head with the longest ts, body, end. */
-    Py_ssize_t need = HDR + 2 + h->topic_len + 64 + pre_len + 24 + post_len + 4;
+    Py_ssize_t need = HDR + 2 + h->topic_len + 64 + pre_len + 48 + post_len + 4;
     if (need > h->cap) {
         char *nb = PyMem_Realloc(h->buf, need);
         if (nb == NULL)
@@ -363,6 +465,14 @@ static PyObject *Hot_add_feed(Hot *h, PyObject *args) {
     f->num_mode = num_mode;
     f->lo = lo;
     f->const_num = const_num;
+    f->decimals = decimals;
+    f->fa = fa;
+    f->fb = fb;
+    f->pow10 = p10;
+    f->clip_lo = clip_lo;
+    f->clip_hi = clip_hi;
+    f->limit = limit;
+    f->gt_mul = mul;
     if (kind == 1) {
         f->span = (uint64_t)hi - (uint64_t)lo + 1; /* wraps to 0 for the whole 64-bit range */
         f->threshold = f->span ? ((uint64_t)0 - f->span) % f->span : 0;
@@ -475,7 +585,8 @@ static PyObject *Hot_send_due(Hot *h, PyObject *args) {
             skipped++; /* not sent, so not in the ground truth */
             continue;
         }
-        int64_t v = f->kind == 1 ? draw(f) : 0;
+        int neg = 0;
+        int64_t v = f->kind == 1 ? draw(f) : f->kind >= 2 ? draw_scaled(f, &neg) : 0;
         int64_t t = ts > d->last_ts ? ts : d->last_ts + 1; /* strictly increasing per device */
         d->last_ts = t;
         char *p = payload;
@@ -489,10 +600,10 @@ static PyObject *Hot_send_due(Hot *h, PyObject *args) {
         }
         memcpy(p, f->pre, f->pre_len);
         p += f->pre_len;
-        if (f->kind == 1) {
+        if (f->kind >= 1) {
             if (f->quote)
                 *p++ = '"';
-            p = put_int(p, v);
+            p = f->kind == 1 ? put_int(p, v) : put_scaled(p, v, neg, f->decimals, f->pow10);
             if (f->quote)
                 *p++ = '"';
             memcpy(p, f->post, f->post_len);
@@ -545,7 +656,7 @@ static PyObject *Hot_send_due(Hot *h, PyObject *args) {
         sent++;
         d->sent++;
         if (f->num_mode) {
-            int64_t num = f->num_mode == 1 ? v : f->const_num;
+            int64_t num = (f->num_mode == 1 ? v : f->const_num) * f->gt_mul;
             d->sum += num;
             if (add_window(h, d->zone, t, num) < 0) {
                 PyErr_NoMemory();
@@ -567,6 +678,16 @@ static PyObject *Hot_send_due(Hot *h, PyObject *args) {
     return Py_BuildValue("nnN", sent, skipped, back);
 }
 
+static PyObject *int128(i128 v) { /* a Python int (NULL on error: Py_BuildValue's "N" fails) */
+    if (v >= INT64_MIN && v <= INT64_MAX)
+        return PyLong_FromLongLong((long long)v);
+    unsigned char b[16];
+    unsigned __int128 u = (unsigned __int128)v;
+    for (int i = 0; i < 16; i++, u >>= 8)
+        b[i] = (unsigned char)(u & 0xFF);
+    return _PyLong_FromByteArray(b, 16, 1, 1);
+}
+
 static PyObject *Hot_take(Hot *h, PyObject *unused) {
     PyObject *devs = PyList_New(0), *wins = PyList_New(0);
     if (devs == NULL || wins == NULL)
@@ -575,7 +696,7 @@ static PyObject *Hot_take(Hot *h, PyObject *unused) {
         Dev *d = &h->devs[i];
         if (d->sent == 0)
             continue;
-        PyObject *t = Py_BuildValue("nLL", i, (long long)d->sent, (long long)d->sum);
+        PyObject *t = Py_BuildValue("nLN", i, (long long)d->sent, int128(d->sum));
         if (t == NULL || PyList_Append(devs, t) < 0) {
             Py_XDECREF(t);
             goto fail;
@@ -584,8 +705,8 @@ static PyObject *Hot_take(Hot *h, PyObject *unused) {
     }
     for (Py_ssize_t i = 0; i < h->nwin; i++) {
         Win *w = &h->wins[i];
-        PyObject *t = Py_BuildValue("iLLLLLL", (int)w->zone, (long long)w->start,
-                                    (long long)w->count, (long long)w->sum, (long long)w->min,
+        PyObject *t = Py_BuildValue("iLLNLLL", (int)w->zone, (long long)w->start,
+                                    (long long)w->count, int128(w->sum), (long long)w->min,
                                     (long long)w->max, (long long)w->near);
         if (t == NULL || PyList_Append(wins, t) < 0) {
             Py_XDECREF(t);

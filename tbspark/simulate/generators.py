@@ -64,10 +64,17 @@ def make_value_fn(gen: Any, rng: random.Random) -> ValueFn:
                 if decimals is not None else (lambda n: [uni(lo_f, hi_f) for _ in range(n)]))
     elif kind == "normal":
         mean, sd = float(gen.mean), float(gen.stddev)
-        raw = lambda t: rounded(rng.gauss(mean, sd))  # noqa: E731
+        # min and max clip the draw (before rounding); unset, they do not bound it.
+        c_lo = float(_g(gen, "min", -math.inf))
+        c_hi = float(_g(gen, "max", math.inf))
         gauss = rng.gauss
-        draw = ((lambda n: [round(gauss(mean, sd), decimals) for _ in range(n)])  # noqa: E731
-                if decimals is not None else (lambda n: [gauss(mean, sd) for _ in range(n)]))
+
+        def clipped() -> float:
+            x = gauss(mean, sd)
+            return c_lo if x < c_lo else c_hi if x > c_hi else x
+        raw = lambda t: rounded(clipped())  # noqa: E731
+        draw = ((lambda n: [round(clipped(), decimals) for _ in range(n)])  # noqa: E731
+                if decimals is not None else (lambda n: [clipped() for _ in range(n)]))
     elif kind == "constant":
         const = gen.value
         raw = lambda t: const  # noqa: E731
@@ -90,6 +97,9 @@ def make_value_fn(gen: Any, rng: random.Random) -> ValueFn:
     # What the C hot path (native.py) needs to draw the same kind of values itself.
     fn.kind = kind  # type: ignore[attr-defined]
     fn.bounds = (int(gen.min), int(gen.max)) if kind == "uniform_int" else None  # type: ignore[attr-defined]
+    fn.params = ((float(gen.mean), float(gen.stddev), c_lo, c_hi) if kind == "normal"  # type: ignore[attr-defined]
+                 else (float(gen.min), float(gen.max)) if kind == "uniform_float" else None)
+    fn.decimals = decimals  # type: ignore[attr-defined]
     return fn
 
 

@@ -8,17 +8,22 @@ not take is handed back to the engine's per-connection buffer; connections, reco
 acks stay in Python.
 
 The C path drives a fleet when every message stream of every device is made of ``constant`` keys
-and at most one ``uniform_int`` key, the value key (if present) is an integer, and QoS is 0.
-Anything else (``uniform_float``, ``normal`` and ``sine`` generators, several random keys in one
-message, a float constant as the value key, QoS 1) runs on the Python path. Its values come from
-its own seeded generator (xoshiro256**), so ``--seed`` makes a run reproducible within one path,
-but the two paths draw different sequences.
+and at most one random key — ``uniform_int``, or ``normal`` / ``uniform_float`` with ``decimals``
+set (0 to 9) — the value key (if present) is not a float constant, and QoS is 0. Anything else
+(``sine``, floats without ``decimals``, several random keys in one message, QoS 1) runs on the
+Python path. Its values come from its own seeded generator (xoshiro256**, Box-Muller for
+``normal``), so ``--seed`` makes a run reproducible within one path, but the two paths draw
+different sequences. A float is drawn as the integer round(x * 10^decimals) and written as that
+decimal ("42.3", "42.0"), so the text on the wire and the ground truth are the same number; the
+ground truth is counted in units of 10^-scale (scale = the largest ``decimals`` of a float value
+key) with exact integer sums, and divided once when it is folded.
 
 ``TBSPARK_SIM_ENGINE``: ``python`` forces the Python path, ``c`` requires the C path (an error
 names why it cannot run), unset or ``auto`` takes the C path where it can."""
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -35,29 +40,65 @@ except ImportError:  # built without a C compiler: the Python path does everythi
 ENV = "TBSPARK_SIM_ENGINE"
 _I64 = (-(1 << 63), (1 << 63) - 1)
 _M64 = (1 << 64) - 1
+_FLOAT_KINDS = {"normal": 2, "uniform_float": 3}
+_MAX_DECIMALS = 9
+_FLOAT_LIMIT = 1e15  # |round(x * 10^decimals)| below this (the C side's FLOAT_LIMIT)
 
 
 def available() -> bool:
     return _fastsend is not None
 
 
-def stream_plan(stream: MessageStream, value_pos: int) -> tuple | str:
+def fleet_scale(fleet: Fleet) -> int:
+    """The ground truth's unit is 10^-scale: the most ``decimals`` of a float value key."""
+    scale = 0
+    for dev in fleet.devices:
+        for s, stream in enumerate(dev.streams):
+            pos = dev.value_pos[s]
+            if pos >= 0 and getattr(stream.fns[pos], "kind", None) in _FLOAT_KINDS:
+                scale = max(scale, getattr(stream.fns[pos], "decimals", None) or 0)
+    return scale
+
+
+def stream_plan(stream: MessageStream, value_pos: int, scale: int = 0) -> tuple | str:
     """The C feed's arguments for one stream (pre, post, kind, lo, hi, quote, num_mode,
-    const_num), or why the C path cannot send it."""
+    const_num, fa, fb, decimals, clip_lo, clip_hi), or why the C path cannot send it."""
     parts: list[str | None] = []
     rnd = -1
-    lo = hi = 0
+    kind_no = 0
+    lo = hi = decimals = 0
+    fa = fb = 0.0
+    c_lo, c_hi = -math.inf, math.inf
     quote = False
+    int_lim = _I64[1] // 10 ** scale  # an integer value key, once counted in 10^-scale units
     for j, (fn, prefix) in enumerate(zip(stream.fns, stream.prefixes)):
         kind = getattr(fn, "kind", None)
-        if kind == "uniform_int":
+        if kind in ("uniform_int", *_FLOAT_KINDS):
             if rnd >= 0:
-                return "more than one uniform_int key in one message"
-            lo, hi = fn.bounds
-            if not (_I64[0] <= lo <= hi <= _I64[1]):
-                return "a uniform_int range outside 64-bit integers (or min > max)"
+                return "more than one random key in one message"
             rnd, quote = j, bool(fn.as_string)
             parts.append(None)
+            if kind == "uniform_int":
+                kind_no = 1
+                lo, hi = fn.bounds
+                if not (_I64[0] <= lo <= hi <= _I64[1]):
+                    return "a uniform_int range outside 64-bit integers (or min > max)"
+                if j == value_pos and not (-int_lim <= lo and hi <= int_lim):
+                    return "a uniform_int range too large next to the float value keys' decimals"
+                continue
+            kind_no = _FLOAT_KINDS[kind]
+            decimals = getattr(fn, "decimals", None)
+            if decimals is None or not 0 <= decimals <= _MAX_DECIMALS:
+                return f"a {kind} key without decimals (0 to {_MAX_DECIMALS})"
+            fa, fb = fn.params[:2]
+            c_lo, c_hi = fn.params[2:] if kind == "normal" else (-math.inf, math.inf)
+            mul = 10 ** (scale - decimals) if j == value_pos else 1
+            limit = min(_FLOAT_LIMIT, _I64[1] / mul / 2)
+            reach = (max(abs(fa), abs(fb)) if kind == "uniform_float"
+                     else min(abs(fa) + 10 * fb, max(abs(c_lo), abs(c_hi))))
+            if not (reach * 10 ** decimals < limit) or (kind == "normal" and fb < 0) or \
+                    (kind == "uniform_float" and fb < fa):
+                return f"a {kind} range too large for the C path's 64-bit integers"
         elif kind == "constant":
             parts.append(prefix + _json_value(fn(0.0)))
         else:
@@ -71,14 +112,16 @@ def stream_plan(stream: MessageStream, value_pos: int) -> tuple | str:
             if isinstance(num, float):
                 return "a float constant as the value key"
             if num is not None:
-                if not _I64[0] <= num <= _I64[1]:
-                    return "a constant value key outside 64-bit integers"
+                if not -int_lim <= num <= int_lim:
+                    return "a constant value key outside 64-bit integers (in ground-truth units)"
                 num_mode, const_num = 2, num
     if rnd < 0:
-        return (",".join(parts).encode(), b"", 0, 0, 0, False, num_mode, const_num)  # type: ignore[arg-type]
+        return (",".join(parts).encode(), b"", 0, 0, 0, False, num_mode, const_num,  # type: ignore[arg-type]
+                0.0, 0.0, 0, c_lo, c_hi)
     pre = "".join(p + "," for p in parts[:rnd]) + stream.prefixes[rnd]  # type: ignore[operator]
     post = "".join("," + p for p in parts[rnd + 1:])  # type: ignore[operator]
-    return (pre.encode(), post.encode(), 1, lo, hi, quote, num_mode, const_num)
+    return (pre.encode(), post.encode(), kind_no, lo, hi, quote, num_mode, const_num, fa, fb, decimals,
+            c_lo, c_hi)
 
 
 def why_not(fleet: Fleet) -> str | None:
@@ -87,9 +130,10 @@ def why_not(fleet: Fleet) -> str | None:
         return "the C extension tbspark.simulate._fastsend is not built"
     if fleet.cfg.qos:
         return "QoS 1 (the PUBACK bookkeeping is on the Python path)"
+    scale = fleet_scale(fleet)
     for dev in fleet.devices:
         for s, stream in enumerate(dev.streams):
-            plan = stream_plan(stream, dev.value_pos[s])
+            plan = stream_plan(stream, dev.value_pos[s], scale)
             if isinstance(plan, str):
                 return f"{dev.name}: {plan}"
     return None
@@ -130,17 +174,18 @@ class NativePath:
         self.zone_names = list(zones)
         if any(d.index != i for i, d in enumerate(fleet.devices)):
             raise ValueError("device indices must be their positions in the fleet")
+        self.scale = fleet_scale(fleet)
         self.hot = _fastsend.Hot(len(fleet.devices), zone_of, TELEMETRY_TOPIC.encode(),
                                  fleet.cfg.timestamps == "device", int(round(gt.window_s * 1000)),
-                                 NEAR_EDGE_MS)
+                                 NEAR_EDGE_MS, self.scale)
         self.feeds: list[list[int]] = []
         for dev in fleet.devices:
             ids = []
             for s, stream in enumerate(dev.streams):
-                plan = stream_plan(stream, dev.value_pos[s])
+                plan = stream_plan(stream, dev.value_pos[s], self.scale)
                 assert not isinstance(plan, str), plan
-                ids.append(self.hot.add_feed(dev.index, stream.period, fleet.quota(stream), *plan,
-                                             feed_seed(dev.seed, s)))
+                ids.append(self.hot.add_feed(dev.index, stream.period, fleet.quota(stream), *plan[:8],
+                                             feed_seed(dev.seed, s), *plan[8:]))
             self.feeds.append(ids)
         fleet.fold = self.fold
 
@@ -156,9 +201,12 @@ class NativePath:
         """Move what the C side counted into the fleet's GroundTruth."""
         devs, wins = self.hot.take()
         gt, devices = self.fleet.gt, self.fleet.devices
+        unit = 10 ** self.scale  # int / int: the float nearest the exact quotient
         for i, sent, total in devs:
             ds = gt.devices[devices[i].name]
             ds.sent += sent
-            ds.sum += total
+            ds.sum += total / unit if unit > 1 else total
         for z, start, count, total, lo, hi, near in wins:
+            if unit > 1:
+                total, lo, hi = total / unit, lo / unit, hi / unit
             gt.add_window_stats(self.zone_names[z], start, count, total, lo, hi, near)

@@ -118,13 +118,21 @@ def test_simulate_before_provision_says_what_to_run(stack, tmp_path):
 
 def test_c_and_python_hot_paths_both_match_what_the_platform_stored(stack, tmp_path):
     # QoS 0 with device timestamps: the C hot path when it is built (TBSPARK_SIM_ENGINE=c makes
-    # the run fail rather than fall back), and the pure-Python path, each against the platform.
+    # the run fail rather than fall back), and the pure-Python path, each against the platform;
+    # the C path also with the fleet scenario's generator (normal, one decimal: JSON numbers).
+    import math
+    import re
     from tbspark.simulate import native
-    paths = ["c", "python"] if native.available() else ["python"]
-    for hot in paths:
-        (tmp_path / hot).mkdir()
-        path, _ = unique_tutorial(tmp_path / hot)
-        state = tmp_path / hot / "state"
+    cases = ["c", "python", "c-normal"] if native.available() else ["python"]
+    for case in cases:
+        hot = case.split("-")[0]
+        (tmp_path / case).mkdir()
+        path, _ = unique_tutorial(tmp_path / case)
+        if case == "c-normal":
+            path.write_text(re.sub(r"windSpeed: \{kind: uniform_int[^}]*\}",
+                                   "windSpeed: {kind: normal, mean: 42, stddev: 6, decimals: 1, rate_hz: 10}",
+                                   path.read_text()))
+        state = tmp_path / case / "state"
         assert run(["provision", str(path)], stack, state).exit_code == 0
         res = run(["simulate", str(path), "--messages", "30", "--qos", "0", "--seed", "7",
                    "--json"], stack, state, TBSPARK_SIM_ENGINE=hot)
@@ -137,8 +145,12 @@ def test_c_and_python_hot_paths_both_match_what_the_platform_stored(stack, tmp_p
         client = tb(stack)
         for name, dev in gt["devices"].items():
             points = stored(client, record["devices"][name]["id"], gt, 30)
-            assert dev["sent"] == len(points) == 30, hot
-            assert sum(p["value"] for p in points) == dev["sum"], hot
+            assert dev["sent"] == len(points) == 30, case
+            if case == "c-normal":  # doubles of one-decimal numbers: sums agree to rounding
+                assert all(isinstance(p["value"], float) for p in points)
+                assert math.isclose(math.fsum(p["value"] for p in points), dev["sum"], rel_tol=1e-12)
+            else:
+                assert sum(p["value"] for p in points) == dev["sum"], case
             # Per window of the device's own timestamps, what the platform stored is what the
             # ground truth filed (summed over the devices of the zone below).
             dev["windows"] = {}
@@ -152,5 +164,7 @@ def test_c_and_python_hot_paths_both_match_what_the_platform_stored(stack, tmp_p
                 if dev["zone"] == zone:
                     for start, vals in dev["windows"].items():
                         expect.setdefault(start, []).extend(vals)
-            assert {s: (w["count"], w["sum"], w["min"], w["max"]) for s, w in windows.items()} == \
-                {s: (len(v), sum(v), min(v), max(v)) for s, v in expect.items()}, hot
+            assert {s: (w["count"], w["min"], w["max"]) for s, w in windows.items()} == \
+                {s: (len(v), min(v), max(v)) for s, v in expect.items()}, case
+            for s, v in expect.items():
+                assert math.isclose(windows[s]["sum"], math.fsum(v), rel_tol=1e-12), case

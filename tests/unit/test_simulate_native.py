@@ -132,6 +132,112 @@ def test_server_timestamps_and_constant_keys_render_like_the_python_path():
         assert fleet.gt.devices[dev.name].sum == sum(json.loads(p)["windSpeed"] for p in payloads)
 
 
+FLEET_WIND = ("{windSpeed: {kind: normal, mean: 42, stddev: 6, min: 0, max: 120, decimals: 1, "
+              "rate_hz: 10}}")  # scenarios/fleet-3000.yaml's generator
+
+
+def decimal_units(text: bytes, decimals: int) -> int:
+    """'42.3' at 1 decimal -> 423: the exact number a payload carries, in 10^-decimals."""
+    whole, _, frac = text.decode().partition(".")
+    assert 1 <= len(frac) <= max(decimals, 1), text
+    sign = -1 if whole.startswith("-") else 1
+    return sign * (abs(int(whole)) * 10 ** decimals + int(frac.ljust(decimals, "0")[:decimals] or 0))
+
+
+@needs_c
+@pytest.mark.parametrize("telemetry,decimals,quoted", [
+    (FLEET_WIND, 1, False),
+    ("{windSpeed: {kind: uniform_float, min: -3, max: 2, decimals: 2, rate_hz: 10, send_as: string}}",
+     2, True),
+])
+def test_float_generators_with_decimals_run_on_the_c_path_and_count_exactly(telemetry, decimals, quoted):
+    fleet = make_fleet(12, telemetry, duration_s=10.0)
+    assert native.why_not(fleet) is None  # the fleet scenario's generator is on the C path
+    got, _ = drive(fleet)
+    q = rb'"' if quoted else b""
+    units: dict = {}
+    gt = fleet.gt.to_json()
+    for dev in fleet.devices:
+        mine = []
+        for p in packets(got[dev.index]):
+            m = re.fullmatch(rb'\{"ts":(\d+),"values":\{"windSpeed":' + q + rb'(-?\d+\.\d+)' + q + rb'\}\}', p)
+            assert m, p
+            text = m[2]
+            # Written like Python's repr of round(x, decimals): trailing zeros dropped, one kept.
+            assert not (text.endswith(b"0") and not text.endswith(b".0")), text
+            n = decimal_units(text, decimals)
+            assert float(text) == n / 10 ** decimals
+            mine.append(n)
+            units.setdefault(dev.zone, {}).setdefault(str(int(m[1]) - int(m[1]) % 10000), []).append(n)
+        assert len(mine) == 100
+        # The ground truth is the exact sum of what was written, not a float sum of it.
+        assert gt["devices"][dev.name]["sent"] == 100
+        assert gt["devices"][dev.name]["sum"] == sum(mine) / 10 ** decimals
+    unit = 10 ** decimals
+    for zone, wins in units.items():
+        assert {k: (w["count"], w["sum"], w["min"], w["max"]) for k, w in gt["windows"][zone].items()} \
+            == {k: (len(v), sum(v) / unit, min(v) / unit, max(v) / unit) for k, v in wins.items()}
+    values = [n / unit for wins in units.values() for v in wins.values() for n in v]
+    mean = sum(values) / len(values)
+    sd = (sum((x - mean) ** 2 for x in values) / len(values)) ** 0.5
+    if "normal" in telemetry:  # 1,200 draws of N(42, 6): mean within 5 standard errors, sd within 10 %
+        assert abs(mean - 42) < 5 * 6 / len(values) ** 0.5 and 5.4 < sd < 6.6
+        assert 0 <= min(values) and max(values) <= 120
+    else:  # uniform on [-3, 2): all inside, spread over the range
+        assert -3 <= min(values) and max(values) <= 2 and abs(mean + 0.5) < 0.3 and len(set(values)) > 200
+
+
+@pytest.mark.parametrize("hot", ["c", "python"])
+def test_normal_min_and_max_clip_the_draw_on_both_paths(hot, monkeypatch):
+    if hot == "c" and not native.available():
+        pytest.skip("the C extension is not built")
+    # N(10, 10) clipped to [5, 12]: a third of the draws below 5, two fifths above 12.
+    fleet = make_fleet(4, "{windSpeed: {kind: normal, mean: 10, stddev: 10, min: 5, max: 12, "
+                          "decimals: 1, rate_hz: 10}}", duration_s=5.0)
+    if hot == "c":
+        got, _ = drive(fleet)
+        values = [json.loads(p)["values"]["windSpeed"] for d in fleet.devices for p in packets(got[d.index])]
+    else:
+        values = [v for d in fleet.devices for v in d.streams[0].bodies(50, 0.0, 0)[1]]
+    assert len(values) == 200 and min(values) == 5.0 and max(values) == 12.0
+    assert 40 < sum(v == 5.0 for v in values) < 100 and 50 < sum(v == 12.0 for v in values) < 110
+
+
+@needs_c
+def test_integer_and_float_value_keys_share_one_exact_ground_truth_unit():
+    # Zone windows mix devices sending integers and devices sending two-decimal floats: both are
+    # counted in hundredths, so a window's sum is exact whatever mix it holds.
+    from tbspark.scenario import parse_scenario
+    from tbspark.simulate.fleet import Fleet, RunConfig, Stats, build_devices
+    from tbspark.simulate.groundtruth import GroundTruth
+    sc = parse_scenario("""
+name: s
+devices:
+  - {name: "i{i}", count: 4, zones: [A], telemetry: {windSpeed: {kind: uniform_int, min: 1, max: 9, rate_hz: 10}}}
+  - {name: "f{i}", count: 4, zones: [A], telemetry: {windSpeed: {kind: uniform_float, min: 0, max: 1, decimals: 2, rate_hz: 10}}}
+""")
+    specs = sc.expand_devices()
+    gt = GroundTruth("s", 10, "device", "windSpeed")
+    for spec in specs:
+        gt.add_device(spec.name, spec.zone)
+    record = {"devices": {s.name: {"token": f"t{i}"} for i, s in enumerate(specs)}}
+    fleet = Fleet(build_devices(specs, record, "windSpeed", 1), RunConfig("h", 1, 0, "device", 1000, None, 3.0),
+                  gt, Stats())
+    assert native.fleet_scale(fleet) == 2 and native.why_not(fleet) is None
+    got, _ = drive(fleet)
+    wins: dict = {}
+    for dev in fleet.devices:
+        for p in packets(got[dev.index]):
+            obj = json.loads(p)
+            v = obj["values"]["windSpeed"]
+            n = v * 100 if isinstance(v, int) else decimal_units(json.dumps(v).encode(), 2)
+            wins.setdefault(str(obj["ts"] - obj["ts"] % 10000), []).append(n)
+    out = fleet.gt.to_json()["windows"]["A"]
+    assert {k: (w["count"], w["sum"]) for k, w in out.items()} == \
+        {k: (len(v), sum(v) / 100) for k, v in wins.items()}
+    assert sum(len(v) for v in wins.values()) == 8 * 30
+
+
 class _Fixed:
     """A stream whose random key returns a given value (to render it the Python way)."""
 
@@ -251,6 +357,9 @@ def test_fleets_the_c_path_cannot_drive_fall_back_to_python(monkeypatch):
     monkeypatch.delenv("TBSPARK_SIM_ENGINE", raising=False)
     for telemetry in ("{windSpeed: {kind: uniform_float, min: 1, max: 2, rate_hz: 10}}",
                       "{windSpeed: {kind: normal, mean: 1, stddev: 2, rate_hz: 10}}",
+                      "{windSpeed: {kind: normal, mean: 1e14, stddev: 2, decimals: 3, rate_hz: 10}}",
+                      "{windSpeed: {kind: normal, mean: 1, stddev: 2, decimals: 1, rate_hz: 10}, "
+                      "gust: {kind: uniform_int, min: 1, max: 2, rate_hz: 10}}",
                       "{windSpeed: {kind: sine, mean: 1, amplitude: 2, period_s: 5, rate_hz: 10}}",
                       "{windSpeed: {kind: constant, value: 1.5, rate_hz: 10}}"):
         fleet = make_fleet(1, telemetry)
