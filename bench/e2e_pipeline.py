@@ -171,9 +171,9 @@ class Pipeline:
         self.procs.append(proc)
         return proc
 
-    def aggregator(self, env: dict[str, str] | None = None) -> Proc:
+    def aggregator(self, env: dict[str, str] | None = None, nice: int = 0) -> Proc:
         return self.spawn("aggregate", "aggregate", str(self.scenario_path), "--state-dir",
-                          str(self.state.root), env=env)
+                          str(self.state.root), "--nice", str(nice), env=env)
 
     def simulator(self, duration_s: float, qos: int | None = None, seed: int = 7) -> Proc:
         args = ["simulate", str(self.scenario_path), "--state-dir", str(self.state.root), "--duration",

@@ -238,12 +238,18 @@ def aggregate(scenario: Any, conn: Connection, state: StateDir, master: str = "l
               checkpoint: Path | None = None, starting_offsets: str = "earliest", once: bool = False,
               progress: Callable[[AggregateStatus], None] | None = None,
               stop_event: threading.Event | None = None, *, sink: Sink | None = None,
-              spark: Any = None) -> AggregateReport:
+              spark: Any = None, nice: int = 0) -> AggregateReport:
     """Run the aggregation job until ``stop_event`` is set (or, with ``once``, until the topic's
-    backlog is processed). ``progress`` is called about twice a second with the running status."""
+    backlog is processed). ``progress`` is called about twice a second with the running status.
+    ``nice`` > 0 lowers the CPU priority of this process and of the Spark JVM it starts (children
+    inherit it): on a machine shared with the platform, ingest gets the CPU first and the job's
+    micro-batches catch up between triggers."""
     if starting_offsets not in ("earliest", "latest"):
         raise AggregationError(f"unknown starting offsets {starting_offsets!r}",
                                "use --starting-offsets earliest or latest")
+    if not 0 <= nice <= 19:
+        raise AggregationError(f"nice must be between 0 and 19, not {nice}",
+                               "pass --nice 10 to let the platform have the CPU first, or 0")
     agg = scenario.aggregation
     window_ms = int(round(agg.window_s * 1000))
     checkpoint = Path(checkpoint) if checkpoint else state.checkpoint_dir(scenario.name)
@@ -261,6 +267,8 @@ def aggregate(scenario: Any, conn: Connection, state: StateDir, master: str = "l
     sink = sink or make_sink(scenario, conn, state)
     batcher = _Batcher(spec, store, sink, conn.kafka_bootstrap, scenario.kafka.topic,
                        scenario.kafka.dlq_topic, agg.output_mode, status)
+    if nice:
+        os.nice(nice)  # before the JVM starts, so that it inherits the priority
     spark = spark or build_session(master, agg.shuffle_partitions)
     started = time.monotonic()
     try:

@@ -40,6 +40,9 @@ def aggregate_cmd(
     once: bool = typer.Option(False, "--once", help="Process the topic's backlog, then exit."),
     state_dir: Path | None = typer.Option(None, "--state-dir", help="State directory (default .tbspark)."),
     as_json: bool = typer.Option(False, "--json", help="Print the final report as JSON."),
+    nice: int = typer.Option(0, "--nice", min=0, max=19,
+                             help="Lower the job's CPU priority (and its Spark JVM's) by this much: on a "
+                                  "machine shared with the platform, ingest gets the CPU first."),
 ) -> None:
     """Aggregate SCENARIO's Kafka topic into per-zone windows (avg, count, min, max) on ThingsBoard."""
     from tbspark import settings
@@ -67,7 +70,8 @@ def aggregate_cmd(
                   refresh_per_second=4) as live:
             report = aggregate(sc, conn, state, master=master, checkpoint=checkpoint,
                                starting_offsets=starting_offsets, once=once,
-                               progress=lambda st: live.update(_status_text(st)), stop_event=stop)
+                               progress=lambda st: live.update(_status_text(st)), stop_event=stop,
+                               nice=nice)
     finally:
         signal.signal(signal.SIGINT, previous)
     if as_json:

@@ -21,3 +21,16 @@ def test_a_missing_scenario_file_names_the_file(tmp_path):
     res = runner.invoke(app, ["aggregate", str(tmp_path / "nope.yaml"), "--state-dir", str(tmp_path)])
     assert res.exit_code == 2
     assert f"Error: {tmp_path / 'nope.yaml'}: no such file" in res.output
+
+
+def test_nice_outside_0_to_19_is_refused_before_anything_starts(tmp_path):
+    res = runner.invoke(app, ["aggregate", "scenarios/wind-turbines.yaml", "--nice", "20",
+                              "--state-dir", str(tmp_path)])
+    assert res.exit_code == 2 and "less than or equal to 19" in res.output
+    # The library call refuses it too (callers other than the CLI), before touching Kafka or Spark.
+    import pytest
+
+    from tbspark.aggregate.job import aggregate
+    from tbspark.errors import AggregationError
+    with pytest.raises(AggregationError, match="nice must be between 0 and 19, not -1"):
+        aggregate(object(), None, None, nice=-1)
