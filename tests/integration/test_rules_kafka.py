@@ -303,3 +303,19 @@ def test_fused_line_writes_the_same_kafka_records_as_node_by_node(kafka, kafka_t
     assert by_type["TbGetAttributesNode"]["out"] == {"Success": 200, "Failure": 100}
     assert by_type["TbCheckMessageNode"]["out"] == {"True": expected, "False": 200 - expected}
     assert by_type["TbKafkaNode"]["delivered"] == expected and fused["forwarded"] == expected
+
+
+def test_kafka_node_without_connections_counts_failed_deliveries():
+    """No Success and no Failure connection (the tutorial chain ends at the Kafka node): records go out
+    without a per-record callback, and deliveries that fail (no broker here) still show in every
+    counter: the node's failed, its Failure out-count and the engine's failed total."""
+    from tbspark.stack.kafka import free_port
+
+    n = 50
+    meta = _kafka_only_chain(f"127.0.0.1:{free_port()}", "nowhere", success_to_capture=False)
+    meta["nodes"][0]["configuration"]["otherProperties"] = {"message.timeout.ms": "300"}
+    counters, got = _engine_run(meta, _msgs(n), lambda c: c["failed"] >= n)
+    kafka_node = next(x for x in counters["nodes"] if x["type"] == "TbKafkaNode")
+    assert kafka_node["produced"] == n and kafka_node["failed"] == n and kafka_node["delivered"] == 0
+    assert kafka_node["out"] == {"Failure": n} and counters["failed"] == n and counters["forwarded"] == 0
+    assert got == []

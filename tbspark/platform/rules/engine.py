@@ -257,10 +257,18 @@ class RuleEngine:
         self._totals["messages_in"] += len(msgs)
         by_chain: dict[str, list[TbMsg]] = {}
         cache: dict = {}
+        last_cid = last = None  # the previous message's chain and batch: runs of one chain are the rule
         for m in msgs:
-            cid = m.chain_id or self._chain_id_for(m, cache)
-            m.chain_id = cid
-            by_chain.setdefault(cid, []).append(m)
+            cid = m.chain_id
+            if not cid:
+                cid = cache.get((m.tenant_id, m.profile_id)) or self._chain_id_for(m, cache)
+                m.chain_id = cid
+            if cid is not last_cid:
+                last = by_chain.get(cid)
+                if last is None:
+                    last = by_chain[cid] = []
+                last_cid = cid
+            last.append(m)
         for cid, batch in by_chain.items():
             chain = await self._chain(cid)
             if chain.first is not None:

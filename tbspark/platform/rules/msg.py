@@ -90,8 +90,21 @@ class TbMsg:
             except TypeError:  # integers beyond 64 bits, non-text keys, lone surrogates
                 pass
             else:
-                if b"\\" not in out and _PLAIN.issuperset(map(type, data.values())):
-                    return out
+                # ``out.find`` rather than ``b"\\" in out``: bytes.__contains__ first tries the needle as
+                # an integer and swallows a TypeError, ~0.4 µs per call here.
+                if out.find(b"\\") < 0:
+                    for v in data.values():
+                        t = type(v)
+                        if t is float:
+                            # orjson writes a float as Python's repr does (shortest digits,
+                            # positional) from 1e-4 up to 1e16; outside, or 0.0, NaN, infinities:
+                            # the scan below decides.
+                            if not 1e-4 <= abs(v) < 1e16:
+                                break
+                        elif t is not str and t is not int and t is not bool:
+                            break
+                    else:  # only text, integers, booleans, floats in range: the json module's text
+                        return out
                 if not _MAY_DIFFER.search(out):
                     return out
         return self.data_json().encode("utf-8")

@@ -202,13 +202,16 @@ class MqttServer:
 
     async def _drain(self) -> None:
         while self._queue:
-            n, take = 0, 0
-            for entry in self._queue:
-                n += len(entry[1])
-                take += 1
-                if n >= MAX_BATCH:
-                    break
-            entries, self._queue = self._queue[:take], self._queue[take:]
+            if self._queued <= MAX_BATCH:  # all of it (the usual case): no walk over the entries
+                entries, self._queue, n = self._queue, [], self._queued
+            else:
+                n, take = 0, 0
+                for entry in self._queue:
+                    n += len(entry[1])
+                    take += 1
+                    if n >= MAX_BATCH:
+                        break
+                entries, self._queue = self._queue[:take], self._queue[take:]
             self._queued -= n
             msgs = [m for e in entries for m in e[1]]
             self.batches += 1

@@ -228,7 +228,7 @@ class MqttSession(asyncio.Protocol):
         qos = (flags >> 1) & 3
         if qos == 3:
             return False
-        if body[:_TELEMETRY_END] == _TELEMETRY:
+        if body.startswith(_TELEMETRY):
             pos = _TELEMETRY_END
             alias = False
         elif body[:2] == b"\x00\x00" and self.aliases is not None:
@@ -265,7 +265,8 @@ class MqttSession(asyncio.Protocol):
         except ValueError as exc:
             self.malformed(c.Publish(api.TELEMETRY_TOPIC, payload, qos, packet_id), out, exc)
             return True
-        ack = c.encode_puback(packet_id, 0, self.level) if qos else None
+        # PUBACK, success: the same 4 bytes in 3.1.1 and 5 (c.encode_puback's short form), made here.
+        ack = bytes((0x40, 2, packet_id >> 8, packet_id & 0xFF)) if qos else None
         if msgs:
             server.submit(self, msgs, ack)
         elif ack:

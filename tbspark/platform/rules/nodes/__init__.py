@@ -94,7 +94,10 @@ def compile_pattern(pattern: str) -> Callable[[Any], str]:
     """``${metadataKey}`` / ``$[dataKey]`` substitution (TbNodeUtils.processPattern): unknown keys stay
     as written, ``$[a.b]`` walks nested data, non-text data values are JSON text."""
     if "$" not in pattern:
-        return lambda msg: pattern
+        def constant(msg) -> str:
+            return pattern
+        constant.constant = pattern  # callers on a hot path may use the text without the call
+        return constant
     whole = _PATTERN.fullmatch(pattern)
     if whole is not None and whole.group(1) is not None:  # "${deviceName}": the common key pattern
         key = whole.group(1)
@@ -102,6 +105,9 @@ def compile_pattern(pattern: str) -> Callable[[Any], str]:
         def metadata_value(msg) -> str:
             v = msg.metadata.get(key)
             return pattern if v is None else v
+        # Callers on a hot path may look the key up themselves (the pattern text when it is absent).
+        metadata_value.metadata_key = key
+        metadata_value.pattern = pattern
         return metadata_value
     import json
 

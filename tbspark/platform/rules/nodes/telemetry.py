@@ -53,32 +53,47 @@ class TbMsgTimeseriesNode(Node):
         return self.routed is not None and not self.routed
 
     async def process(self, msgs):
-        out, rows_by_entity, owners = [], {}, {}
-        ok = 0  # successes of a leaf, counted instead of listed
+        out = []
+        groups: dict = {}  # originator → (its rows, its messages), in arrival order
         now = int(time.time() * 1000)
         # A leaf never marks errors on messages: it may share them with another branch.
         tag = not self.shares_input()
+        use_server_ts = self.use_server_ts
         i64_min, i64_max = _I64
         LONG, DOUBLE, BOOLEAN, typed = values.LONG, values.DOUBLE, values.BOOLEAN, values.typed  # noqa: N806
+        # The metadata "ts" text of the previous message and its value: a batch's messages mostly
+        # share the millisecond they arrived in, so most need a text comparison, not a parse.
+        last_md_ts, last_ts = None, 0
         for m in msgs:
             if m.type != POST_TELEMETRY:
                 out.append(_unsupported(m, POST_TELEMETRY) if tag else ("Failure", m))
                 continue
-            if not isinstance(m.data, dict):
+            data = m.data
+            if not isinstance(data, dict):
                 if tag:
                     m.metadata["error"] = "Message data is not a JSON object"
                 out.append(("Failure", m))
                 continue
-            ts = now if self.use_server_ts else int(m.metadata.get("ts") or m.ts or now)
-            origin = m.originator
-            rows = rows_by_entity.get(origin)
-            if rows is None:
-                rows = rows_by_entity[origin] = []
-                owners[origin] = [m]
+            if use_server_ts:
+                ts = now
             else:
-                owners[origin].append(m)
+                md_ts = m.metadata.get("ts")
+                if md_ts is not None and md_ts == last_md_ts:
+                    ts = last_ts
+                else:
+                    ts = int(md_ts or m.ts or now)
+                    if md_ts:
+                        last_md_ts, last_ts = md_ts, ts
+            origin = m.originator
+            group = groups.get(origin)
+            if group is None:
+                rows = []
+                groups[origin] = (rows, [m])
+            else:
+                rows = group[0]
+                group[1].append(m)
             append = rows.append
-            for k, v in m.data.items():  # _typed_items, inlined: this loop runs once per point
+            for k, v in data.items():  # _typed_items, inlined: this loop runs once per point
                 t = type(v)
                 if t is int and i64_min <= v <= i64_max:
                     append((ts, k, LONG, v))
@@ -90,35 +105,40 @@ class TbMsgTimeseriesNode(Node):
                     kind, val = typed(v)
                     if kind is not None:
                         append((ts, k, kind, val))
-        if self.mode != "WEBSOCKETS_ONLY" and rows_by_entity:
-            keys = list(rows_by_entity)
+        ok = 0  # successes of a leaf, counted instead of listed
+        if self.mode != "WEBSOCKETS_ONLY" and groups:
             many = getattr(self.store, "save_timeseries_many", None)
             if many is not None:  # every entity of the batch in one write (one commit awaited)
+                items = [(e[0], e[1], g[0]) for e, g in groups.items() if g[0]]
                 try:
-                    results = await many([(e[0], e[1], rows_by_entity[e]) for e in keys if rows_by_entity[e]])
+                    results = await many(items)
                 except Exception as exc:  # the commit failed: nothing of this batch is saved
-                    results = [exc] * len(keys)
+                    results = [exc] * len(groups)
                 else:
-                    it = iter(results)
-                    results = [next(it) if rows_by_entity[e] else None for e in keys]
+                    if len(items) != len(groups):  # entities with no points to save: nothing failed
+                        it = iter(results)
+                        results = [next(it) if g[0] else None for g in groups.values()]
             else:
-                results = await gather_light([self.store.save_timeseries(e[0], e[1], rows_by_entity[e])
-                                              for e in keys])
-            for e, res in zip(keys, results):
-                ms = owners[e]
-                if isinstance(res, BaseException):
-                    for m in ms:
-                        if tag:
-                            m.metadata["error"] = f"{type(res).__name__}: {res}"
-                        out.append(("Failure", m))
-                elif tag:
-                    out.extend([("Success", m) for m in ms])
-                else:
-                    ok += len(ms)
+                results = await gather_light([self.store.save_timeseries(e[0], e[1], g[0])
+                                              for e, g in groups.items()])
+            if not tag and results.count(None) == len(results):
+                ok = len(msgs) - len(out)  # every grouped message saved (the rest are in ``out``)
+            else:
+                for group, res in zip(groups.values(), results):
+                    ms = group[1]
+                    if isinstance(res, BaseException):
+                        for m in ms:
+                            if tag:
+                                m.metadata["error"] = f"{type(res).__name__}: {res}"
+                            out.append(("Failure", m))
+                    elif tag:
+                        out.extend([("Success", m) for m in ms])
+                    else:
+                        ok += len(ms)
         elif tag:
-            out.extend(("Success", m) for ms in owners.values() for m in ms)
+            out.extend(("Success", m) for g in groups.values() for m in g[1])
         else:
-            ok = sum(len(ms) for ms in owners.values())
+            ok = len(msgs) - len(out)
         if ok:
             # A leaf (no connection out): its successes lead nowhere, so they are counted, not listed.
             self.resume_count("Success", ok)
