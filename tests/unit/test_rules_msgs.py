@@ -54,3 +54,54 @@ def test_attribute_request_answers_sections_present_only():
     assert api.attribute_response(Store(), "id1", b'{"clientKeys":"geoZone,missing","sharedKeys":"x"}') == \
         {"client": {"geoZone": "Zone A"}}
     assert api.attribute_response(Store(), "id1", b"{}") == {"client": {"geoZone": "Zone A"}}
+
+
+# Device-timestamped payloads as the fleet simulator and tb-mqtt-client send them, and the shapes
+# around them that must leave the fast path: every one gives what the full parser gives.
+TS_FORMS = [
+    b'{"ts":1700000000000,"values":{"windSpeed":42.3}}',
+    b'{"ts":1700000000000,"values":{"windSpeed":"33","geoZone":"Zone A","on":true,"n":7}}',
+    b'{"values":{"a":1.5},"ts":1700000000001}',
+    b'{"ts":1700000000000,"values":{}}',
+    b'{"ts":"1700000000000","values":{"a":1}}',                   # ts as text
+    b'{"ts":1.7e12,"values":{"a":1}}',                             # ts as an exponent
+    b'{"ts":1700000000000,"values":{"a":4.2e1,"b":1.5E+3}}',       # exponent spelling → LONG
+    b'{"ts":1700000000000,"values":{"a":0.12345678901234567}}',    # 17 decimals: the spelling counts
+    b'{"ts":1700000000000,"values":{"a":123456789012345678901234}}',
+    b'{"ts":1700000000000,"values":{"a":null,"b":2}}',
+    b'{"ts":1700000000000,"values":{"a":{"x":[1,2.5]}}}',
+    b'{"ts":1700000000000,"values":{"ts":5,"values":{"a":1}}}',   # keys named ts and values inside
+    b'{"ts":1700000000000,"values":{"a":-0.0,"b":1e-7,"c":123456.75}}',
+    b'[{"ts":1700000000000,"values":{"windSpeed":42.3}}]',
+    b'{"windSpeed":42.3,"e1":2.5,"values":1}',
+]
+
+
+@pytest.mark.parametrize("payload", TS_FORMS)
+def test_device_timestamped_payloads_equal_the_full_parser(payload):
+    from tbspark.platform import values
+    msgs = api.telemetry_msgs(Dev, payload, 1_000)
+    # The full parser: the spelling-aware decoder, then the generic typing of each element.
+    expect = [(api._data_of(kv), str(ts)) for ts, kv in values.parse_telemetry(values.loads(payload), 1_000)]
+    got = [(m.data, m.metadata["ts"]) for m in msgs]
+    assert got == expect
+    assert [[type(v) for v in d.values()] for d, _ in got] == [[type(v) for v in d.values()] for d, _ in expect]
+    assert all(m.metadata["deviceName"] == "Wind Turbine 1" and m.ts == 1_000 for m in msgs)
+
+
+def test_message_data_with_floats_is_the_json_modules_text():
+    # data_bytes takes orjson's text for floats without a scan where both write the same digits.
+    import json
+    import random
+    import struct
+
+    from tbspark.platform.rules.msg import TbMsg
+    rng = random.Random(11)
+    floats = [round(rng.gauss(42, 6), 1) for _ in range(2000)] + [rng.uniform(-1e6, 1e6) for _ in range(2000)]
+    floats += [10 ** rng.uniform(-6, 18) * rng.choice([1, -1]) for _ in range(2000)]
+    floats += [v for v in (struct.unpack("d", struct.pack("Q", rng.getrandbits(64)))[0] for _ in range(2000))
+               if v == v and abs(v) != float("inf")]
+    floats += [0.0, -0.0, 1e-4, 9.999e-5, 1e16, 9999999999999998.0, 5e-324, 1.7976931348623157e308]
+    for v in floats:
+        msg = TbMsg("POST_TELEMETRY_REQUEST", ("DEVICE", "d"), {"windSpeed": v, "geoZone": "Zone A"}, {})
+        assert msg.data_bytes() == json.dumps(msg.data, separators=(",", ":"), ensure_ascii=False).encode()

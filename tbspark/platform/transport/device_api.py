@@ -75,6 +75,50 @@ except ImportError:  # optional: the json module gives the same results, only sl
 _PLAIN = frozenset((str, int, bool))
 
 
+def _plain_floats(obj: dict) -> int:
+    """0: only text, integers and booleans (one nested object deep); 1: floats below 1e18 among
+    them too; 2: anything else (nulls, lists, deeper objects, huge floats)."""
+    floats = 0
+    for v in obj.values():  # (a loop: cheaper than _PLAIN.issuperset(map(type, ...)))
+        t = type(v)
+        if t is str or t is int or t is bool:
+            continue
+        if t is float:
+            if not -1e18 < v < 1e18:
+                return 2
+            floats = 1
+        elif t is dict:
+            for w in v.values():
+                u = type(w)
+                if u is float:
+                    if not -1e18 < w < 1e18:
+                        return 2
+                    floats = 1
+                elif u is not str and u is not int and u is not bool:
+                    return 2
+        else:
+            return 2
+    return floats
+
+
+_EXP_BEFORE = frozenset(b"0123456789.")
+_EXP_AFTER = frozenset(b"-+0123456789")
+_LONG_DECIMALS = re.compile(rb"\.[0-9]{17}")
+
+
+def _spelled(payload: bytes) -> bool:
+    """Whether a number in the text has an exponent (``4.2e1``) or 17+ decimals: what
+    ``_SPELLING`` looks for, found with a few ``find`` calls instead of a regex over every byte."""
+    n = len(payload)
+    for ch in (b"e", b"E"):
+        i = payload.find(ch, 1)
+        while i > 0:
+            if payload[i - 1] in _EXP_BEFORE and i + 1 < n and payload[i + 1] in _EXP_AFTER:
+                return True
+            i = payload.find(ch, i + 1)
+    return _LONG_DECIMALS.search(payload) is not None
+
+
 def loads(payload: bytes):
     if _fast_loads is not None:
         try:
@@ -82,10 +126,14 @@ def loads(payload: bytes):
         except _FastError:
             pass  # the json module decides (BOMs, lone surrogates, depth, NaN) and words the error
         else:
-            # The usual telemetry object needs no scan of its text (see _PLAIN); anything else with
-            # a float, a null or a nested value needs the scan, as before.
-            if type(obj) is dict and _PLAIN.issuperset(map(type, obj.values())):
-                return obj
+            # The usual telemetry objects — flat, or {"ts": …, "values": {flat}} — need no regex scan
+            # of their text: without floats nothing in them can be spelled in a way that matters (see
+            # _PLAIN); with floats, only an exponent or 17+ decimals can (_spelled), or a float that
+            # was an integer too large for orjson (>= 1e18). Nulls and deeper nesting: the scan.
+            if type(obj) is dict:
+                floats = _plain_floats(obj)
+                if floats == 0 or (floats == 1 and not _spelled(payload)):
+                    return obj
             if not _NOT_FAST.search(payload):
                 return obj
     if _SPELLING.search(payload):
@@ -117,6 +165,18 @@ def _flat_data(obj: dict) -> dict | None:
     return out
 
 
+# The last receive time and its text: the messages of a busy second share a few thousand
+# milliseconds, and the text (metadata "ts") is then made once per millisecond, not per message.
+_last_ts: tuple[int, str] = (0, "0")
+
+
+def _ts_text(now_ms: int) -> str:
+    global _last_ts
+    text = str(now_ms)
+    _last_ts = (now_ms, text)
+    return text
+
+
 def telemetry_msgs(device, payload: bytes, now_ms: int) -> list[TbMsg]:
     """One POST_TELEMETRY_REQUEST per payload element (arrays are not merged, §6.5).
     Raises ValueError (values.PayloadError included) on malformed JSON or a wrong shape."""
@@ -126,12 +186,27 @@ def telemetry_msgs(device, payload: bytes, now_ms: int) -> list[TbMsg]:
     # Fast path: the flat object real devices send (or tb-mqtt-client's one-element array of it).
     flat = obj[0] if type(obj) is list and len(obj) == 1 and type(obj[0]) is dict else obj
     if type(flat) is dict:
-        data = _flat_data(flat)
-        if data is not None:
-            if not data:
-                return []
-            return [TbMsg(POST_TELEMETRY, origin, data, {"deviceName": name, "deviceType": dtype, "ts": str(now_ms)},
-                          device.tenant_id, device.customer_id, None, device.profile_id, now_ms)]
+        if "ts" in flat and "values" in flat:
+            # The device-timestamped form {"ts": 1700000000000, "values": {...flat...}}: the same
+            # fast path for its values when ts is an integer (anything else: the full parser).
+            ts, vals = flat["ts"], flat["values"]
+            data = _flat_data(vals) if type(ts) is int and type(vals) is dict else None
+            if data is not None:
+                if not data:
+                    return []
+                return [TbMsg(POST_TELEMETRY, origin, data, {"deviceName": name, "deviceType": dtype,
+                                                             "ts": str(ts)},
+                              device.tenant_id, device.customer_id, None, device.profile_id, now_ms)]
+        else:
+            data = _flat_data(flat)
+            if data is not None:
+                if not data:
+                    return []
+                last = _last_ts
+                ts_text = last[1] if last[0] == now_ms else _ts_text(now_ms)
+                return [TbMsg(POST_TELEMETRY, origin, data, {"deviceName": name, "deviceType": dtype,
+                                                             "ts": ts_text},
+                              device.tenant_id, device.customer_id, None, device.profile_id, now_ms)]
     out = []
     for ts, kv in values.parse_telemetry(obj, now_ms):
         out.append(TbMsg(POST_TELEMETRY, origin, _data_of(kv),
