@@ -191,22 +191,16 @@ def telemetry_msgs(device, payload: bytes, now_ms: int) -> list[TbMsg]:
             # fast path for its values when ts is an integer (anything else: the full parser).
             ts, vals = flat["ts"], flat["values"]
             data = _flat_data(vals) if type(ts) is int and type(vals) is dict else None
-            if data is not None:
-                if not data:
-                    return []
-                return [TbMsg(POST_TELEMETRY, origin, data, {"deviceName": name, "deviceType": dtype,
-                                                             "ts": str(ts)},
-                              device.tenant_id, device.customer_id, None, device.profile_id, now_ms)]
+            ts_text = str(ts) if data else None
         else:
             data = _flat_data(flat)
-            if data is not None:
-                if not data:
-                    return []
-                last = _last_ts
-                ts_text = last[1] if last[0] == now_ms else _ts_text(now_ms)
-                return [TbMsg(POST_TELEMETRY, origin, data, {"deviceName": name, "deviceType": dtype,
-                                                             "ts": ts_text},
-                              device.tenant_id, device.customer_id, None, device.profile_id, now_ms)]
+            last = _last_ts
+            ts_text = (last[1] if last[0] == now_ms else _ts_text(now_ms)) if data else None
+        if data is not None:
+            if not data:
+                return []
+            return [TbMsg(POST_TELEMETRY, origin, data, {"deviceName": name, "deviceType": dtype, "ts": ts_text},
+                          device.tenant_id, device.customer_id, None, device.profile_id, now_ms)]
     out = []
     for ts, kv in values.parse_telemetry(obj, now_ms):
         out.append(TbMsg(POST_TELEMETRY, origin, _data_of(kv),
