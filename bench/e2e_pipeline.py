@@ -119,7 +119,8 @@ class Pipeline:
 
     # -- the stack --------------------------------------------------------------------------------
 
-    def up(self, kafka_port: int = 0, http_port: int = 0, mqtt_port: int = 0) -> dict:
+    def up(self, kafka_port: int = 0, http_port: int = 0, mqtt_port: int = 0,
+           platform: bool = True) -> dict:
         from tbspark.stack.services import stack_up
 
         from tbspark.errors import ServiceStartError
@@ -128,7 +129,7 @@ class Pipeline:
         for attempt in range(3):
             try:
                 self.services = stack_up(self.state.root, kafka_port=kafka_port, http_port=http_port,
-                                         mqtt_port=mqtt_port, topic=sc.kafka.topic,
+                                         mqtt_port=mqtt_port, platform=platform, topic=sc.kafka.topic,
                                          partitions=sc.kafka.partitions)
                 return self.services
             except ServiceStartError:

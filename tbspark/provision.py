@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from tbspark.errors import TbApiError
+from tbspark import delivery
+from tbspark.errors import KafkaError, TbApiError
 from tbspark.settings import Connection
 from tbspark.state import StateDir, write_json_atomic
 from tbspark.thingsboard.mqtt import AttributePublisher
@@ -42,6 +43,7 @@ class ProvisionReport:
     plan: list[str] = field(default_factory=list)
     record_path: str | None = None
     elapsed_s: float = 0.0
+    delivery: dict | None = None  # delivery.DeliveryCheck.as_dict() when the probe ran
 
     @property
     def changed(self) -> bool:
@@ -75,7 +77,15 @@ def _pmap(fn: Callable[[Any], Any], items: list, workers: int, stage: str,
 
 
 def provision(scenario: Any, conn: Connection, state: StateDir, dry_run: bool = False,
-              progress: Progress | None = None) -> ProvisionReport:
+              progress: Progress | None = None,
+              check_delivery: bool | None = None) -> ProvisionReport:
+    """``check_delivery``: send a probe message through the chain and look for it in Kafka
+    (tbspark/delivery.py); None = on for a real ThingsBoard (``platform.kind: thingsboard``),
+    whose Kafka node may not reach the address it was given, off for the embedded platform,
+    whose stack tbspark wires itself. A failed probe raises KafkaError after the record is
+    written."""
+    if check_delivery is None:
+        check_delivery = getattr(scenario.platform, "kind", "embedded") == "thingsboard"
     t0 = time.monotonic()
     report = ProvisionReport(scenario.name, conn.tb_url, dry_run)
     specs = scenario.expand_devices()
@@ -91,6 +101,11 @@ def provision(scenario: Any, conn: Connection, state: StateDir, dry_run: bool = 
             _attributes(tb, mqtt, specs, devices, existing_names, report, progress)
         assets = _assets(tb, scenario.zones(), agg.asset_type, report)
         gateway = _gateway(tb, agg, report) if agg.sink == "gateway" else None
+        check = None
+        if check_delivery and not dry_run:
+            dtype = sorted(profiles)[0]
+            check = delivery.probe(tb, conn, scenario, profiles[dtype], dtype, _token)
+            report.delivery = check.as_dict()
     report.elapsed_s = time.monotonic() - t0
     if dry_run:
         return report
@@ -108,6 +123,12 @@ def provision(scenario: Any, conn: Connection, state: StateDir, dry_run: bool = 
     state.ensure()
     write_json_atomic(state.provision_file, record)
     report.record_path = str(state.provision_file)
+    if check is not None and check.ok is False:
+        bootstrap = platform_bootstrap(scenario, conn.kafka_bootstrap)
+        raise KafkaError(f"provisioned, but the platform does not deliver to Kafka: {check.detail}",
+                         f"its Kafka node was given bootstrap {bootstrap!r}; give it an address "
+                         "the ThingsBoard server can reach (docs/thingsboard.md, 'Kafka address "
+                         "of the platform') and provision again")
     return report
 
 

@@ -45,6 +45,9 @@ def provision_cmd(
     kafka_bootstrap: str = typer.Option(None, "--kafka-bootstrap",
                                         help="Kafka as tbspark sees it (overrides KAFKA_BOOTSTRAP)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    check_delivery: bool = typer.Option(None, "--check-delivery/--no-check-delivery",
+                                        help="Send a probe message through the chain and look for "
+                                             "it in Kafka (default: on for a real ThingsBoard)."),
 ) -> None:
     """Create the scenario's rule chain, device profiles, devices (with tokens and client
     attributes), zone assets and gateway; idempotent. Writes provision.json."""
@@ -61,7 +64,8 @@ def provision_cmd(
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done)
 
-        report = provision(sc, conn, state, dry_run=dry_run, progress=progress)
+        report = provision(sc, conn, state, dry_run=dry_run, progress=progress,
+                           check_delivery=check_delivery)
     if as_json:
         print_json({**report.__dict__, "changed": report.changed})
         return
@@ -76,6 +80,10 @@ def provision_cmd(
             table.add_row(kind.replace("_", " "), str(report.created[kind]),
                           str(report.existing[kind]), str(report.updated[kind]))
     console.print(table)
+    if report.delivery and report.delivery["ok"]:
+        console.print(f"[green]✓[/green] delivery: {report.delivery['detail']}")
+    elif report.delivery:
+        console.print(f"[yellow]delivery not checked:[/yellow] {report.delivery['detail']}")
     if report.changed:
         console.print(f"[green]✓[/green] provisioned {sc.name} on {report.tb_url} in "
                       f"{report.elapsed_s:.1f} s; record: {report.record_path}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 from pathlib import Path
 
 import typer
@@ -14,7 +15,7 @@ from tbspark import settings
 from tbspark.cli import app
 from tbspark.cli._common import console, handle_errors, print_json
 from tbspark.cli.provision_cmd import STATE_DIR_HELP, conn_flags
-from tbspark.errors import UsageError
+from tbspark.errors import KafkaError, UsageError
 from tbspark.scenario import load_scenario
 from tbspark.simulate import simulate
 from tbspark.simulate.fleet import Stats
@@ -82,6 +83,7 @@ def simulate_cmd(
     if as_json:
         report = simulate(sc, conn, state, duration_s, messages, seed, engine=engine, qos=qos)
         print_json({**report.__dict__, "msg_per_s": report.msg_per_s})
+        _delivery_verdict(report)
         return
     view = _LiveView(expected)
     with Live(view.table(Stats(devices=sc.device_count())), console=console,
@@ -101,3 +103,18 @@ def simulate_cmd(
         console.print(f"[yellow]last error:[/yellow] {report.last_error}")
     if report.groundtruth_path:
         console.print(f"[green]✓[/green] ground truth: {report.groundtruth_path}")
+    if report.delivery and report.delivery["ok"]:
+        console.print(f"[green]✓[/green] delivery: {report.delivery['detail']}")
+    elif report.delivery and report.delivery["ok"] is None:
+        console.print(f"[yellow]delivery not checked:[/yellow] {report.delivery['detail']}")
+    _delivery_verdict(report)
+
+
+def _delivery_verdict(report: Any) -> None:
+    """A run whose acknowledged messages did not reach Kafka fails, in one line (exit code of
+    KafkaError), after its summary was printed."""
+    if report.delivery_failed:
+        raise KafkaError(f"the platform acknowledged the messages, but {report.delivery['detail']}",
+                         "its rule chain does not deliver: check the Kafka node's bootstrap "
+                         "address (docs/thingsboard.md, 'Kafka address of the platform') and "
+                         "the server's log")
