@@ -145,12 +145,17 @@ def run_target(target: str, args: argparse.Namespace, root: Path) -> dict:
                       args.duration, tag)
     p = Pipeline(base, root / f"state-{target}")
     p.up(platform=(target == "embedded"))
+    saved_env = dict(os.environ)
     try:
         if target == "thingsboard":
             pids = thingsboard_pids()
+            # ThingsBoard is reached through TB_URL; Kafka is this run's broker (provision runs
+            # in this process, the job and the simulator are spawned with its environment).
             os.environ["KAFKA_BOOTSTRAP"] = p.services["kafka"]["bootstrap"]
         else:
             pids = [p.services["platform"]["pid"]]
+            for name in ("KAFKA_BOOTSTRAP", "TB_URL", "TB_MQTT_HOST", "TB_MQTT_PORT"):
+                os.environ.pop(name, None)  # the local stack's record names both
         t0 = time.monotonic()
         p.provision()
         provision_s = time.monotonic() - t0
@@ -185,6 +190,8 @@ def run_target(target: str, args: argparse.Namespace, root: Path) -> dict:
                 "median_us_per_msg": statistics.median(r["us_per_msg"] for r in runs if r["us_per_msg"])}
     finally:
         p.down()
+        os.environ.clear()
+        os.environ.update(saved_env)
 
 
 def main(argv: list[str] | None = None) -> int:
