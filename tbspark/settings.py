@@ -53,8 +53,16 @@ def state_dir(flag: str | Path | None = None, environ: dict[str, str] | None = N
 
 
 def jar_cache_dir(environ: dict[str, str] | None = None) -> Path:
+    """TBSPARK_JAR_CACHE > a source checkout's .cache/jars > the user's cache directory
+    ($XDG_CACHE_HOME/tbspark/jars, else ~/.cache/tbspark/jars) for an installed wheel, whose
+    site-packages is no place to write."""
     chosen = env("TBSPARK_JAR_CACHE", environ)
-    return Path(chosen).expanduser().resolve() if chosen else REPO_ROOT / ".cache" / "jars"
+    if chosen:
+        return Path(chosen).expanduser().resolve()
+    if (REPO_ROOT / "pyproject.toml").exists():
+        return REPO_ROOT / ".cache" / "jars"
+    base = env("XDG_CACHE_HOME", environ) or str(Path.home() / ".cache")
+    return Path(base).expanduser().resolve() / "tbspark" / "jars"
 
 
 @dataclass(frozen=True)

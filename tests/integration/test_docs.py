@@ -27,6 +27,8 @@ BIN = Path(sys.executable).parent
 SKIPPED_PREFIXES = {
     "docker ": "needs a Docker engine; docker-compose.yml is checked by tests/unit/test_compose.py",
     "source ": "the test puts the venv first on PATH instead",
+    'eval "$(TB_SOURCE=': "needs a ThingsBoard server built from source; the realtb tests run it",
+    "tools/real-thingsboard.sh": "needs a ThingsBoard server built from source; the realtb tests run it",
 }
 # Blocks that talk to a real ThingsBoard (they export TB_URL) cannot run here.
 REAL_TB_MARKER = "export TB_URL="
