@@ -22,7 +22,6 @@ from tbspark.thingsboard.rulechain import (
     build_rule_chain,
     chain_name,
     metadata_matches,
-    platform_bootstrap,
 )
 
 Progress = Callable[[str, int, int], None]  # (stage, done so far, total)
@@ -112,7 +111,7 @@ def provision(scenario: Any, conn: Connection, state: StateDir, dry_run: bool = 
 
 
 def _rule_chain(tb: TbRestClient, scenario: Any, conn: Connection, report: ProvisionReport) -> str:
-    wanted = build_rule_chain(scenario, platform_bootstrap(scenario, conn.kafka_bootstrap))
+    wanted = build_rule_chain(scenario, conn.kafka_bootstrap_for_platform)
     name = wanted["ruleChain"]["name"]
     chain = tb.get_rule_chain_by_name(name)
     if chain is None:
