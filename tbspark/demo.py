@@ -50,20 +50,6 @@ class DemoReport:
         return d
 
 
-def parse_duration(text: str) -> float:
-    """``--duration``: seconds, or a number with s, m or h (``30s``, ``2m``, ``1.5m``)."""
-    t = text.strip().lower()
-    scale = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(t[-1:], None)
-    num = t[:-1] if scale else t
-    try:
-        value = float(num) * (scale or 1.0)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise UsageError(f"--duration {text!r} is not a positive duration", "e.g. --duration 30s or 2m")
-    return value
-
-
 def default_state_dir(base: Path | None = None) -> Path:
     from tbspark import settings
 

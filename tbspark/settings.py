@@ -23,7 +23,7 @@ Environment variables read here and nowhere else:
                         (default tenant@thingsboard.org / tenant; flags --tenant-username/-password)
     JWT_TOKEN_EXPIRATION_TIME / JWT_REFRESH_TOKEN_EXPIRATION_TIME
                         the embedded platform's token lifetimes in seconds (ThingsBoard's names;
-                        default 9000 / 604800; flags --token-ttl-s / --refresh-ttl-s)
+                        default 9000 / 604800; flags --token-ttl / --refresh-ttl, durations such as 9000s or 168h)
 """
 
 from __future__ import annotations

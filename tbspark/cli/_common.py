@@ -106,11 +106,16 @@ def _answers(host: str, port: int) -> bool:
         return False
 
 
-def check_reachable(conn: Any, state_root: Path, *, rest: bool = True, mqtt: bool = False) -> None:
+def check_reachable(conn: Any, state_root: Path, *, rest: bool = True, mqtt: bool = False,
+                    local_only: bool = False) -> None:
     """Fail in about a second, with what to do, when nothing listens where ``conn`` points —
     instead of retrying for seconds and blaming TB_URL when the real cause is a stack that is
-    not running (or a state directory that is not the stack's)."""
+    not running (or a state directory that is not the stack's). ``local_only``: check only an
+    address that comes from the defaults or the local stack (a long-running verb such as
+    aggregate keeps retrying a ThingsBoard that is still starting)."""
     local = conn.tb_url_from in ("defaults", "the local stack")
+    if local_only and not local:
+        return
     targets = []
     if rest:
         u = urlparse(conn.tb_url)

@@ -26,25 +26,25 @@ STATE_DIR_HELP = ("State directory: the local stack's addresses and the provisio
                   "(default: $TBSPARK_STATE_DIR or ./.tbspark).")
 
 ScenarioArg = Annotated[Path, typer.Argument(help="Scenario YAML file.", show_default=False)]
-StateDirOpt = Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP,
+StateDirOpt = Annotated[Optional[Path], typer.Option("--state-dir", help=STATE_DIR_HELP, metavar="DIR",
                                                      show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout "
                                        "(progress goes to stderr).")]
 
 TbUrl = Annotated[Optional[str], typer.Option(
-    "--tb-url", help="ThingsBoard's REST base URL, e.g. http://localhost:8080 (overrides TB_URL).",
+    "--tb-url", metavar="URL", help="ThingsBoard's REST base URL, e.g. http://localhost:8080 (overrides TB_URL).",
     rich_help_panel=CONNECTION_PANEL, show_default=False)]
 MqttHost = Annotated[Optional[str], typer.Option(
-    "--mqtt-host", help="ThingsBoard's MQTT host (overrides TB_MQTT_HOST; default: --tb-url's host).",
+    "--mqtt-host", metavar="HOST", help="ThingsBoard's MQTT host (overrides TB_MQTT_HOST; default: --tb-url's host).",
     rich_help_panel=CONNECTION_PANEL, show_default=False)]
 MqttPort = Annotated[Optional[int], typer.Option(
-    "--mqtt-port", min=1, max=65535, help="ThingsBoard's MQTT port (overrides TB_MQTT_PORT; default 1883).",
+    "--mqtt-port", metavar="PORT", min=1, max=65535, help="ThingsBoard's MQTT port (overrides TB_MQTT_PORT; default 1883).",
     rich_help_panel=CONNECTION_PANEL, show_default=False)]
 KafkaBootstrap = Annotated[Optional[str], typer.Option(
-    "--kafka-bootstrap", help="Kafka as tbspark reaches it, host:port[,…] (overrides KAFKA_BOOTSTRAP).",
+    "--kafka-bootstrap", metavar="HOST:PORT", help="Kafka as tbspark reaches it, host:port[,…] (overrides KAFKA_BOOTSTRAP).",
     rich_help_panel=CONNECTION_PANEL, show_default=False)]
 PlatformKafkaBootstrap = Annotated[Optional[str], typer.Option(
-    "--platform-kafka-bootstrap",
+    "--platform-kafka-bootstrap", metavar="HOST:PORT",
     help="Kafka as ThingsBoard's rule node reaches it, written into the rule chain (overrides "
          "TB_KAFKA_BOOTSTRAP and the scenario's kafka.bootstrap_for_platform; default: the Kafka "
          "tbspark uses). Under docker-compose: kafka:19092.",
