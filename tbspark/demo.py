@@ -7,7 +7,6 @@ its ~8 s start overlaps with starting Kafka and the platform and with provisioni
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -90,9 +89,8 @@ class _SparkJob:
 
             t0 = time.monotonic()
             self.own_session = SparkSession.getActiveSession() is None
-            if self.own_session:
-                _spark_log_to_file(self.state)
-            self.spark = build_session("local[2]", self.scenario.aggregation.shuffle_partitions)
+            self.spark = build_session("local[2]", self.scenario.aggregation.shuffle_partitions,
+                                       log_file=self.state.logs_dir / "spark.log")
             self.session_s = time.monotonic() - t0
             self.session_ready.set()
             while not self.go.wait(0.1):
@@ -144,27 +142,6 @@ class _SparkJob:
         except Exception:  # noqa: BLE001 - a JVM already gone (Ctrl-C reaches it too)
             pass
         _stop_jvm()
-
-
-def _spark_log_to_file(state: StateDir) -> Path | None:
-    """Send the Spark JVM's log4j output to <state>/logs/spark.log instead of the terminal, so the
-    demo's progress lines stay readable. Leaves a user's own SPARK_CONF_DIR alone."""
-    if os.environ.get("SPARK_CONF_DIR"):
-        return None
-    conf = state.logs_dir / "spark-conf"
-    conf.mkdir(parents=True, exist_ok=True)
-    log = state.logs_dir / "spark.log"
-    (conf / "log4j2.properties").write_text(
-        "rootLogger.level = warn\n"
-        "rootLogger.appenderRef.file.ref = file\n"
-        "appender.file.type = File\n"
-        "appender.file.name = file\n"
-        f"appender.file.fileName = {log}\n"
-        "appender.file.layout.type = PatternLayout\n"
-        "appender.file.layout.pattern = %d{HH:mm:ss.SSS} %p %c{1}: %m%n\n")
-    # Read by spark-submit when PySpark launches the JVM (inherited environment).
-    os.environ["SPARK_CONF_DIR"] = str(conf)
-    return log
 
 
 def _stop_jvm() -> None:
