@@ -94,6 +94,7 @@ class Connection:
                 f"platform_kafka_bootstrap={self.kafka_bootstrap_for_platform!r})")
 
 
+STACK_LAYER = "the local stack"
 # Each layer's name for each setting, for error messages that say what to change.
 ENV_NAMES = {"tb_url": "TB_URL", "mqtt_host": "TB_MQTT_HOST", "mqtt_port": "TB_MQTT_PORT",
              "username": "TB_USERNAME", "password": "TB_PASSWORD", "kafka_bootstrap": "KAFKA_BOOTSTRAP",
@@ -176,7 +177,7 @@ def resolve_connection(
             st["mqtt_port"] = stack["platform"].get("mqtt_port")
         if stack.get("kafka"):
             st["kafka_bootstrap"] = stack["kafka"].get("bootstrap")
-        layers.append(("the local stack", st))
+        layers.append((STACK_LAYER, st))
     layers.append(("scenario", scenario_conn or {}))
     layers.append(("env", {key: env(name, environ) for key, name in ENV_NAMES.items()}))
     layers.append(("flag", flags or {}))
@@ -199,7 +200,7 @@ def resolve_connection(
                 values[key] = check_bootstrap(values[key], where(key))
         if "tb_url" in values:
             values["tb_url"] = check_url(values["tb_url"], where("tb_url"))
-            values["tb_url_from"] = where("tb_url")
+            values["tb_url_from"] = STACK_LAYER if layer == STACK_LAYER else where("tb_url")
             # a layer that moves ThingsBoard moves its MQTT host too, unless it names one
             values.setdefault("mqtt_host", urlparse(values["tb_url"]).hostname or conn.mqtt_host)
         conn = replace(conn, **values)

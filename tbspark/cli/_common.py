@@ -113,7 +113,9 @@ def check_reachable(conn: Any, state_root: Path, *, rest: bool = True, mqtt: boo
     not running (or a state directory that is not the stack's). ``local_only``: check only an
     address that comes from the defaults or the local stack (a long-running verb such as
     aggregate keeps retrying a ThingsBoard that is still starting)."""
-    local = conn.tb_url_from in ("defaults", "the local stack")
+    from tbspark.settings import STACK_LAYER
+
+    local = conn.tb_url_from in ("defaults", STACK_LAYER)
     if local_only and not local:
         return
     targets = []
