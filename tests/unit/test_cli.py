@@ -320,3 +320,79 @@ def test_demo_and_simulate_refuse_the_same_durations(tmp_path, verb, bad):
     assert res.exit_code == 2
     assert error_lines(res) == [f"Error: --duration '{bad}' is not a duration — a positive number with ms, "
                                 f"s, m or h, e.g. --duration 30s, 500ms, 2m"]
+
+
+# ---- output a person reads ------------------------------------------------------------------------
+
+def test_simulate_live_view_fits_80_columns_and_shows_elapsed_and_remaining():
+    from rich.console import Console
+
+    from tbspark.cli.simulate_cmd import LiveView
+    from tbspark.simulate.fleet import Stats
+
+    view = LiveView(expected_rate=50_000, planned_s=120)
+    st = Stats(devices=10_000, connected=10_000, sent=123_456_789, acked=123_456_000, errors=12_345,
+               skipped=7, last_error="connection refused by 127.0.0.1:1883 " * 5)
+    console = Console(width=80, record=True, color_system=None)
+    console.print(view.render(st, now=view.started + 45))
+    lines = console.export_text().splitlines()
+    assert all(len(ln) <= 80 for ln in lines), lines
+    header = lines[0].split()
+    assert header == ["elapsed", "left", "devices", "sent", "msg/s", "acked", "errors"]
+    assert lines[1].split()[:3] == ["45s", "~1m15s", "10,000/10,000"]
+    assert "123,456,789" in lines[1]
+
+
+def test_planned_seconds_of_a_messages_run_is_the_slowest_stream():
+    from tbspark.cli.simulate_cmd import planned_seconds
+    from tbspark.scenario import load_scenario
+
+    sc = load_scenario(TUTORIAL)  # every stream at 10 Hz
+    assert planned_seconds(sc, None, 50) == pytest.approx(5.0)
+    assert planned_seconds(sc, 7.0, None) == 7.0
+    assert planned_seconds(sc, None, None) == sc.simulation.duration_s
+
+
+def _report(holds: bool = True):
+    from tbspark.verify import VerifyReport, ZoneVerdict
+
+    zones = [ZoneVerdict(zone=z, windows_expected=3, windows_found=3, windows_matching=3,
+                         messages_expected=None, messages_found=None, mean=m, expected_mean=None,
+                         tolerance=None, deviation=None, mean_ok=None,
+                         series=[(1_000_000 + 10_000 * i, m + i) for i in range(3)])
+             for z, m in (("Zone A", 40.0), ("Zone B", 60.0))]
+    return VerifyReport(scenario="wind-turbines", holds=holds, window_s=10, timestamps="device",
+                        exact=True, started_ms=1_000_000, ended_ms=1_030_000, zones=zones, mismatches=[])
+
+
+def test_chart_tells_the_zones_apart_without_colour():
+    from tbspark.cli.verify_cmd import CHART_MARKERS, zone_chart
+
+    chart = zone_chart(_report())
+    legend = [ln for ln in chart.splitlines() if "Zone A" in ln or "Zone B" in ln]
+    assert any(f"{CHART_MARKERS[0]} Zone A" in ln for ln in legend)
+    assert any(f"{CHART_MARKERS[1]} Zone B" in ln for ln in legend)
+    plot_area = "\n".join(ln for ln in chart.splitlines() if "Zone" not in ln)
+    assert CHART_MARKERS[0] in plot_area and CHART_MARKERS[1] in plot_area
+    assert "\x1b[" not in chart  # no colour codes
+
+
+@pytest.mark.parametrize("holds, code, verdict", [(True, 0, "HOLDS"), (False, 1, "DOES NOT HOLD")])
+def test_demo_prints_one_verdict_line_and_exits_by_it(monkeypatch, tmp_path, holds, code, verdict):
+    import tbspark.demo as demo_mod
+
+    def fake_demo(sc, state_dir=None, duration_s=0, keep=False, seed=None, progress=None):
+        assert duration_s == 0.5  # `--duration 500ms` is accepted, as by simulate
+        progress("stack", "up")
+        return demo_mod.DemoReport(scenario=sc.name, state_dir=str(tmp_path), holds=holds, sent=10, acked=10,
+                                   windows_verified=6, verify=_report(holds))
+
+    monkeypatch.setattr(demo_mod, "demo", fake_demo)
+    res = invoke(["demo", "--duration", "500ms"])
+    assert res.exit_code == code
+    verdict_lines = [ln for ln in res.stdout.splitlines() if "HOLDS" in ln or "DOES NOT HOLD" in ln]
+    assert len(verdict_lines) == 1 and verdict_lines[0].startswith(verdict)
+    as_json = invoke(["demo", "--duration", "500ms", "--json"])
+    assert as_json.exit_code == code
+    doc = json.loads(as_json.stdout)
+    assert doc["scenario"] == "wind-turbines" and doc["holds"] is holds
