@@ -95,8 +95,10 @@ def build_session(master: str | None = "local[2]", shuffle_partitions: int | Non
     from tbspark import settings
     from tbspark.aggregate import sparklog
 
-    # Only for a JVM we start, and not over a user's own log4j configuration (SPARK_CONF_DIR).
-    if SparkSession.getActiveSession() is not None or settings.env("SPARK_CONF_DIR"):
+    # Only for a JVM we start (not spark-submit's, not a running session's), and not over a user's
+    # own log4j configuration (SPARK_CONF_DIR).
+    if (SparkSession.getActiveSession() is not None or settings.env("SPARK_CONF_DIR")
+            or settings.env("PYSPARK_GATEWAY_PORT")):
         log_file = None
 
     builder = (SparkSession.builder.appName(app_name)

@@ -27,11 +27,14 @@ BIN = Path(sys.executable).parent
 SKIPPED_PREFIXES = {
     "docker ": "needs a Docker engine; docker-compose.yml is checked by tests/unit/test_compose.py",
     "source ": "the test puts the venv first on PATH instead",
+    "spark-submit ": "--packages downloads the connector from Maven Central; the next line runs the same "
+                     "entry point with the jar cache",
 }
 # Blocks that talk to a real ThingsBoard (they export TB_URL) cannot run here.
 REAL_TB_MARKER = "export TB_URL="
 SHORTER = [(re.compile(r"--duration \d+s"), "--duration 10s --seed 7")]
-NEEDS_STACK = ("tbspark provision", "tbspark simulate", "tbspark aggregate", "tbspark verify")
+NEEDS_STACK = ("tbspark provision", "tbspark simulate", "tbspark aggregate", "tbspark verify",
+               "python -m tbspark.aggregate.main")
 
 
 @dataclass
