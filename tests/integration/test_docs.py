@@ -137,8 +137,14 @@ def test_every_documented_command_runs(block: Block, tmp_path: Path) -> None:
             if cmd.startswith("tbspark verify"):
                 assert "holds" in res.stdout.lower() or "✓" in res.stdout, res.stdout[-2000:]
             if " -o " in cmd:
-                out = tmp_path / cmd.split(" -o ")[1].split()[0]
-                assert out.exists() and out.stat().st_size > 0
+                target = cmd.split(" -o ")[1].split()[0]
+                if target == "-":  # stdout: the command's output is the document
+                    redirected = cmd.split(">")[1].split()[0] if ">" in cmd else None
+                    assert redirected is None or (tmp_path / redirected).stat().st_size > 0
+                    assert not (tmp_path / "-").exists(), f"{block.id}: `-o -` wrote a file named -"
+                else:
+                    out = tmp_path / target
+                    assert out.exists() and out.stat().st_size > 0
     finally:
         for proc in background:
             try:
