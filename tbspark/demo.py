@@ -7,7 +7,6 @@ its ~8 s start overlaps with starting Kafka and the platform and with provisioni
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,20 +49,6 @@ class DemoReport:
         return d
 
 
-def parse_duration(text: str) -> float:
-    """``--duration``: seconds, or a number with s, m or h (``30s``, ``2m``, ``1.5m``)."""
-    t = text.strip().lower()
-    scale = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(t[-1:], None)
-    num = t[:-1] if scale else t
-    try:
-        value = float(num) * (scale or 1.0)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise UsageError(f"--duration {text!r} is not a positive duration", "e.g. --duration 30s or 2m")
-    return value
-
-
 def default_state_dir(base: Path | None = None) -> Path:
     from tbspark import settings
 
@@ -104,9 +89,8 @@ class _SparkJob:
 
             t0 = time.monotonic()
             self.own_session = SparkSession.getActiveSession() is None
-            if self.own_session:
-                _spark_log_to_file(self.state)
-            self.spark = build_session("local[2]", self.scenario.aggregation.shuffle_partitions)
+            self.spark = build_session("local[2]", self.scenario.aggregation.shuffle_partitions,
+                                       log_file=self.state.logs_dir / "spark.log")
             self.session_s = time.monotonic() - t0
             self.session_ready.set()
             while not self.go.wait(0.1):
@@ -158,27 +142,6 @@ class _SparkJob:
         except Exception:  # noqa: BLE001 - a JVM already gone (Ctrl-C reaches it too)
             pass
         _stop_jvm()
-
-
-def _spark_log_to_file(state: StateDir) -> Path | None:
-    """Send the Spark JVM's log4j output to <state>/logs/spark.log instead of the terminal, so the
-    demo's progress lines stay readable. Leaves a user's own SPARK_CONF_DIR alone."""
-    if os.environ.get("SPARK_CONF_DIR"):
-        return None
-    conf = state.logs_dir / "spark-conf"
-    conf.mkdir(parents=True, exist_ok=True)
-    log = state.logs_dir / "spark.log"
-    (conf / "log4j2.properties").write_text(
-        "rootLogger.level = warn\n"
-        "rootLogger.appenderRef.file.ref = file\n"
-        "appender.file.type = File\n"
-        "appender.file.name = file\n"
-        f"appender.file.fileName = {log}\n"
-        "appender.file.layout.type = PatternLayout\n"
-        "appender.file.layout.pattern = %d{HH:mm:ss.SSS} %p %c{1}: %m%n\n")
-    # Read by spark-submit when PySpark launches the JVM (inherited environment).
-    os.environ["SPARK_CONF_DIR"] = str(conf)
-    return log
 
 
 def _stop_jvm() -> None:

@@ -4,10 +4,17 @@ Errors from libraries (requests, paho, confluent-kafka, py4j, sqlite3) are trans
 at the boundary with ``raise ... from exc``; the CLI turns any ``TbsparkError`` into one
 red line ``Error: <what> — <what to do>`` and an exit code (``exit_code``).
 
-    TbsparkError                      exit 1
-    ├── UsageError                    exit 2  bad flags / arguments
+The CLI's exit codes (documented in ``tbspark --help`` and the README):
+
+    0  success; for verify and demo: the verdict holds
+    1  verify / demo ran and the verdict does NOT hold (never an error)
+    2  usage or scenario error: bad flags, arguments, environment values, scenario, state directory
+    3  cannot reach a service, or a service failed
+
+    TbsparkError                      exit 3
+    ├── UsageError                    exit 2  bad flags / arguments / environment values
     ├── ScenarioError                 exit 2  a YAML scenario that does not parse or validate
-    ├── StateError                            the state directory is missing something or is stale
+    ├── StateError                    exit 2  the state directory is missing something or is stale
     ├── StackError                            local services (Kafka broker, platform process)
     │   ├── JvmMissingError                   java or mvn not installed
     │   ├── PortInUseError                    a port we were asked to bind is taken
@@ -26,13 +33,22 @@ red line ``Error: <what> — <what to do>`` and an exit code (``exit_code``).
 from __future__ import annotations
 
 
+EXIT_OK = 0           # success / the verdict holds
+EXIT_DOES_NOT_HOLD = 1  # verify and demo only
+EXIT_USAGE = 2        # bad usage, environment value, scenario or state directory
+EXIT_UNAVAILABLE = 3  # cannot reach a service, or a service failed
+
+EXIT_CODES_HELP = ("Exit codes: 0 success (verify/demo: the verdict holds); 1 the verdict does not hold; "
+                   "2 usage, scenario or state-directory error; 3 cannot reach a service, or one failed.")
+
+
 class TbsparkError(Exception):
     """Base of every error tbspark raises on purpose.
 
     ``hint`` is what the user can do about it; the CLI prints ``<message> — <hint>``.
     """
 
-    exit_code = 1
+    exit_code = EXIT_UNAVAILABLE
 
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message)
@@ -44,14 +60,14 @@ class TbsparkError(Exception):
 
 
 class UsageError(TbsparkError):
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class ScenarioError(TbsparkError):
     """A scenario file that cannot be used. ``issues`` holds one line per problem,
     each ``<file>:<line> <key.path>: <what is wrong>``."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
     def __init__(self, message: str, issues: list[str] | None = None, hint: str | None = None):
         super().__init__(message, hint)
@@ -64,7 +80,7 @@ class ScenarioError(TbsparkError):
 
 
 class StateError(TbsparkError):
-    pass
+    exit_code = EXIT_USAGE
 
 
 class StackError(TbsparkError):

@@ -23,7 +23,6 @@ from tbspark.thingsboard.rulechain import (
     build_rule_chain,
     chain_name,
     metadata_matches,
-    platform_bootstrap,
 )
 
 Progress = Callable[[str, int, int], None]  # (stage, done so far, total)
@@ -124,7 +123,7 @@ def provision(scenario: Any, conn: Connection, state: StateDir, dry_run: bool = 
     write_json_atomic(state.provision_file, record)
     report.record_path = str(state.provision_file)
     if check is not None and check.ok is False:
-        bootstrap = platform_bootstrap(scenario, conn.kafka_bootstrap)
+        bootstrap = conn.kafka_bootstrap_for_platform
         raise KafkaError(f"provisioned, but the platform does not deliver to Kafka: {check.detail}",
                          f"its Kafka node was given bootstrap {bootstrap!r}; give it an address "
                          "the ThingsBoard server can reach (docs/thingsboard.md, 'Kafka address "
@@ -133,7 +132,7 @@ def provision(scenario: Any, conn: Connection, state: StateDir, dry_run: bool = 
 
 
 def _rule_chain(tb: TbRestClient, scenario: Any, conn: Connection, report: ProvisionReport) -> str:
-    wanted = build_rule_chain(scenario, platform_bootstrap(scenario, conn.kafka_bootstrap))
+    wanted = build_rule_chain(scenario, conn.kafka_bootstrap_for_platform)
     name = wanted["ruleChain"]["name"]
     chain = tb.get_rule_chain_by_name(name)
     if chain is None:

@@ -12,19 +12,24 @@ Environment variables read here and nowhere else:
     TB_USERNAME         tenant administrator login
     TB_PASSWORD         its password
     KAFKA_BOOTSTRAP     Kafka bootstrap servers as tbspark's own clients see them
+    TB_KAFKA_BOOTSTRAP  Kafka bootstrap servers as ThingsBoard's Kafka rule node sees them (written
+                        into the forwarding chain; default: the scenario's
+                        kafka.bootstrap_for_platform, else KAFKA_BOOTSTRAP's resolved value). Under
+                        docker-compose the rule node runs in a container: TB_KAFKA_BOOTSTRAP=kafka:19092
+    TB_DEBUG            1/true/yes: print tracebacks (as --debug does)
     TBSPARK_JAR_CACHE   where Maven copies the JVM jars (default ``.cache/jars`` in the repo)
     TBSPARK_TENANT_USERNAME / TBSPARK_TENANT_PASSWORD
                         the embedded platform's tenant admin, created on its first start
                         (default tenant@thingsboard.org / tenant; flags --tenant-username/-password)
     JWT_TOKEN_EXPIRATION_TIME / JWT_REFRESH_TOKEN_EXPIRATION_TIME
                         the embedded platform's token lifetimes in seconds (ThingsBoard's names;
-                        default 9000 / 604800; flags --token-ttl-s / --refresh-ttl-s)
+                        default 9000 / 604800; flags --token-ttl / --refresh-ttl, durations such as 9000s or 168h)
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -44,6 +49,11 @@ def env(name: str, environ: dict[str, str] | None = None) -> str | None:
     """The value of an environment variable, or None when unset or blank."""
     value = (environ if environ is not None else os.environ).get(name)
     return value if value not in (None, "") else None
+
+
+def debug(environ: dict[str, str] | None = None) -> bool:
+    """TB_DEBUG (as the official ThingsBoard tools read it): tracebacks on errors."""
+    return (env("TB_DEBUG", environ) or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def state_dir(flag: str | Path | None = None, environ: dict[str, str] | None = None) -> Path:
@@ -75,10 +85,80 @@ class Connection:
     username: str = DEFAULT_USERNAME
     password: str = DEFAULT_PASSWORD
     kafka_bootstrap: str = DEFAULT_KAFKA_BOOTSTRAP
+    # Kafka as ThingsBoard's rule node reaches it; None = the same as kafka_bootstrap.
+    platform_kafka_bootstrap: str | None = None
+    # Which layer named tb_url ("defaults", "the local stack", a scenario file, TB_URL, --tb-url):
+    # an error about an unreachable server says what to change.
+    tb_url_from: str = field(default="defaults", compare=False)
+
+    @property
+    def kafka_bootstrap_for_platform(self) -> str:
+        """The Kafka address written into the forwarding rule chain."""
+        return self.platform_kafka_bootstrap or self.kafka_bootstrap
 
     def __repr__(self) -> str:  # keep the password out of logs and tracebacks
         return (f"Connection(tb_url={self.tb_url!r}, mqtt={self.mqtt_host}:{self.mqtt_port}, "
-                f"username={self.username!r}, kafka_bootstrap={self.kafka_bootstrap!r})")
+                f"username={self.username!r}, kafka_bootstrap={self.kafka_bootstrap!r}, "
+                f"platform_kafka_bootstrap={self.kafka_bootstrap_for_platform!r})")
+
+
+STACK_LAYER = "the local stack"
+# Each layer's name for each setting, for error messages that say what to change.
+ENV_NAMES = {"tb_url": "TB_URL", "mqtt_host": "TB_MQTT_HOST", "mqtt_port": "TB_MQTT_PORT",
+             "username": "TB_USERNAME", "password": "TB_PASSWORD", "kafka_bootstrap": "KAFKA_BOOTSTRAP",
+             "platform_kafka_bootstrap": "TB_KAFKA_BOOTSTRAP"}
+FLAG_NAMES = {"tb_url": "--tb-url", "mqtt_host": "--mqtt-host", "mqtt_port": "--mqtt-port",
+              "kafka_bootstrap": "--kafka-bootstrap",
+              "platform_kafka_bootstrap": "--platform-kafka-bootstrap"}
+SCENARIO_KEYS = {"tb_url": "platform.url", "mqtt_host": "platform.mqtt_host",
+                 "mqtt_port": "platform.mqtt_port", "username": "platform.username",
+                 "password": "platform.password", "kafka_bootstrap": "kafka.bootstrap",
+                 "platform_kafka_bootstrap": "kafka.bootstrap_for_platform"}
+
+
+def check_url(value: str, where: str) -> str:
+    """A ThingsBoard base URL, trailing slash removed; anything else is a one-line UsageError
+    naming ``where`` it came from (``TB_URL``, ``--tb-url``, ...)."""
+    from tbspark.errors import UsageError
+
+    text = str(value).strip()
+    u = urlparse(text)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        guess = f"http://{text}" if "://" not in text else "http://localhost:8080"
+        raise UsageError(f"{where}={text!r} is not an http(s) URL",
+                         f"give the scheme and host, e.g. {where}={guess}")
+    try:
+        u.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise UsageError(f"{where}={text!r} has a port that is not a number 1-65535",
+                         f"e.g. {where}=http://{u.hostname}:8080") from None
+    return text.rstrip("/")
+
+
+def check_port(value: object, where: str) -> int:
+    """A TCP port 1-65535, or a one-line UsageError naming ``where`` it came from."""
+    from tbspark.errors import UsageError
+
+    try:
+        port = int(str(value).strip())
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise UsageError(f"{where}={value!r} is not a port", f"set {where} to a number 1-65535, e.g. 1883")
+    return port
+
+
+def check_bootstrap(value: str, where: str) -> str:
+    """Kafka bootstrap servers ``host:port[,host:port…]``, or a one-line UsageError."""
+    from tbspark.errors import UsageError
+
+    text = str(value).strip()
+    for item in text.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UsageError(f"{where}={text!r} is not host:port[,host:port…]",
+                             f"e.g. {where}=localhost:9092")
+    return text
 
 
 def resolve_connection(
@@ -86,16 +166,18 @@ def resolve_connection(
     stack: dict | None = None,
     flags: dict | None = None,
     environ: dict[str, str] | None = None,
+    scenario_name: str = "the scenario",
 ) -> Connection:
-    """Merge the layers into one ``Connection``.
+    """Merge the layers into one ``Connection``; a malformed value is a one-line ``UsageError``
+    that names the variable, flag or scenario key it came from.
 
-    ``scenario_conn``: keys tb_url, mqtt_host, mqtt_port, username, password, kafka_bootstrap
-    taken from the scenario (None values ignored). ``stack``: the running local stack's record
-    (``{"kafka": {"bootstrap": ...}, "platform": {"url": ..., "mqtt_port": ...}}``), used when the
-    scenario targets the embedded platform. ``flags``: same keys as ``scenario_conn``.
+    ``scenario_conn``: keys tb_url, mqtt_host, mqtt_port, username, password, kafka_bootstrap,
+    platform_kafka_bootstrap taken from the scenario (None values ignored). ``stack``: the running
+    local stack's record (``{"kafka": {"bootstrap": ...}, "platform": {"url": ..., "mqtt_port": ...}}``),
+    used when the scenario targets the embedded platform. ``flags``: same keys as ``scenario_conn``.
     """
     conn = Connection()
-    layers: list[dict] = []
+    layers: list[tuple[str, dict]] = []
     if stack:
         st: dict = {}
         if stack.get("platform"):
@@ -103,24 +185,30 @@ def resolve_connection(
             st["mqtt_port"] = stack["platform"].get("mqtt_port")
         if stack.get("kafka"):
             st["kafka_bootstrap"] = stack["kafka"].get("bootstrap")
-        layers.append(st)
-    layers.append(scenario_conn or {})
-    e: dict = {
-        "tb_url": env("TB_URL", environ),
-        "mqtt_host": env("TB_MQTT_HOST", environ),
-        "mqtt_port": env("TB_MQTT_PORT", environ),
-        "username": env("TB_USERNAME", environ),
-        "password": env("TB_PASSWORD", environ),
-        "kafka_bootstrap": env("KAFKA_BOOTSTRAP", environ),
-    }
-    layers.append(e)
-    layers.append(flags or {})
-    for layer in layers:
-        values = {k: v for k, v in layer.items() if v is not None and k in Connection.__dataclass_fields__}
+        layers.append((STACK_LAYER, st))
+    layers.append(("scenario", scenario_conn or {}))
+    layers.append(("env", {key: env(name, environ) for key, name in ENV_NAMES.items()}))
+    layers.append(("flag", flags or {}))
+    for layer, values in layers:
+        values = {k: v for k, v in values.items() if v is not None and k in Connection.__dataclass_fields__}
+
+        def where(key: str) -> str:
+            if layer == "env":
+                return ENV_NAMES[key]
+            if layer == "flag":
+                return FLAG_NAMES.get(key, key)
+            if layer == "scenario":
+                return f"{scenario_name}: {SCENARIO_KEYS[key]}"
+            return f"{layer}: {key}"
+
         if "mqtt_port" in values:
-            values["mqtt_port"] = int(values["mqtt_port"])
+            values["mqtt_port"] = check_port(values["mqtt_port"], where("mqtt_port"))
+        for key in ("kafka_bootstrap", "platform_kafka_bootstrap"):
+            if key in values:
+                values[key] = check_bootstrap(values[key], where(key))
         if "tb_url" in values:
-            values["tb_url"] = str(values["tb_url"]).rstrip("/")
+            values["tb_url"] = check_url(values["tb_url"], where("tb_url"))
+            values["tb_url_from"] = STACK_LAYER if layer == STACK_LAYER else where("tb_url")
             # a layer that moves ThingsBoard moves its MQTT host too, unless it names one
             values.setdefault("mqtt_host", urlparse(values["tb_url"]).hostname or conn.mqtt_host)
         conn = replace(conn, **values)
@@ -155,13 +243,20 @@ def connection_for(scenario, state_root, flags: dict | None = None,
                    environ: dict[str, str] | None = None) -> Connection:
     """The connection a verb should use for ``scenario`` (``state_root``: a Path or a StateDir):
     defaults < the local stack (its platform only when the scenario's platform is embedded)
-    < the scenario's platform/kafka sections < environment < flags."""
+    < the scenario's platform/kafka sections < environment < flags.
+
+    The rule node's Kafka address (``platform_kafka_bootstrap``) follows the same layers
+    (kafka.bootstrap_for_platform < TB_KAFKA_BOOTSTRAP < --platform-kafka-bootstrap) and, unless one
+    of them names it, is the bootstrap tbspark itself uses: right for a ThingsBoard on this host."""
     p = scenario.platform
     sc = {
         "tb_url": p.url, "mqtt_host": p.mqtt_host, "mqtt_port": p.mqtt_port,
         "username": p.username, "password": p.password, "kafka_bootstrap": scenario.kafka.bootstrap,
+        "platform_kafka_bootstrap": getattr(scenario.kafka, "bootstrap_for_platform", None),
     }
     stack = read_stack_record(state_root)
     if p.kind != "embedded" and stack is not None:
         stack = {"kafka": stack.get("kafka")}  # a real ThingsBoard: only the local broker applies
-    return resolve_connection(sc, stack, flags, environ)
+    source = getattr(scenario, "source", None)
+    return resolve_connection(sc, stack, flags, environ,
+                              scenario_name=str(source) if source else f"scenario {scenario.name!r}")

@@ -85,10 +85,21 @@ class AggregateReport:
 
 
 def build_session(master: str | None = "local[2]", shuffle_partitions: int | None = None,
-                  jars: list[Path] | None = None, app_name: str = "tbspark-aggregate") -> Any:
+                  jars: list[Path] | None = None, app_name: str = "tbspark-aggregate",
+                  log_file: Path | None = None) -> Any:
     """A SparkSession for the job (or the running one): UI off, WARN logs, shuffle partitions sized
-    to the cores (Spark's default 200 cannot keep up with a 10 s window at 50K rows/s)."""
+    to the cores (Spark's default 200 cannot keep up with a 10 s window at 50K rows/s). With
+    ``log_file``, a JVM started here logs there and not to the terminal (see ``sparklog``)."""
     from pyspark.sql import SparkSession
+
+    from tbspark import settings
+    from tbspark.aggregate import sparklog
+
+    # Only for a JVM we start (not spark-submit's, not a running session's), and not over a user's
+    # own log4j configuration (SPARK_CONF_DIR).
+    if (SparkSession.getActiveSession() is not None or settings.env("SPARK_CONF_DIR")
+            or settings.env("PYSPARK_GATEWAY_PORT")):
+        log_file = None
 
     builder = (SparkSession.builder.appName(app_name)
                .config("spark.ui.enabled", "false")
@@ -104,14 +115,16 @@ def build_session(master: str | None = "local[2]", shuffle_partitions: int | Non
     if jars:
         builder = builder.config("spark.jars", ",".join(str(j) for j in jars))
     # A deeper thread stack on the driver: py4j callbacks of foreachBatch recurse deeply.
-    builder = builder.config("spark.driver.extraJavaOptions", " ".join(DRIVER_JAVA_OPTIONS))
+    log_opts = sparklog.java_options(log_file) if log_file else []
+    builder = builder.config("spark.driver.extraJavaOptions", " ".join(DRIVER_JAVA_OPTIONS + log_opts))
     for key, value in SESSION_CONF.items():
         builder = builder.config(key, value)
     # pyspark installs a SIGINT handler that cancels jobs over py4j from inside the signal handler,
     # which breaks a py4j call the main thread is in; keep the caller's handler (the CLI's clean stop).
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGINT) if main else None
-    spark = builder.getOrCreate()
+    with sparklog.jvm_stderr_to(log_file):
+        spark = builder.getOrCreate()
     if main and previous is not None:
         signal.signal(signal.SIGINT, previous)
     spark.sparkContext.setLogLevel("WARN")
@@ -269,7 +282,7 @@ def aggregate(scenario: Any, conn: Connection, state: StateDir, master: str = "l
                        scenario.kafka.dlq_topic, agg.output_mode, status)
     if nice:
         os.nice(nice)  # before the JVM starts, so that it inherits the priority
-    spark = spark or build_session(master, agg.shuffle_partitions)
+    spark = spark or build_session(master, agg.shuffle_partitions, log_file=state.logs_dir / "spark.log")
     started = time.monotonic()
     try:
         # (a --once run is one backlog: it warms the JVM up itself)

@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         sc = load_scenario(args.scenario)
         state = StateDir(settings.state_dir(args.state_dir))
         conn = scenario_connection(sc, state)
-        spark = build_session(master=None, shuffle_partitions=sc.aggregation.shuffle_partitions)
+        spark = build_session(master=None, shuffle_partitions=sc.aggregation.shuffle_partitions,
+                              log_file=state.logs_dir / "spark.log")
         report = aggregate(sc, conn, state, checkpoint=args.checkpoint,
                            starting_offsets=args.starting_offsets, once=args.once,
                            stop_event=stop, spark=spark,

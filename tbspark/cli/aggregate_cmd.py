@@ -6,15 +6,24 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 from rich.live import Live
 from rich.text import Text
 
 from tbspark.cli import app
-from tbspark.cli._common import console, handle_errors, print_json
-from tbspark.errors import UsageError
+from tbspark.cli._common import check_reachable, console, handle_errors, out, print_json
+from tbspark.cli._options import (
+    JsonOpt,
+    KafkaBootstrap,
+    MqttHost,
+    MqttPort,
+    ScenarioArg,
+    StateDirOpt,
+    TbUrl,
+    conn_flags,
+)
 
 
 def _status_text(st: Any) -> Text:
@@ -31,32 +40,35 @@ def _status_text(st: Any) -> Text:
 @app.command("aggregate")
 @handle_errors
 def aggregate_cmd(
-    scenario: Path = typer.Argument(..., help="Scenario YAML file."),
+    scenario: ScenarioArg,
     master: str = typer.Option("local[2]", "--master", help="Spark master URL."),
-    checkpoint: Path | None = typer.Option(None, "--checkpoint",
-                                           help="Checkpoint directory (default: <state>/checkpoints/<scenario>)."),
-    starting_offsets: str = typer.Option("earliest", "--starting-offsets",
-                                         help="Where a new checkpoint starts reading: earliest or latest."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", show_default=False,
+                                              help="Checkpoint directory (default: <state>/checkpoints/<scenario>)."),
+    starting_offsets: Annotated[Literal["earliest", "latest"], typer.Option(
+        "--starting-offsets", help="Where a new checkpoint starts reading.")] = "earliest",
     once: bool = typer.Option(False, "--once", help="Process the topic's backlog, then exit."),
-    state_dir: Path | None = typer.Option(None, "--state-dir", help="State directory (default .tbspark)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the final report as JSON."),
+    state_dir: StateDirOpt = None,
+    tb_url: TbUrl = None,
+    mqtt_host: MqttHost = None,
+    mqtt_port: MqttPort = None,
+    kafka_bootstrap: KafkaBootstrap = None,
+    as_json: JsonOpt = False,
     nice: int = typer.Option(0, "--nice", min=0, max=19,
                              help="Lower the job's CPU priority (and its Spark JVM's) by this much: on a "
                                   "machine shared with the platform, ingest gets the CPU first."),
 ) -> None:
-    """Aggregate SCENARIO's Kafka topic into per-zone windows (avg, count, min, max) on ThingsBoard."""
+    """Aggregate SCENARIO's Kafka topic into per-zone windows (avg, count, min, max) on ThingsBoard.
+    Spark's and the JVM's own log goes to <state>/logs/spark.log."""
     from tbspark import settings
     from tbspark.aggregate.job import aggregate
     from tbspark.scenario import load_scenario
+    from tbspark.settings import connection_for
     from tbspark.state import StateDir
-    from tbspark.settings import connection_for as scenario_connection
 
-    if starting_offsets not in ("earliest", "latest"):
-        raise UsageError(f"--starting-offsets must be earliest or latest, not {starting_offsets!r}",
-                         "pass --starting-offsets earliest (the default) or latest")
     sc = load_scenario(scenario)
     state = StateDir(settings.state_dir(state_dir))
-    conn = scenario_connection(sc, state)
+    conn = connection_for(sc, state, conn_flags(tb_url, mqtt_host, mqtt_port, kafka_bootstrap))
+    check_reachable(conn, state.root, mqtt=sc.aggregation.sink == "gateway", local_only=True)
     stop = threading.Event()
 
     def on_sigint(signum: int, frame: Any) -> None:
@@ -66,7 +78,8 @@ def aggregate_cmd(
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        with Live(Text("starting Spark…"), console=console, transient=False,
+        # With --json the live line goes to stderr: stdout carries exactly the one JSON document.
+        with Live(Text("starting Spark…"), console=out(as_json), transient=as_json,
                   refresh_per_second=4) as live:
             report = aggregate(sc, conn, state, master=master, checkpoint=checkpoint,
                                starting_offsets=starting_offsets, once=once,
@@ -75,7 +88,7 @@ def aggregate_cmd(
     finally:
         signal.signal(signal.SIGINT, previous)
     if as_json:
-        print_json(report.__dict__)
+        print_json({**report.__dict__, "checkpoint": str(report.checkpoint)})
         return
     console.print(f"[green]✓[/green] {report.stopped}: {report.batches:,} batches, "
                   f"{report.records:,} records in {report.duration_s:.1f} s "

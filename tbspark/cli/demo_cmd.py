@@ -10,6 +10,8 @@ import typer
 
 from tbspark.cli import app
 from tbspark.cli._common import console, handle_errors, print_json
+from tbspark.cli._options import JsonOpt, parse_duration
+from tbspark.errors import EXIT_DOES_NOT_HOLD, EXIT_OK
 
 
 @app.command()
@@ -17,19 +19,19 @@ from tbspark.cli._common import console, handle_errors, print_json
 def demo(
     scenario: Optional[Path] = typer.Argument(None, help="Scenario YAML (default: the tutorial's, "
                                               "scenarios/wind-turbines.yaml).", show_default=False),
-    duration: str = typer.Option("30s", "--duration", help="How long to simulate (30s, 2m)."),
+    duration: str = typer.Option("30s", "--duration", metavar="DURATION", help="How long to simulate (30s, 500ms, 2m)."),
     keep: bool = typer.Option(False, "--keep", help="Leave Kafka and the platform running afterwards."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the value generators "
                                        "(default: the scenario's)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON at the end."),
-    state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="A new or empty directory "
-                                             "(default: a fresh .tbspark/demo-<time>)."),
+    json_out: JsonOpt = False,
+    state_dir: Optional[Path] = typer.Option(None, "--state-dir", show_default=False,
+                                             help="State directory of the demo's own stack: a new or empty "
+                                                  "directory (default: a fresh ./.tbspark/demo-<time>)."),
 ) -> None:
     """Run the pipeline end to end — stack, provision, Spark, simulate, verify — then tear it down.
-    Exit 0 only when the verdict holds."""
+    Exit 0 when the verdict holds, 1 when it does not, 3 when a service failed."""
     from tbspark.cli.verify_cmd import render_report
     from tbspark.demo import demo as run_demo
-    from tbspark.demo import parse_duration
     from tbspark.scenario import load_scenario, packaged_scenario
 
     seconds = parse_duration(duration)
@@ -46,9 +48,9 @@ def demo(
                       progress=progress)
     if json_out:
         print_json(report.to_dict())
-        raise typer.Exit(0 if report.holds else 1)
+        raise typer.Exit(EXIT_OK if report.holds else EXIT_DOES_NOT_HOLD)
     if report.verify is not None:
-        render_report(report.verify)
+        render_report(report.verify, verdict=False)  # the one verdict line is the demo's, below
     if report.problem:
         console.print(f"[red]{report.problem}[/red]", highlight=False)
     lat = "-" if report.latency_s is None else f"{report.latency_s:.1f} s"
@@ -67,4 +69,4 @@ def demo(
             f"  Kafka       {report.kafka_bootstrap}\n"
             f"  verify      tbspark verify {sc.source} --state-dir {report.state_dir}\n"
             f"  stop it     tbspark stack down --state-dir {report.state_dir}", highlight=False, soft_wrap=True)
-    raise typer.Exit(0 if report.holds else 1)
+    raise typer.Exit(EXIT_OK if report.holds else EXIT_DOES_NOT_HOLD)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Optional
 
 import typer
 
 from tbspark import settings
 from tbspark.cli import app
-from tbspark.cli._common import console, handle_errors
+from tbspark.cli._common import console, handle_errors, print_json
+from tbspark.cli._options import JsonOpt, StateDirOpt, parse_duration
 from tbspark.errors import UsageError
 
 platform_app = typer.Typer(help="The embedded ThingsBoard-compatible platform (REST + MQTT + rule engine).",
@@ -22,24 +23,32 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
     http_port: int = typer.Option(8080, "--http-port", help="REST port (0 picks a free one)."),
     mqtt_port: int = typer.Option(1883, "--mqtt-port", help="MQTT port (0 picks a free one)."),
-    state_dir: Path = typer.Option(None, "--state-dir", help="State directory (default: $TBSPARK_STATE_DIR or ./.tbspark)."),
+    state_dir: StateDirOpt = None,
     tenant_username: str = typer.Option(None, "--tenant-username", help="Tenant admin login created on first start."),
     tenant_password: str = typer.Option(None, "--tenant-password", help="Its password (first start only)."),
-    token_ttl_s: int = typer.Option(None, "--token-ttl-s", min=1,
-                                    help="Access-token lifetime (default 9000 s, as ThingsBoard)."),
-    refresh_ttl_s: int = typer.Option(None, "--refresh-ttl-s", min=1,
-                                      help="Refresh-token lifetime (default 604800 s, as ThingsBoard)."),
+    token_ttl: Optional[str] = typer.Option(None, "--token-ttl", show_default=False, metavar="DURATION",
+                                            help="Access-token lifetime, e.g. 9000s, 2.5h (default 9000s, "
+                                                 "as ThingsBoard; env JWT_TOKEN_EXPIRATION_TIME in seconds)."),
+    refresh_ttl: Optional[str] = typer.Option(None, "--refresh-ttl", show_default=False, metavar="DURATION",
+                                              help="Refresh-token lifetime, e.g. 168h (default 604800s, as "
+                                                   "ThingsBoard; env JWT_REFRESH_TOKEN_EXPIRATION_TIME)."),
+    as_json: JsonOpt = False,
 ) -> None:
-    """Serve REST on --http-port and MQTT on --mqtt-port until Ctrl-C / SIGTERM."""
+    """Serve REST on --http-port and MQTT on --mqtt-port until Ctrl-C / SIGTERM. With --json, one
+    JSON object (url, mqtt_port, state_dir, pid) is printed once it is ready."""
     from tbspark.platform.app import serve as run
 
     user = tenant_username or settings.env("TBSPARK_TENANT_USERNAME") or settings.DEFAULT_USERNAME
     password = tenant_password or settings.env("TBSPARK_TENANT_PASSWORD") or settings.DEFAULT_PASSWORD
     root = settings.state_dir(state_dir)
     lifetimes = {}
-    for key, flag, env_name in (("access_ttl_s", token_ttl_s, "JWT_TOKEN_EXPIRATION_TIME"),
-                                ("refresh_ttl_s", refresh_ttl_s, "JWT_REFRESH_TOKEN_EXPIRATION_TIME")):
-        value = flag if flag is not None else settings.env(env_name)
+    for key, flag, name, env_name in (("access_ttl_s", token_ttl, "--token-ttl", "JWT_TOKEN_EXPIRATION_TIME"),
+                                      ("refresh_ttl_s", refresh_ttl, "--refresh-ttl",
+                                       "JWT_REFRESH_TOKEN_EXPIRATION_TIME")):
+        if flag is not None:
+            lifetimes[key] = max(1, round(parse_duration(flag, name)))
+            continue
+        value = settings.env(env_name)
         if value is not None:
             try:
                 lifetimes[key] = int(value)
@@ -48,6 +57,10 @@ def serve(
                                  f"set {env_name} to an integer, e.g. 9000") from None
 
     def ready(info: dict) -> None:
+        if as_json:
+            print_json({"url": info["url"], "mqtt_port": info["mqtt_port"], "state_dir": str(root),
+                        "pid": info["pid"], "username": user})
+            return
         console.print(f"REST  {info['url']}   (login {user})", highlight=False)
         if info["mqtt_port"]:
             console.print(f"MQTT  {info['url'].split('//')[1].rsplit(':', 1)[0]}:{info['mqtt_port']}", highlight=False)

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from tbspark.cli import app
 from tbspark.cli._common import console, handle_errors, print_json
+from tbspark.cli._options import JsonOpt
 from tbspark.scenario import load_scenario, summarize
 
 scenario_app = typer.Typer(help="Work with YAML scenarios.", no_args_is_help=True)
@@ -18,15 +19,17 @@ app.add_typer(scenario_app, name="scenario")
 @scenario_app.command("check")
 @handle_errors
 def check(
-    file: Path = typer.Argument(..., help="Scenario YAML file."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    file: Path = typer.Argument(..., help="Scenario YAML file.", show_default=False),
+    as_json: JsonOpt = False,
 ) -> None:
     """Validate FILE strictly; print devices, zones and the expected message rate. Exit 2 if invalid."""
     summary = summarize(load_scenario(file))
+    # `scenario` names the scenario in every verb's JSON
+    summary = {"scenario": summary.pop("name"), **summary}
     if as_json:
         print_json(summary)
         return
-    console.print(f"[green]✓[/green] {file} is a valid scenario: [bold]{summary['name']}[/bold]")
+    console.print(f"[green]✓[/green] {file} is a valid scenario: [bold]{summary['scenario']}[/bold]")
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_row("devices", f"{summary['devices']:,} in {summary['device_groups']} group(s), types: {', '.join(summary['device_types'])}")
     zones = summary["zones"]

@@ -2,35 +2,32 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 from rich.table import Table
 
 from tbspark import settings
 from tbspark.cli import app
 from tbspark.cli._common import console, handle_errors, print_json
-from tbspark.errors import UsageError
+from tbspark.cli._options import JsonOpt, StateDirOpt
+from tbspark.errors import EXIT_OK, EXIT_UNAVAILABLE, UsageError
 from tbspark.stack.services import DEFAULT_TOPIC, stack_down, stack_status, stack_up
 
 stack_app = typer.Typer(help="Start, stop and inspect the local Kafka broker and embedded platform.",
                         no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 
-STATE_DIR_HELP = "State directory (default: $TBSPARK_STATE_DIR or ./.tbspark)."
-
 
 @stack_app.command("up")
 @handle_errors
 def up(
-    state_dir: Path = typer.Option(None, "--state-dir", help=STATE_DIR_HELP),
+    state_dir: StateDirOpt = None,
     kafka_port: int = typer.Option(9092, "--kafka-port", help="Kafka's port on 127.0.0.1 (0 = a free one)."),
     http_port: int = typer.Option(8080, "--http-port", help="Platform REST port (0 = a free one)."),
     mqtt_port: int = typer.Option(1883, "--mqtt-port", help="Platform MQTT port (0 = a free one)."),
     no_platform: bool = typer.Option(False, "--no-platform", help="Start Kafka only."),
     topic: str = typer.Option(DEFAULT_TOPIC, "--topic", help="Kafka topic to create."),
     partitions: int = typer.Option(1, "--partitions", help="Partitions of the topic."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    as_json: JsonOpt = False,
 ) -> None:
     """Start Kafka (KRaft, one node) and the embedded platform; return when they answer."""
     for name, port in (("--kafka-port", kafka_port), ("--http-port", http_port), ("--mqtt-port", mqtt_port)):
@@ -55,8 +52,8 @@ def up(
 @stack_app.command("down")
 @handle_errors
 def down(
-    state_dir: Path = typer.Option(None, "--state-dir", help=STATE_DIR_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Stop what `stack up` started (SIGTERM, then SIGKILL after a timeout)."""
     result = stack_down(settings.state_dir(state_dir))
@@ -75,22 +72,32 @@ def down(
 @stack_app.command("status")
 @handle_errors
 def status(
-    state_dir: Path = typer.Option(None, "--state-dir", help=STATE_DIR_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Show what runs, on which ports, with which PIDs (and the platform's counters)."""
+    """Show what runs, on which ports, with which PIDs (and the platform's counters).
+    Exit 0 only when every service it lists is up (running and answering); 3 otherwise, also
+    when no stack is recorded."""
     st = stack_status(settings.state_dir(state_dir))
+    k = st.get("kafka")
+    p = st.get("platform")
+    if k:
+        k["up"] = bool(k["alive"] and k.get("answers") in (True, None))
+    if p:
+        p["up"] = bool(p["alive"] and p.get("stats") is not None)
+    listed = [svc for svc in (k, p) if svc]
+    st["up"] = bool(listed) and all(svc["up"] for svc in listed)
+    code = EXIT_OK if st["up"] else EXIT_UNAVAILABLE
     if as_json:
         print_json(st)
-        return
-    if not st.get("kafka") and not st.get("platform"):
-        console.print(f"No stack recorded in {st['state_dir']} — start one with `tbspark stack up`.")
+        raise typer.Exit(code)
+    if not listed:
+        console.print(f"No stack recorded in {st['state_dir']} — start one with `tbspark stack up`.",
+                      highlight=False, soft_wrap=True)
     table = Table("service", "address", "pid", "state", box=None, pad_edge=False)
-    k = st.get("kafka")
     if k:
         state = _state(k["alive"], k.get("answers"))
         table.add_row("kafka", f"{k['bootstrap']} (controller :{k['controller_port']})", str(k["pid"]), state)
-    p = st.get("platform")
     if p:
         state = _state(p["alive"], p.get("stats") is not None if p["alive"] else None)
         table.add_row("platform", f"{p['url']} (MQTT :{p['mqtt_port']})", str(p["pid"]), state)
@@ -102,6 +109,11 @@ def status(
     for pid in st.get("orphans", []):
         console.print(f"[yellow]a broker of this state dir runs unrecorded: pid {pid}[/yellow] "
                       "— `tbspark stack down` stops it")
+    if listed and not st["up"]:
+        logs = ", ".join(svc["log"] for svc in listed if not svc["up"] and svc.get("log"))
+        console.print(f"Not every service is up — restart with `tbspark stack down` then `tbspark stack up`"
+                      f"{f'; see {logs}' if logs else ''}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
 
 
 def _flat(stats: dict, prefix: str = "") -> list[tuple[str, object]]:

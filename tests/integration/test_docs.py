@@ -29,11 +29,14 @@ SKIPPED_PREFIXES = {
     "source ": "the test puts the venv first on PATH instead",
     'eval "$(TB_SOURCE=': "needs a ThingsBoard server built from source; the realtb tests run it",
     "tools/real-thingsboard.sh": "needs a ThingsBoard server built from source; the realtb tests run it",
+    "spark-submit ": "--packages downloads the connector from Maven Central; the next line runs the same "
+                     "entry point with the jar cache",
 }
 # Blocks that talk to a real ThingsBoard (they export TB_URL) cannot run here.
 REAL_TB_MARKER = "export TB_URL="
 SHORTER = [(re.compile(r"--duration \d+s"), "--duration 10s --seed 7")]
-NEEDS_STACK = ("tbspark provision", "tbspark simulate", "tbspark aggregate", "tbspark verify")
+NEEDS_STACK = ("tbspark provision", "tbspark simulate", "tbspark aggregate", "tbspark verify",
+               "python -m tbspark.aggregate.main")
 
 
 @dataclass
@@ -136,8 +139,14 @@ def test_every_documented_command_runs(block: Block, tmp_path: Path) -> None:
             if cmd.startswith("tbspark verify"):
                 assert "holds" in res.stdout.lower() or "✓" in res.stdout, res.stdout[-2000:]
             if " -o " in cmd:
-                out = tmp_path / cmd.split(" -o ")[1].split()[0]
-                assert out.exists() and out.stat().st_size > 0
+                target = cmd.split(" -o ")[1].split()[0]
+                if target == "-":  # stdout: the command's output is the document
+                    redirected = cmd.split(">")[1].split()[0] if ">" in cmd else None
+                    assert redirected is None or (tmp_path / redirected).stat().st_size > 0
+                    assert not (tmp_path / "-").exists(), f"{block.id}: `-o -` wrote a file named -"
+                else:
+                    out = tmp_path / target
+                    assert out.exists() and out.stat().st_size > 0
     finally:
         for proc in background:
             try:

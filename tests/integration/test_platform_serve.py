@@ -37,7 +37,7 @@ def test_port_in_use_is_one_clear_error(tmp_path, flag):
         r = subprocess.run([sys.executable, "-m", "tbspark", "platform", "serve", *sum(ports.items(), ()),
                             "--state-dir", str(tmp_path / "s")],
                            cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1
+    assert r.returncode == 3
     assert r.stderr.strip() == (f"Error: port {port} on 127.0.0.1 is already in use — stop what holds it, "
                                 f"or pass {flag} 0 to pick a free port")
 
@@ -82,7 +82,7 @@ def test_second_platform_on_the_same_state_dir_is_refused(platform):
     r = subprocess.run([sys.executable, "-m", "tbspark", "platform", "serve", "--http-port", "0",
                         "--mqtt-port", "0", "--state-dir", str(platform.state_dir)],
                        cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1
+    assert r.returncode == 3
     assert r.stderr.strip() == (f"Error: a platform is already running on {platform.state_dir} (pid {platform.pid}) "
                                 f"— stop it (tbspark stack down, or kill that pid), or pass another --state-dir")
     assert requests.get(platform.url + "/tbspark/health").status_code == 200  # the first one is untouched

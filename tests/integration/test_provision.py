@@ -128,7 +128,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(stack, tmp_path):
 def test_wrong_password_is_one_line_and_leaves_no_record(stack, tmp_path):
     path, _ = unique_tutorial(tmp_path)
     res = run(["provision", str(path)], stack, tmp_path / "state", TB_PASSWORD="wrong")
-    assert res.exit_code == 1
+    assert res.exit_code == 3
     assert res.output.strip().splitlines() == [
         "Error: POST /api/auth/login → 401: Invalid username or password — check TB_USERNAME / "
         "TB_PASSWORD (or the scenario's platform.username/password)"]
@@ -140,18 +140,20 @@ def test_unreachable_server_is_one_line(stack, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    t0 = time.monotonic()
     res = run(["provision", str(path), "--tb-url", f"http://127.0.0.1:{port}"], stack,
               tmp_path / "state")
-    assert res.exit_code == 1
+    assert res.exit_code == 3
     lines = res.output.strip().splitlines()
-    assert len(lines) == 1
-    assert lines[0].startswith(f"Error: cannot reach ThingsBoard at http://127.0.0.1:{port} after 5 attempts")
+    assert lines == [f"Error: nothing answers at http://127.0.0.1:{port} (from --tb-url) — start ThingsBoard, "
+                     f"or fix the address"]
+    assert time.monotonic() - t0 < 4  # said at once, not after the REST client's retries
 
 
 def test_a_device_type_the_server_refuses_is_one_line_and_no_record(stack, tmp_path):
     path, _ = unique_tutorial(tmp_path, device_type='"   "')
     res = run(["provision", str(path)], stack, tmp_path / "state")
-    assert res.exit_code == 1
+    assert res.exit_code == 3
     assert res.output.strip().splitlines() == [
         "Error: POST /api/deviceProfile → 400: the server refused device type '   ': Device profile "
         "name should be specified! — use another device type in the scenario"]
@@ -204,7 +206,7 @@ def test_unreachable_mqtt_is_one_line_and_no_record(stack, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     res = run(["provision", str(path), "--mqtt-port", str(port)], stack, tmp_path / "state")
-    assert res.exit_code == 1
+    assert res.exit_code == 3
     lines = res.output.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith(f"Error: could not publish client attributes to 127.0.0.1:{port}")

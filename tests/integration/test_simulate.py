@@ -101,7 +101,7 @@ def test_unknown_tokens_are_one_clear_line(stack, tmp_path):
         dev["token"] = "not-a-token"
     (state / "provision.json").write_text(json.dumps(record))
     res = run(["simulate", str(path), "--messages", "5"], stack, state)
-    assert res.exit_code == 1
+    assert res.exit_code == 3
     lines = res.output.strip().splitlines()
     assert lines[-1].startswith("Error: the server refused the tokens of 3 devices")
     assert "CONNACK 5" in lines[-1] and "tbspark provision" in lines[-1]
@@ -111,7 +111,7 @@ def test_unknown_tokens_are_one_clear_line(stack, tmp_path):
 def test_simulate_before_provision_says_what_to_run(stack, tmp_path):
     path, _ = unique_tutorial(tmp_path)
     res = run(["simulate", str(path), "--messages", "1"], stack, tmp_path / "empty")
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert res.output.strip() == (f"Error: no provision record at {tmp_path / 'empty' / 'provision.json'}"
                                   f" — run: tbspark provision {path}")
 

@@ -87,7 +87,7 @@ def test_taken_port_is_named_with_the_flag_to_change(tmp_path, flag):
         args = ["stack", "up", "--state-dir", str(tmp_path), "--kafka-port", "0", "--http-port", "0",
                 "--mqtt-port", "0", flag, str(port)]
         result = runner.invoke(app, args)
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert result.stderr.strip() == (f"Error: port {port} on 127.0.0.1 is already in use — stop what holds it, "
                                      f"or pass {flag} 0 to pick a free port")
     assert kafka_mod.find_broker_pids(StateDir(tmp_path)) == []  # nothing half-started
@@ -97,7 +97,7 @@ def test_missing_java_says_what_to_install(tmp_path):
     env = {"PATH": str(tmp_path), "TBSPARK_STATE_DIR": str(tmp_path / "state")}
     done = subprocess.run([sys.executable, "-m", "tbspark", "stack", "up", "--no-platform"],
                           env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 1
+    assert done.returncode == 3
     assert done.stderr.strip() == ("Error: java not found (not on PATH) — install a Java 17+ runtime "
                                    "(e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME")
 

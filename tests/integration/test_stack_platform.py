@@ -56,7 +56,10 @@ def test_up_json_status_down_from_a_crashed_state_dir(tmp_path):
     assert requests.get(f"{p['url']}/tbspark/health", timeout=5).status_code == 200
     with socket.create_connection(("127.0.0.1", p["mqtt_port"]), timeout=5):
         pass
-    status = json.loads(runner.invoke(app, ["stack", "status", "--state-dir", str(tmp_path), "--json"]).stdout)
+    status_run = runner.invoke(app, ["stack", "status", "--state-dir", str(tmp_path), "--json"])
+    assert status_run.exit_code == 0  # every service it lists is up
+    status = json.loads(status_run.stdout)
+    assert status["up"] is True and status["kafka"]["up"] is True and status["platform"]["up"] is True
     assert status["kafka"]["pid"] == k["pid"] and status["platform"]["pid"] == p["pid"]
     assert status["kafka"]["alive"] is True and status["kafka"]["answers"] is True
     assert status["platform"]["alive"] is True

@@ -160,5 +160,5 @@ def test_missing_provision_record_says_what_to_run(world, tmp_path):
     empty = tmp_path / "empty-state"
     empty.mkdir()
     result = CliRunner().invoke(app, ["verify", str(world["scenario"]), "--state-dir", str(empty)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "Error: no provision record" in result.output and "tbspark provision" in result.output
