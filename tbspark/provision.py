@@ -125,9 +125,10 @@ def provision(scenario: Any, conn: Connection, state: StateDir, dry_run: bool = 
     if check is not None and check.ok is False:
         bootstrap = conn.kafka_bootstrap_for_platform
         raise KafkaError(f"provisioned, but the platform does not deliver to Kafka: {check.detail}",
-                         f"its Kafka node was given bootstrap {bootstrap!r}; give it an address "
-                         "the ThingsBoard server can reach (docs/thingsboard.md, 'Kafka address "
-                         "of the platform') and provision again")
+                         f"its Kafka node was given bootstrap {bootstrap!r}; set TB_KAFKA_BOOTSTRAP "
+                         "(or --platform-kafka-bootstrap) to an address the ThingsBoard server "
+                         "can reach and provision again (docs/thingsboard.md, 'Kafka address of "
+                         "the platform')")
     return report
 
 
