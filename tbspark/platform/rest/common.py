@@ -150,7 +150,10 @@ def body_deadline(timeout_s: float):
             except TimeoutError:
                 resp = errors.json_error(408, f"Request body not received within {timeout_s:g} s",
                                          errors.BAD_REQUEST_PARAMS)
-                resp.force_close()
+                # Answer, then close at once: aiohttp would otherwise linger to read the rest.
+                await resp.prepare(request)
+                await resp.write_eof()
+                request.protocol.force_close()
                 return resp
         return await handler(request)
     return middleware

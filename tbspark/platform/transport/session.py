@@ -290,11 +290,13 @@ class MqttSession(asyncio.Protocol):
         server = self.server
         server.messages += 1
         if pub.qos == 2:
-            # Exactly once per connection (MQTT §4.3.3): an id not yet released is a retransmission,
-            # already taken; its PUBREC follows the original's store.
+            # Exactly once per connection (MQTT §4.3.3): an id not yet released is a retransmission
+            # of a message already taken. It is answered with PUBREC again, queued behind the
+            # original, so that the answer never comes before the original is stored.
             if self.qos2 is None:
                 self.qos2 = set()
             elif pub.packet_id in self.qos2:
+                server.submit(self, [], self.ack(pub))
                 return
             self.qos2.add(pub.packet_id)
         topic = pub.topic
