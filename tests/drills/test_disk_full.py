@@ -96,6 +96,9 @@ def test_disk_full_nothing_acknowledged_is_lost_and_the_platform_recovers(tmpfs_
         _fill(filler)
 
         acked, unacked = _publish(p, token, 1_000_000, FULL_POINTS)
+        r = http.post(f"{p.url}/api/plugins/telemetry/DEVICE/{dev}/timeseries/ANY",
+                      json={"ts": 3_000_000, "values": {"v": VALUE}}, timeout=30)
+        rest_answer = (r.status_code, r.json().get("message"))
         print(f"disk full: {len(acked)} acknowledged, {len(unacked)} not acknowledged "
               f"(first not acknowledged: {unacked[:5]})")
 
@@ -106,6 +109,8 @@ def test_disk_full_nothing_acknowledged_is_lost_and_the_platform_recovers(tmpfs_
         lost = sorted(set(acked) - stored)
         assert lost == [], f"{len(lost)} acknowledged points are not stored: {lost[:10]}"
         assert unacked, "the drill never hit the full disk: nothing to prove"
+        assert rest_answer == (500, "Failed to save: database or disk is full")
+        assert 3_000_000 not in stored
         assert unacked_after == [], f"still refused after space was freed: {unacked_after[:5]}"
         assert set(acked_after) <= stored
         log = p.log.read_text(errors="replace")

@@ -27,9 +27,11 @@ BAD = [
 ]
 
 
-def _device(http, url: str) -> tuple[str, str]:
-    r = http.post(f"{url}/api/device", json={"name": f"harden-ingest-{uuid.uuid4().hex[:8]}", "type": "harden"},
-                  timeout=10)
+def _device(http, url: str, gateway: bool = False) -> tuple[str, str]:
+    body = {"name": f"harden-ingest-{uuid.uuid4().hex[:8]}", "type": "harden"}
+    if gateway:
+        body["additionalInfo"] = {"gateway": True}
+    r = http.post(f"{url}/api/device", json=body, timeout=10)
     r.raise_for_status()
     dev = r.json()["id"]["id"]
     token = http.get(f"{url}/api/device/{dev}/credentials", timeout=10).json()["credentialsId"]
@@ -125,6 +127,22 @@ def test_device_name_longer_than_255_is_refused(platform, tenant_http):
     r = tenant_http.post(f"{platform.url}/api/device", json={"name": "harden-ingest-" + "n" * 250}, timeout=10)
     assert r.status_code == 400
     assert r.json()["message"] == "Validation error: name length must be equal or less than 255"
+
+
+@pytest.mark.parametrize("level", [c.MQTT_311, c.MQTT_5])
+def test_gateway_subdevice_name_longer_than_255_is_refused(platform, tenant_http, level):
+    _gw, token = _device(tenant_http, platform.url, gateway=True)
+    name = "harden-ingest-" + "n" * 250
+    m = RawMqtt(platform.mqtt_host, platform.mqtt_port, token, level=level)
+    m.publish("v1/gateway/connect", json.dumps({"device": name}).encode(), qos=1, packet_id=3)
+    got = m.recv()
+    if level == c.MQTT_5:
+        assert (got[0], reason(got[2], level)) == (c.PUBACK, c.RC_PAYLOAD_FORMAT_INVALID)
+    else:
+        assert got is None
+    m.close()
+    r = tenant_http.get(f"{platform.url}/api/tenant/devices?deviceName={name}", timeout=10)
+    assert r.status_code == 404
 
 
 @pytest.mark.parametrize("level", [c.MQTT_311, c.MQTT_5])
