@@ -143,7 +143,12 @@ class Writer:
                     value = fn(conn)
                 except Exception as exc:
                     self.failed(exc)
-                    conn.execute("ROLLBACK")
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # SQLite rolled back itself (it may, on a full disk): the cause is exc
+                    for cb in self.on_rollback:
+                        cb()
                     fut.set_exception(exc)
                     return
                 results.append((fut, True, value))
