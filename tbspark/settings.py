@@ -24,6 +24,10 @@ Environment variables read here and nowhere else:
     JWT_TOKEN_EXPIRATION_TIME / JWT_REFRESH_TOKEN_EXPIRATION_TIME
                         the embedded platform's token lifetimes in seconds (ThingsBoard's names;
                         default 9000 / 604800; flags --token-ttl / --refresh-ttl, durations such as 9000s or 168h)
+    TBSPARK_MQTT_CONNECT_TIMEOUT_S / TBSPARK_MQTT_MAX_HALF_OPEN /
+    TBSPARK_HTTP_HEADER_TIMEOUT_S / TBSPARK_HTTP_BODY_TIMEOUT_S
+                        the embedded platform's connection limits (tbspark/platform/limits.py:
+                        10 s, a quarter of the descriptor limit, 20 s, 60 s)
 """
 
 from __future__ import annotations
@@ -54,6 +58,17 @@ def env(name: str, environ: dict[str, str] | None = None) -> str | None:
 def debug(environ: dict[str, str] | None = None) -> bool:
     """TB_DEBUG (as the official ThingsBoard tools read it): tracebacks on errors."""
     return (env("TB_DEBUG", environ) or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+_PLATFORM_LIMITS = {"mqtt_connect_timeout_s": "TBSPARK_MQTT_CONNECT_TIMEOUT_S",
+                    "mqtt_max_half_open": "TBSPARK_MQTT_MAX_HALF_OPEN",
+                    "http_header_timeout_s": "TBSPARK_HTTP_HEADER_TIMEOUT_S",
+                    "http_body_timeout_s": "TBSPARK_HTTP_BODY_TIMEOUT_S"}
+
+
+def platform_limits(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The embedded platform's connection limits set in the environment: {limit name: text}."""
+    return {name: value for name, var in _PLATFORM_LIMITS.items() if (value := env(var, environ)) is not None}
 
 
 def state_dir(flag: str | Path | None = None, environ: dict[str, str] | None = None) -> Path:

@@ -17,11 +17,12 @@ from aiohttp import web
 
 from tbspark.errors import PortInUseError, StackError
 from tbspark.platform import auth as auth_mod
+from tbspark.platform.limits import Limits
 from tbspark.platform.rest import common, errors
 from tbspark.platform.store import RuleChain, Store
 from tbspark.platform.store.models import new_id, now_ms
 from tbspark.settings import (
-    DEFAULT_PASSWORD, DEFAULT_SYSADMIN_PASSWORD, DEFAULT_SYSADMIN_USERNAME, DEFAULT_USERNAME,
+    DEFAULT_PASSWORD, DEFAULT_SYSADMIN_PASSWORD, DEFAULT_SYSADMIN_USERNAME, DEFAULT_USERNAME, platform_limits,
 )
 from tbspark.state import StateDir, write_json_atomic
 
@@ -60,7 +61,10 @@ class Platform:
 
     def __init__(self, state_dir: Path, *, tenant_user: tuple[str, str] = (DEFAULT_USERNAME, DEFAULT_PASSWORD),
                  sysadmin: tuple[str, str] = (DEFAULT_SYSADMIN_USERNAME, DEFAULT_SYSADMIN_PASSWORD),
-                 access_ttl_s: int = auth_mod.ACCESS_TTL_S, refresh_ttl_s: int = auth_mod.REFRESH_TTL_S) -> None:
+                 access_ttl_s: int = auth_mod.ACCESS_TTL_S, refresh_ttl_s: int = auth_mod.REFRESH_TTL_S,
+                 limits: Limits | None = None) -> None:
+        # Connection deadlines and the half-open cap (platform/limits.py; TBSPARK_* overrides).
+        self.limits = limits or Limits.from_overrides(platform_limits())
         self.state = StateDir(Path(state_dir)).ensure()
         self.dir = self.state.platform_dir
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +92,8 @@ class Platform:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def build_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY_BYTES)
+        app = web.Application(middlewares=[self._middleware, common.body_deadline(self.limits.http_body_timeout_s)],
+                              client_max_size=MAX_BODY_BYTES)
         app[common.PLATFORM_KEY] = self
         common.register(app)
         from tbspark.platform import web as web_view
@@ -103,7 +108,10 @@ class Platform:
 
         self.engine = RuleEngine(self.store)
         await self.engine.start()
-        self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
+        # keepalive_timeout also bounds the wait for a request's headers, from the connection's
+        # start (aiohttp arms it at accept and does not extend it on partial data): slow-loris safe.
+        self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False,
+                                     keepalive_timeout=self.limits.http_header_timeout_s)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, http_port)
         try:
@@ -115,7 +123,7 @@ class Platform:
             raise StackError(f"cannot listen on {host}:{http_port} ({exc.strerror})",
                              "pick another --http-port or --host") from exc
         self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.mqtt = MqttServer(self.store, self.engine, host, mqtt_port)
+        self.mqtt = MqttServer(self.store, self.engine, host, mqtt_port, limits=self.limits)
         try:
             self.mqtt_port = await self.mqtt.start()
         except OSError as exc:

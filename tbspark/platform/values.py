@@ -26,10 +26,47 @@ _I64_MAX = 2**63 - 1
 _MAX_SCALE = 16  # more decimals than this → STRING (JsonConverter's precision guard)
 
 _COMPACT = (",", ":")
+# ThingsBoard's KvUtils.validate: a key longer than this is refused (ts_kv_dictionary.key is varchar(255)).
+MAX_KEY_LENGTH = 255
+KEY_TOO_LONG = f"Validation error: key length must be equal or less than {MAX_KEY_LENGTH}"
+KEY_EMPTY = "Key can't be null or empty"
+# An entity's name and label (@Length on Device, Asset: 255 by default).
+MAX_NAME_LENGTH = 255
 
 
 class PayloadError(ValueError):
     """A telemetry/attribute payload ThingsBoard would reject; ``str()`` is ThingsBoard's message."""
+
+
+class ValidationError(PayloadError):
+    """A key or name ThingsBoard's validators refuse (DataValidationException: a bare 400 over REST)."""
+
+
+def check_key(key: str) -> None:
+    """ThingsBoard's key rules (KvUtils.validate): not blank, at most MAX_KEY_LENGTH characters."""
+    if len(key) > MAX_KEY_LENGTH:
+        raise ValidationError(KEY_TOO_LONG)
+    if not key or key.isspace():
+        raise ValidationError(KEY_EMPTY)
+
+
+def check_name(name: str, field: str = "name") -> None:
+    """An entity name or label ThingsBoard's ConstraintValidator accepts (length only)."""
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValidationError(f"Validation error: {field} length must be equal or less than {MAX_NAME_LENGTH}")
+
+
+def check_text(obj: Any) -> None:
+    """Raise PayloadError when a string anywhere in a parsed JSON value (keys included) holds a lone
+    UTF-16 surrogate (``"\\ud800"`` in the text): the json module decodes one, but no UTF-8 store,
+    Kafka record or JSON answer can carry it. Only needed when the text had a ``\\u`` escape (UTF-8
+    input cannot encode a surrogate)."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise PayloadError("Invalid JSON: a string holds a lone UTF-16 surrogate") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 class _NumText(str):
@@ -76,9 +113,12 @@ def loads(data: str | bytes | bytearray) -> Any:
     if isinstance(data, (bytes, bytearray)):
         data = data.decode("utf-8")
     try:
-        return _DECODER.decode(data)
+        obj = _DECODER.decode(data)
     except RecursionError:  # "[[[[…" nested thousands deep (found by tests/fuzz): malformed, not a crash
         raise ValueError("JSON nested too deeply") from None
+    if "\\u" in data:
+        check_text(obj)
+    return obj
 
 
 # commons-lang ``NumberUtils.isParsable``: optional '-', digits, at most one '.', not ending in '.'.
@@ -139,6 +179,7 @@ def _gson_text(value: Any) -> str:
 def _typed_object(obj: dict, skip_nulls: bool) -> dict[str, tuple[str, Any]]:
     out: dict[str, tuple[str, Any]] = {}
     for key, raw in obj.items():
+        check_key(key)
         kind, val = typed(raw)
         if kind is None:
             if skip_nulls:
@@ -149,13 +190,19 @@ def _typed_object(obj: dict, skip_nulls: bool) -> dict[str, tuple[str, Any]]:
 
 
 def _as_long(raw: Any) -> int:
+    """A ``ts``: an integer of 64 bits (Java's long, SQLite's INTEGER), whatever its spelling."""
     if type(raw) is int:
-        return raw
-    if type(raw) is float and raw == int(raw):
-        return int(raw)
-    if isinstance(raw, str) and _is_parsable(raw) and "." not in raw:
-        return int(raw)
-    raise PayloadError(f"Can't parse value: {_gson_text(raw)}")
+        n = raw
+    elif type(raw) is float and raw == int(raw):
+        n = int(raw)
+    elif isinstance(raw, str) and _is_parsable(raw) and "." not in raw:
+        n = int(raw)
+    else:
+        raise PayloadError(f"Can't parse value: {_gson_text(raw)}")
+    if not _I64_MIN <= n <= _I64_MAX:
+        raise PayloadError(f"Can't parse value: {raw if type(raw) is not str else _gson_text(raw)} "
+                           "(ts is out of the 64-bit range)")
+    return n
 
 
 def _parse_object(obj: dict, now_ms: int, skip_nulls: bool, out: list) -> None:

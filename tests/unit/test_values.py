@@ -107,11 +107,12 @@ def test_device_payload_parser_reads_like_the_json_module():
     from tbspark.platform.transport import device_api as api
 
     payloads = [b'{"windSpeed":"42"}', b'{"a":18446744073709551616,"b":-9223372036854775809}',
-                b'[{"t":21.5,"ok":true,"n":null,"s":"\\u00e9"}]', b'{"a":"\\ud800"}', b'\xef\xbb\xbf{"a":1}',
+                b'[{"t":21.5,"ok":true,"n":null,"s":"\\u00e9"}]', b'\xef\xbb\xbf{"a":1}',
                 b'{"a":1,"a":2}', b'{"x":0.1234567890123456}']
     for p in payloads:
         got, want = api.loads(p), json.loads(p)
         assert got == want and json.dumps(got) == json.dumps(want), p
-    for bad in (b'{"a":1,', b'{"a":"x\x01"}', b'\xff'):
+    # A lone surrogate decodes in the json module but can be neither stored nor forwarded: refused.
+    for bad in (b'{"a":1,', b'{"a":"x\x01"}', b'\xff', b'{"a":"\\ud800"}', b'{"k\\udfff":1}'):
         with pytest.raises(ValueError):
             api.loads(bad)

@@ -1,15 +1,19 @@
 """What every REST resource module shares: route registration (which also feeds the OpenAPI
-document), the caller's principal, query-parameter parsing, JSON bodies, paging and entity ids."""
+document), the caller's principal, query-parameter parsing, JSON bodies (read within a deadline),
+store writes, paging and entity ids."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable
 
 from aiohttp import web
 
+from tbspark.platform import values
 from tbspark.platform.rest import errors
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -133,6 +137,41 @@ def q_keys(request: web.Request, name: str = "keys") -> list[str] | None:
 
 # -- bodies -----------------------------------------------------------------------------------------
 
+def body_deadline(timeout_s: float):
+    """Middleware: a request's body must arrive within ``timeout_s`` of its headers, else 408 and the
+    connection is closed (a client that announces a body and never sends it holds nothing). The body
+    is read here once; handlers' ``request.text()`` then reads aiohttp's copy."""
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.body_exists:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await request.read()
+            except TimeoutError:
+                resp = errors.json_error(408, f"Request body not received within {timeout_s:g} s",
+                                         errors.BAD_REQUEST_PARAMS)
+                # Answer, then close at once: aiohttp would otherwise linger to read the rest.
+                await resp.prepare(request)
+                await resp.write_eof()
+                request.protocol.force_close()
+                return resp
+        return await handler(request)
+    return middleware
+
+
+async def stored(write: Awaitable[Any]) -> Any:
+    """Await a store write; a storage failure (disk full, database locked) becomes ThingsBoard's 500
+    with its cause instead of a traceback (the writer logs the outage once)."""
+    try:
+        return await write
+    except sqlite3.OperationalError as exc:
+        raise errors.store_failed(exc) from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # Jackson refuses NaN and Infinity too
+
+
 async def json_body(request: web.Request) -> Any:
     """An entity controller's ``@RequestBody``: JSON only (415 otherwise), TB's 400 on bad JSON."""
     ctype = request.headers.get("Content-Type", "")
@@ -145,9 +184,12 @@ async def json_body(request: web.Request) -> Any:
     if not text.strip():
         raise errors.bad_request("Required request body is missing")
     try:
-        return json.loads(text)
+        body = json.loads(text, parse_constant=_no_constant)
+        if "\\u" in text:
+            values.check_text(body)  # a lone surrogate could be neither stored nor answered
     except (ValueError, RecursionError):  # RecursionError: nested thousands deep (tests/fuzz)
         raise errors.bad_request("Invalid request body: JSON parse error") from None
+    return body
 
 
 async def json_object(request: web.Request) -> dict:
@@ -223,7 +265,7 @@ def page(request: web.Request, items: list, sort_keys: dict[str, Callable[[Any],
     text = request.query.get("textSearch")
     if text:
         low = text.lower()
-        items = [i for i in items if any(t and low in t.lower() for t in text_of(i))]
+        items = [i for i in items if any(isinstance(t, str) and low in t.lower() for t in text_of(i))]
     prop = request.query.get("sortProperty")
     order = request.query.get("sortOrder")
     if order is not None and order.upper() not in ("ASC", "DESC"):

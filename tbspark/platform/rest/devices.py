@@ -7,11 +7,12 @@ from dataclasses import replace
 
 from aiohttp import web
 
+from tbspark.platform import values
 from tbspark.platform.rest import errors
 from tbspark.platform.rest.common import (
     PAGE_PARAMS, Param, eid, entity_profile, entity_sort, entity_types, id_from, json_object, ok_empty, ok_json,
-    one_by_name, owned, parse_uuid, platform, required_name, required_query, route, tenant_admin, tenant_infos_page,
-    tenant_page,
+    one_by_name, owned, parse_uuid, platform, required_name, required_query, route, stored, tenant_admin,
+    tenant_infos_page, tenant_page,
 )
 from tbspark.platform.store import Device
 
@@ -53,10 +54,26 @@ def _unique_name(store, tenant_id: str, name: str, request: web.Request) -> str:
     return candidate
 
 
+def _checked(body: dict) -> tuple[str, str | None]:
+    """The name and label of a device body as ThingsBoard's Device accepts them: the label a string
+    (Jackson refuses an object, an array, a number for a String field) and both at most 255 long."""
+    name = required_name(body, "Device")
+    label = body.get("label")
+    if label is not None and not isinstance(label, str):
+        raise errors.bad_request("Invalid request body: label must be a string")
+    try:
+        values.check_name(name)
+        if label is not None:
+            values.check_name(label, "label")
+    except values.ValidationError as exc:
+        raise errors.bad_request(str(exc)) from None
+    return name, label
+
+
 async def _save(request: web.Request, body: dict, token: str | None) -> Device:
     principal = tenant_admin(request)
     store = platform(request).store
-    name = required_name(body, "Device")
+    name, label = _checked(body)
     profile = entity_profile(body, principal.tenant_id, "device", store.device_profile,
                              store.find_or_create_device_profile, store.default_device_profile)
     info = body.get("additionalInfo")
@@ -64,18 +81,18 @@ async def _save(request: web.Request, body: dict, token: str | None) -> Device:
     device_id = id_from(body, "id")
     if device_id:
         old = _own_device(request, device_id)
-        d = replace(old, name=name, type=profile.name, profile_id=profile.id, label=body.get("label"),
+        d = replace(old, name=name, type=profile.name, profile_id=profile.id, label=label,
                     additional_info=info, device_data=body.get("deviceData") or old.device_data, fields=extra)
         version = body.get("version")
-        return await store.save_device(d, expected_version=version if isinstance(version, int) else None)
+        return await stored(store.save_device(d, expected_version=version if isinstance(version, int) else None))
     name = _unique_name(store, principal.tenant_id, name, request)
     if store.device_by_name(principal.tenant_id, name) is not None:
         raise errors.bad_request("Device with such name already exists!")
     if token is not None and not token.strip():
         token = None
     d = store.new_device(principal.tenant_id, name, profile, token=token, additional_info=info,
-                         label=body.get("label"), device_data=body.get("deviceData"), fields=extra)
-    return await store.save_device(d)
+                         label=label, device_data=body.get("deviceData"), fields=extra)
+    return await stored(store.save_device(d))
 
 
 @route("POST", "/api/device", "Create or update a device", "device", body="json",
@@ -122,7 +139,7 @@ async def get_device(request: web.Request) -> web.Response:
 @route("DELETE", "/api/device/{deviceId}", "Delete a device", "device")
 async def delete_device(request: web.Request) -> web.Response:
     d = _own_device(request, request.match_info["deviceId"])
-    await platform(request).store.delete_device(d.id)
+    await stored(platform(request).store.delete_device(d.id))
     return ok_empty()
 
 

@@ -67,6 +67,12 @@ def conflict(what: str) -> TbHttpError:
     return TbHttpError(409, f"{what} was already changed by someone else", VERSION_CONFLICT)
 
 
+def store_failed(exc: BaseException) -> TbHttpError:
+    """A write the store could not commit (disk full, database locked): ThingsBoard's 500 for a
+    failed save, with the cause; the store's writer has logged it (once), so no traceback here."""
+    return TbHttpError(500, f"Failed to save: {exc}", GENERAL)
+
+
 def bare(status: int, message: str) -> TbHttpError:
     """The telemetry controller's plain-string error bodies."""
     return TbHttpError(status, message, bare=True)

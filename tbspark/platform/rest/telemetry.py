@@ -13,7 +13,7 @@ from aiohttp import web
 from tbspark.platform import values
 from tbspark.platform.rest import errors
 from tbspark.platform.rest.common import (
-    PRINCIPAL_KEY, Param, ok_empty, ok_json, parse_uuid, platform, q_bool, q_int, q_keys, route,
+    PRINCIPAL_KEY, Param, ok_empty, ok_json, parse_uuid, platform, q_bool, q_int, q_keys, route, stored,
 )
 
 P = "/api/plugins/telemetry"
@@ -79,17 +79,19 @@ async def _save_timeseries(request: web.Request, entity_type: str, raw_id: str) 
     etype, eid = _entity(request, entity_type, raw_id)
     try:
         text = await request.text()  # UnicodeDecodeError (a ValueError) on bytes that are not UTF-8
-        obj = values.loads(text)
+        obj = values.loads(text)  # (a lone surrogate in the text is a ValueError too)
     except ValueError:
         raise errors.bare(400, "Unable to parse time series payload: Invalid JSON body!") from None
     try:
         parsed = values.parse_telemetry(obj, _now(), skip_nulls=False)
+    except values.ValidationError as exc:  # KvUtils.validate's DataValidationException: its bare message
+        raise errors.bare(400, str(exc)) from None
     except values.PayloadError as exc:
         raise errors.bare(400, f"Unable to parse time series payload. Invalid JSON body: {exc}") from None
     entries = [(ts, k, kind, v) for ts, kv in parsed for k, (kind, v) in kv.items()]
     if not entries:
         raise errors.bare(400, "No time series data found in request body!")
-    await platform(request).store.save_timeseries(etype, eid, entries, batch=False)
+    await stored(platform(request).store.save_timeseries(etype, eid, entries, batch=False))
     return ok_empty()
 
 
@@ -134,7 +136,7 @@ async def _save_attributes(request: web.Request, entity_type: str, raw_id: str, 
         typed = values.parse_attributes(obj, skip_nulls=False)
     except values.PayloadError as exc:
         raise errors.bare(400, str(exc)) from None
-    await platform(request).store.save_attributes(etype, eid, scope, typed, _now())
+    await stored(platform(request).store.save_attributes(etype, eid, scope, typed, _now()))
     return ok_empty()
 
 
@@ -164,7 +166,7 @@ async def _delete_attributes(request: web.Request, entity_type: str, raw_id: str
     keys = q_keys(request)
     if not keys:
         raise errors.bad_request("Required request parameter 'keys' for method parameter type String is not present")
-    await platform(request).store.delete_attributes(eid, scope, keys)
+    await stored(platform(request).store.delete_attributes(eid, scope, keys))
     return ok_empty()
 
 
@@ -176,7 +178,7 @@ async def delete_timeseries(request: web.Request) -> web.Response:
     keys = q_keys(request)
     if not keys:
         raise errors.bad_request("Required request parameter 'keys' for method parameter type String is not present")
-    await platform(request).store.delete_timeseries(eid, keys)
+    await stored(platform(request).store.delete_timeseries(eid, keys))
     return ok_empty()
 
 

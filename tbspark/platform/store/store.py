@@ -72,6 +72,8 @@ class Store(EntityStore, DeviceStore, RuleChainStore, TelemetryStore):
             "inline_commits": self._writer.inline,
             "ts_points_written": self.ts_points_written,
             "attr_values_written": self.attr_values_written,
+            "write_failures": self.write_failures,
+            **self._writer.status(),
             "db_bytes": self.path.stat().st_size if self.path.exists() else 0,
         }
 

@@ -51,6 +51,9 @@ class TelemetryStore:
         self._flush_scheduled = False
         self.ts_points_written = 0
         self.attr_values_written = 0
+        # Loop-side writes (time series, attributes) that failed, whatever the cause. The MQTT
+        # transport acknowledges a batch only when this did not move while the batch ran.
+        self.write_failures = 0
 
     def add_attribute_listener(self, cb: AttrListener) -> None:
         """``cb(entity_type, entity_id, scope, changed)`` after SHARED_SCOPE attributes were saved or
@@ -97,6 +100,7 @@ class TelemetryStore:
                 try:
                     fn(conn)
                 except Exception as exc:  # one bad write fails only its own caller
+                    self._writer.failed(exc)
                     conn.execute("ROLLBACK TO part")
                     results.append(exc)
                 else:
@@ -108,6 +112,8 @@ class TelemetryStore:
             exc = cf.exception()
             results = [exc] * len(batch) if exc is not None else cf.result()
             for (_, fut), res in zip(batch, results):
+                if res is not None:
+                    self.write_failures += 1
                 if fut.done():
                     continue
                 if res is None:
@@ -198,6 +204,7 @@ class TelemetryStore:
                     try:
                         n += self._ts_write_rows(conn, [it])
                     except Exception as exc:
+                        self._writer.failed(exc)
                         conn.execute("ROLLBACK TO tsone")
                         self._forget_sids()
                         outcome.append(exc)
@@ -213,7 +220,12 @@ class TelemetryStore:
             self.ts_points_written += n
 
         await self._enqueue(fn, sum(len(it[2]) for it in items))
-        return list(outcome) if len(outcome) == len(items) else [None] * len(items)
+        if len(outcome) != len(items):
+            return [None] * len(items)
+        failed = len(items) - outcome.count(None)
+        if failed:
+            self.write_failures += failed
+        return list(outcome)
 
     async def save_timeseries(self, entity_type: str, entity_id: str,
                               entries: list[tuple[int, str, str, Any]], batch: bool = True) -> None:

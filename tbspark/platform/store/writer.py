@@ -7,6 +7,11 @@ acknowledged write survives kill -9 of the process.
 A small write submitted while the writer is idle (nothing queued or in flight) is committed right away
 on the caller's thread instead: handing it to the thread and back costs more CPU than the commit
 itself (~45 µs), and order is kept because nothing older is pending.
+
+A transaction that cannot commit (disk full, database locked by another process) fails every future
+in it: nothing of it is acknowledged. The first such failure is logged with its cause, the following
+ones only counted, and the first commit that succeeds again logs the recovery: nothing needs a
+restart once the cause is gone.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ _MAX_BATCH = 5000
 
 class Writer:
     def __init__(self, path) -> None:
+        self.path = path
         self._conn = schema.connect(path)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="tbspark-store-writer", daemon=True)
@@ -39,6 +45,8 @@ class Writer:
         self._count_lock = threading.Lock()
         self._pending = 0  # queued or in-flight items of the writer thread
         self.inline = 0
+        self.failed_transactions = 0  # writes or commits that failed for storage reasons (see failed)
+        self._failing: str | None = None  # the cause while commits fail, None when healthy
         self.on_rollback: list[Any] = []  # called (under the commit lock) when a whole transaction failed
         self._thread.start()
 
@@ -76,6 +84,25 @@ class Writer:
         with self._commit_lock:  # an inline commit may still be running on another thread
             self._conn.close()
 
+    def status(self) -> dict:
+        return {"failing": self._failing, "failed_transactions": self.failed_transactions}
+
+    def failed(self, exc: BaseException, always: bool = False) -> None:
+        """A write failed. Storage trouble (sqlite3.OperationalError: disk full, I/O, locked; or
+        ``always``: the commit itself) is counted and logged once per outage, with its cause and no
+        traceback (the same one would follow every write); a write's own error (a constraint, a
+        bad value) is its caller's business."""
+        if not (always or isinstance(exc, sqlite3.OperationalError)):
+            return
+        self.failed_transactions += 1
+        if self._failing is None:
+            self._failing = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, sqlite3.Error):
+                log.error("store writes fail: %s — nothing is acknowledged until they succeed again "
+                          "(free disk space, or stop what locks %s)", self._failing, self.path)
+            else:
+                log.error("store transaction failed", exc_info=exc)
+
     def _run(self) -> None:
         stop = False
         while not stop:
@@ -105,6 +132,7 @@ class Writer:
     def _commit(self, batch: list) -> None:
         conn = self._conn
         results: list[tuple[concurrent.futures.Future, bool, Any]] = []
+        failures = self.failed_transactions
         try:
             # Deferred BEGIN: this is the only writer (the state-dir lock keeps other processes out),
             # so there is no lock upgrade to race for, and it saves a lock round per transaction.
@@ -114,7 +142,13 @@ class Writer:
                 try:
                     value = fn(conn)
                 except Exception as exc:
-                    conn.execute("ROLLBACK")
+                    self.failed(exc)
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # SQLite rolled back itself (it may, on a full disk): the cause is exc
+                    for cb in self.on_rollback:
+                        cb()
                     fut.set_exception(exc)
                     return
                 results.append((fut, True, value))
@@ -123,6 +157,7 @@ class Writer:
                 try:
                     value = fn(conn)
                 except BaseException as exc:  # one bad write must not sink the batch
+                    self.failed(exc)
                     conn.execute("ROLLBACK TO w")
                     conn.execute("RELEASE w")
                     results.append((fut, False, exc))
@@ -131,7 +166,7 @@ class Writer:
                     results.append((fut, True, value))
             conn.execute("COMMIT")
         except BaseException as exc:  # the commit itself failed: nobody is acknowledged
-            log.exception("store transaction failed")
+            self.failed(exc, always=True)
             try:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
@@ -144,6 +179,10 @@ class Writer:
             return
         self.transactions += 1
         self.writes += len(batch)
+        if self._failing is not None and self.failed_transactions == failures:
+            log.warning("store writes succeed again after %d failed transactions (%s)",
+                        self.failed_transactions, self._failing)
+            self._failing = None
         for fut, ok, value in results:
             if ok:
                 fut.set_result(value)

@@ -137,11 +137,14 @@ def loads(payload: bytes):
             if not _NOT_FAST.search(payload):
                 return obj
     if _SPELLING.search(payload):
-        return values.loads(payload)
+        return values.loads(payload)  # (checks for lone surrogates itself)
     try:
-        return json.loads(payload)
+        obj = json.loads(payload)
     except RecursionError:  # "[[[[…" nested thousands deep (found by tests/fuzz): malformed, not a crash
         raise ValueError("JSON nested too deeply") from None
+    if b"\\u" in payload:  # orjson refuses lone surrogates; the json module decodes them
+        values.check_text(obj)
+    return obj
 
 
 def _flat_data(obj: dict) -> dict | None:
@@ -190,7 +193,8 @@ def telemetry_msgs(device, payload: bytes, now_ms: int) -> list[TbMsg]:
             # The device-timestamped form {"ts": 1700000000000, "values": {...flat...}}: the same
             # fast path for its values when ts is an integer (anything else: the full parser).
             ts, vals = flat["ts"], flat["values"]
-            data = _flat_data(vals) if type(ts) is int and type(vals) is dict else None
+            data = (_flat_data(vals) if type(ts) is int and type(vals) is dict and _I64[0] <= ts <= _I64[1]
+                    else None)
             ts_text = str(ts) if data else None
         else:
             data = _flat_data(flat)
@@ -199,6 +203,11 @@ def telemetry_msgs(device, payload: bytes, now_ms: int) -> list[TbMsg]:
         if data is not None:
             if not data:
                 return []
+            # ThingsBoard's key rules, O(1) here: only a payload longer than the limit can hold a
+            # key longer than it; an empty key is one dict lookup.
+            if len(payload) > values.MAX_KEY_LENGTH or "" in data:
+                for k in data:
+                    values.check_key(k)
             return [TbMsg(POST_TELEMETRY, origin, data, {"deviceName": name, "deviceType": dtype, "ts": ts_text},
                           device.tenant_id, device.customer_id, None, device.profile_id, now_ms)]
     out = []

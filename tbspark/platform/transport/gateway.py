@@ -42,6 +42,7 @@ class GatewayHandler:
     async def _ensure(self, name: str, dev_type: str | None):
         dev = self._known(name)
         if dev is None:
+            values.check_name(name)  # a device ThingsBoard would refuse to create
             gw = self.session.device
             store = self.session.server.store
             # get_or_create_device blocks on a store commit: keep it off the event loop.
@@ -79,8 +80,7 @@ class GatewayHandler:
         if handler is None:
             session.server.unknown_topic += 1
             if pub.qos:
-                out.append(c.encode_puback(pub.packet_id, c.RC_TOPIC_NAME_INVALID if session.level == 5 else 0,
-                                           session.level))
+                out.append(session.ack(pub, c.RC_TOPIC_NAME_INVALID if session.level == 5 else 0))
             return
         # Device lookups/creation may need the store: run as a task; acks follow its completion.
         session.server.spawn(self._run(handler, body, pub, now_ms))
@@ -93,13 +93,18 @@ class GatewayHandler:
             log.info("gateway %s: %s", session.device.name, exc)
             session.server.malformed += 1
             if pub.qos:
-                session.write(c.encode_puback(pub.packet_id, c.RC_IMPLEMENTATION_ERROR, session.level))
+                session.write(session.ack(pub, c.RC_IMPLEMENTATION_ERROR))
             session.close(c.RC_IMPLEMENTATION_ERROR)
         except ValueError as exc:  # payload typing errors
             out: list = []
             session.malformed(pub, out, exc)
             if out:
                 session.write(b"".join(out))
+        except Exception as exc:  # noqa: BLE001 - e.g. the store could not create the device
+            log.warning("gateway %s: %s not processed (%s: %s)", session.device.name, pub.topic,
+                        type(exc).__name__, exc)
+            session.server.errors += 1
+            session.close(c.RC_IMPLEMENTATION_ERROR)  # unacknowledged: the gateway resends
 
     def _rpc_reply(self, body) -> None:
         """``{"device": name, "id": n, "data": result}`` answers server-side RPC ``n`` of that device

@@ -1,6 +1,7 @@
 """The platform's MQTT transport: listens, tracks sessions, batches engine-bound messages of all
-sessions into one ``engine.process`` call, writes each session's PUBACKs in one go, enforces
-keep-alive (1.5 × the client's value) and pushes shared-attribute changes to subscribed devices."""
+sessions into one ``engine.process`` call, writes each session's PUBACKs in one go once the batch is
+stored, enforces keep-alive (1.5 × the client's value), a CONNECT deadline and a cap on sockets not
+yet CONNECTed, and pushes shared-attribute changes to subscribed devices."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ import gc
 import logging
 import socket
 import time
+from collections import OrderedDict
 
 from tbspark.errors import PortInUseError
 from tbspark.platform import values
+from tbspark.platform.limits import Limits
 from tbspark.platform.rpc import RpcService
 from tbspark.platform.transport import device_api as api
 from tbspark.platform.transport.session import CONNECTED, MqttSession
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S = 10.0   # a socket that sends no CONNECT within this is closed
 SWEEP_INTERVAL_S = 1.0
 PAUSE_ABOVE = 20_000       # queued messages above which sessions stop being read (backpressure)
 MAX_BATCH = 4_000          # messages per engine.process call: bounds how long one batch holds the loop
@@ -32,13 +34,20 @@ GC_THRESHOLDS = (100_000, 20, 50)
 
 
 class MqttServer:
-    def __init__(self, store, engine, host: str, port: int, max_packet_size: int = 65536):
+    def __init__(self, store, engine, host: str, port: int, max_packet_size: int = 65536,
+                 limits: Limits | None = None):
         self.store = store
         self.engine = engine
         self.host = host
         self.port = port
         self.max_packet_size = max_packet_size
         self.sessions: set[MqttSession] = set()
+        limits = limits or Limits()
+        self.connect_timeout_s = limits.mqtt_connect_timeout_s
+        self.max_half_open = limits.half_open()
+        # Accepted sockets that have not CONNECTed yet → accept time, oldest first: the deadline and
+        # the cap look at the front only.
+        self._half_open: OrderedDict[MqttSession, float] = OrderedDict()
         self.by_device: dict[str, list[MqttSession]] = {}      # device id → connected sessions
         self.gw_subdevices: dict[str, list[MqttSession]] = {}  # sub-device id → gateway sessions
         self._server: asyncio.AbstractServer | None = None
@@ -58,6 +67,9 @@ class MqttServer:
         self.malformed = 0
         self.unknown_topic = 0
         self.batches = 0
+        self.connect_timeouts = 0  # sockets closed for not CONNECTing in time
+        self.half_open_evicted = 0  # sockets closed to keep the half-open ones under the cap
+        self.unstored_batches = 0  # batches not acknowledged because a store write failed
         self.rpc = RpcService(self)  # server-side RPC waiting for devices (platform/rpc.py)
 
     # ------------------------------------------------------------------------------ lifecycle
@@ -108,7 +120,9 @@ class MqttServer:
                 "messages": self.messages, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
                 "errors": self.errors, "rejected_connects": self.rejected, "malformed": self.malformed,
                 "unknown_topic": self.unknown_topic, "batches": self.batches,
-                "queued": self._queued, "rpc": self.rpc.stats()}
+                "queued": self._queued, "half_open": len(self._half_open),
+                "connect_timeouts": self.connect_timeouts, "half_open_evicted": self.half_open_evicted,
+                "unstored_batches": self.unstored_batches, "rpc": self.rpc.stats()}
 
     def spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)
@@ -120,6 +134,14 @@ class MqttServer:
     def on_open(self, s: MqttSession) -> None:
         self.sessions.add(s)
         self.connections_total += 1
+        half_open = self._half_open
+        half_open[s] = s.last_seen
+        if len(half_open) > self.max_half_open:
+            # The oldest one goes: a real device CONNECTs in its first write, so what waits longest
+            # is the likeliest to be idle or trickling; established sessions are never touched.
+            oldest, _t = half_open.popitem(last=False)
+            self.half_open_evicted += 1
+            oldest.close()
         sock = s.transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -128,10 +150,12 @@ class MqttServer:
                 pass
 
     def on_connected(self, s: MqttSession) -> None:
+        self._half_open.pop(s, None)
         self.by_device.setdefault(s.device.id, []).append(s)
 
     def on_close(self, s: MqttSession) -> None:
         self.sessions.discard(s)
+        self._half_open.pop(s, None)
         if s.device is not None:
             lst = self.by_device.get(s.device.id)
             if lst and s in lst:
@@ -164,14 +188,19 @@ class MqttServer:
                 for s in self.sessions:
                     s.last_seen += late
                 continue
+            # CONNECT deadline, counted from accept (bytes trickling in do not extend it).
+            half_open, limit = self._half_open, now - self.connect_timeout_s
+            while half_open:
+                s, opened = next(iter(half_open.items()))
+                if opened > limit:
+                    break
+                del half_open[s]
+                self.connect_timeouts += 1
+                s.close()
             for s in list(self.sessions):
-                idle = now - s.last_seen
-                if s.state == CONNECTED:
-                    if s.keep_alive and idle > 1.5 * s.keep_alive:
-                        log.info("keep-alive expired for %s", s.device.name)
-                        s.close(0x8D)
-                elif idle > CONNECT_TIMEOUT_S:
-                    s.close()
+                if s.state == CONNECTED and s.keep_alive and now - s.last_seen > 1.5 * s.keep_alive:
+                    log.info("keep-alive expired for %s", s.device.name)
+                    s.close(0x8D)
 
     # ------------------------------------------------------------------------------ batching
 
@@ -216,16 +245,27 @@ class MqttServer:
             msgs = [m for e in entries for m in e[1]]
             self.batches += 1
             ok = True
+            # Acknowledged means stored: a write of this batch that failed (disk full, database
+            # locked) shows as a change of the store's failure count, and then nobody in the batch
+            # is acknowledged. (A REST write failing meanwhile also counts: a spurious resend, never
+            # a loss.)
+            failures = getattr(self.store, "write_failures", 0)
             try:
                 await self.engine.process(msgs)
             except Exception:  # noqa: BLE001 - not acknowledged: the devices will resend
                 log.exception("rule engine failed on a batch of %d messages", len(msgs))
                 self.errors += 1
                 ok = False
+            else:
+                if getattr(self.store, "write_failures", 0) != failures:
+                    self.unstored_batches += 1
+                    ok = False
             per: dict[MqttSession, list] = {}
             for s, _msgs, ack in entries:
                 if not ok:
-                    s.close(0x80)
+                    # As ThingsBoard's PubAck callback onError: no PUBACK, close (MQTT 5: DISCONNECT
+                    # 0x83); the device resends what it has not seen acknowledged.
+                    s.close(0x83)
                 elif ack is not None:
                     per.setdefault(s, []).append(ack)
             for s, parts in per.items():

@@ -23,7 +23,7 @@ _TELEMETRY_END = len(_TELEMETRY)
 
 class MqttSession(asyncio.Protocol):
     __slots__ = ("server", "transport", "decoder", "level", "device", "keep_alive", "last_seen",
-                 "subs", "gateway", "state", "aliases", "__weakref__")
+                 "subs", "gateway", "state", "aliases", "qos2", "__weakref__")
 
     def __init__(self, server):
         self.server = server
@@ -37,6 +37,7 @@ class MqttSession(asyncio.Protocol):
         self.gateway = None  # GatewayHandler for devices flagged as gateways
         self.state = AWAIT_CONNECT
         self.aliases = None  # MQTT 5 topic alias → topic, made on the first PUBLISH that sets one
+        self.qos2 = None  # packet ids of QoS 2 PUBLISHes received and not yet released (PUBREL)
 
     # ------------------------------------------------------------------------ asyncio callbacks
 
@@ -88,8 +89,11 @@ class MqttSession(asyncio.Protocol):
                     return
                 elif ptype in (c.PUBACK, c.PUBREC, c.PUBCOMP):
                     pass  # we only publish QoS 0; tolerate acks anyway
-                elif ptype == c.PUBREL:
-                    out.append(c.encode_puback(int.from_bytes(body[:2], "big"), 0, self.level, kind=c.PUBCOMP))
+                elif ptype == c.PUBREL:  # QoS 2, step 3: the id may be used again
+                    packet_id = int.from_bytes(body[:2], "big")
+                    if self.qos2:
+                        self.qos2.discard(packet_id)
+                    out.append(c.encode_puback(packet_id, 0, self.level, kind=c.PUBCOMP))
                 else:
                     raise c.MqttProtocolError(f"unexpected packet type {ptype}", c.RC_PROTOCOL_ERROR)
             except c.MqttProtocolError as exc:
@@ -169,7 +173,9 @@ class MqttSession(asyncio.Protocol):
         self.state = CONNECTED
         props = None
         if v5:
-            props = {c.PROP_MAXIMUM_QOS: 1, c.PROP_RETAIN_AVAILABLE: 0,
+            # No Maximum QoS: QoS 2 PUBLISHes are taken (exactly once per connection), as ThingsBoard
+            # announces none either.
+            props = {c.PROP_RETAIN_AVAILABLE: 0,
                      c.PROP_MAXIMUM_PACKET_SIZE: server.max_packet_size,
                      c.PROP_WILDCARD_SUB_AVAILABLE: 0, c.PROP_SHARED_SUB_AVAILABLE: 0,
                      c.PROP_TOPIC_ALIAS_MAXIMUM: TOPIC_ALIAS_MAXIMUM}
@@ -206,16 +212,23 @@ class MqttSession(asyncio.Protocol):
     # ------------------------------------------------------------------------ PUBLISH
 
     def ack(self, pub, reason: int = 0) -> bytes | None:
+        """The answer to a PUBLISH: none (QoS 0), PUBACK (QoS 1) or PUBREC (QoS 2; an error reason
+        ends that exchange, so its id is free again)."""
         if pub.qos == 0:
             return None
+        if pub.qos == 2:
+            if reason >= 0x80 and self.qos2:
+                self.qos2.discard(pub.packet_id)
+            return c.encode_puback(pub.packet_id, reason, self.level, kind=c.PUBREC)
         return c.encode_puback(pub.packet_id, reason, self.level)
 
     def malformed(self, pub, out: list, exc: Exception) -> None:
-        """§6.4: MQTT 5 QoS 1 → PUBACK 0x99 and the session stays; otherwise disconnect."""
+        """As ThingsBoard (sendResponseForAdaptorErrorOrCloseContext): MQTT 5 QoS ≥ 1 → PUBACK/PUBREC
+        0x99 and the session stays; otherwise close without an ack, so that the device resends."""
         self.server.malformed += 1
         log.info("malformed payload from %s on %s: %s", self._who(), pub.topic, exc)
         if self.level == c.MQTT_5 and pub.qos >= 1:
-            out.append(c.encode_puback(pub.packet_id, c.RC_PAYLOAD_FORMAT_INVALID, self.level))
+            out.append(self.ack(pub, c.RC_PAYLOAD_FORMAT_INVALID))
         else:
             self._flush(out)
             self.close(c.RC_PAYLOAD_FORMAT_INVALID)
@@ -226,7 +239,7 @@ class MqttSession(asyncio.Protocol):
         Returns False, having done nothing, for anything else: the generic path decides it (and raises
         its protocol errors)."""
         qos = (flags >> 1) & 3
-        if qos == 3:
+        if qos > 1:  # QoS 2 (and the invalid 3): the generic path
             return False
         if body.startswith(_TELEMETRY):
             pos = _TELEMETRY_END
@@ -276,6 +289,16 @@ class MqttSession(asyncio.Protocol):
     def _on_publish(self, pub, out: list) -> None:
         server = self.server
         server.messages += 1
+        if pub.qos == 2:
+            # Exactly once per connection (MQTT §4.3.3): an id not yet released is a retransmission
+            # of a message already taken. It is answered with PUBREC again, queued behind the
+            # original, so that the answer never comes before the original is stored.
+            if self.qos2 is None:
+                self.qos2 = set()
+            elif pub.packet_id in self.qos2:
+                server.submit(self, [], self.ack(pub))
+                return
+            self.qos2.add(pub.packet_id)
         topic = pub.topic
         if pub.properties or not topic:
             topic = self._resolve_topic(pub)
@@ -324,8 +347,7 @@ class MqttSession(asyncio.Protocol):
         else:
             server.unknown_topic += 1
             if pub.qos:
-                out.append(c.encode_puback(pub.packet_id, c.RC_TOPIC_NAME_INVALID if self.level == 5 else 0,
-                                           self.level))
+                out.append(self.ack(pub, c.RC_TOPIC_NAME_INVALID if self.level == 5 else 0))
 
     def _resolve_topic(self, pub) -> str:
         """MQTT 5 Topic Alias (0x23): a PUBLISH with a topic and an alias maps the alias to it, one
