@@ -19,6 +19,9 @@ Environment variables read here and nowhere else:
     JWT_TOKEN_EXPIRATION_TIME / JWT_REFRESH_TOKEN_EXPIRATION_TIME
                         the embedded platform's token lifetimes in seconds (ThingsBoard's names;
                         default 9000 / 604800; flags --token-ttl-s / --refresh-ttl-s)
+    DEFAULT_INACTIVITY_TIMEOUT / DEFAULT_STATE_CHECK_INTERVAL / TB_TRANSPORT_SESSIONS_REPORT_TIMEOUT
+                        the embedded platform's device state (ThingsBoard's names and defaults: 600 s,
+                        60 s, 3000 ms; read by `tbspark platform serve`)
 """
 
 from __future__ import annotations

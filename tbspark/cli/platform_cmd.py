@@ -47,10 +47,26 @@ def serve(
                 raise UsageError(f"{env_name}={value!r} is not a number of seconds",
                                  f"set {env_name} to an integer, e.g. 9000") from None
 
+    device_state = {}
+    for key, env_name, unit in (("inactivity_timeout_s", "DEFAULT_INACTIVITY_TIMEOUT", "seconds"),
+                                ("check_interval_s", "DEFAULT_STATE_CHECK_INTERVAL", "seconds"),
+                                ("report_ms", "TB_TRANSPORT_SESSIONS_REPORT_TIMEOUT", "milliseconds")):
+        value = settings.env(env_name)
+        if value is not None:
+            try:
+                number = float(value)
+            except ValueError:
+                number = -1.0
+            if not number > 0:
+                raise UsageError(f"{env_name}={value!r} is not a positive number of {unit}",
+                                 f"set {env_name} to a number above 0, or unset it")
+            device_state[key] = int(number) if key == "report_ms" else number
+
     def ready(info: dict) -> None:
         console.print(f"REST  {info['url']}   (login {user})", highlight=False)
         if info["mqtt_port"]:
             console.print(f"MQTT  {info['url'].split('//')[1].rsplit(':', 1)[0]}:{info['mqtt_port']}", highlight=False)
         console.print(f"state {root}   pid {info['pid']}   — Ctrl-C to stop", highlight=False)
 
-    run(root, host, http_port, mqtt_port, on_ready=ready, tenant_user=(user, password), **lifetimes)
+    run(root, host, http_port, mqtt_port, on_ready=ready, tenant_user=(user, password), device_state=device_state,
+        **lifetimes)

@@ -60,7 +60,8 @@ class Platform:
 
     def __init__(self, state_dir: Path, *, tenant_user: tuple[str, str] = (DEFAULT_USERNAME, DEFAULT_PASSWORD),
                  sysadmin: tuple[str, str] = (DEFAULT_SYSADMIN_USERNAME, DEFAULT_SYSADMIN_PASSWORD),
-                 access_ttl_s: int = auth_mod.ACCESS_TTL_S, refresh_ttl_s: int = auth_mod.REFRESH_TTL_S) -> None:
+                 access_ttl_s: int = auth_mod.ACCESS_TTL_S, refresh_ttl_s: int = auth_mod.REFRESH_TTL_S,
+                 device_state: dict | None = None) -> None:
         self.state = StateDir(Path(state_dir)).ensure()
         self.dir = self.state.platform_dir
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -71,6 +72,8 @@ class Platform:
         self._ensure_root_chain()
         self.engine: Any = None
         self.mqtt: Any = None
+        self.devstate: Any = None
+        self._device_state_options = device_state or {}  # DeviceStateService keyword arguments
         self._runner: web.AppRunner | None = None
         self.http_port: int | None = None
         self.mqtt_port: int | None = None
@@ -101,8 +104,12 @@ class Platform:
         from tbspark.platform.rules.engine import RuleEngine
         from tbspark.platform.transport.server import MqttServer
 
+        from tbspark.platform.devstate import DeviceStateService
+
         self.engine = RuleEngine(self.store)
         await self.engine.start()
+        self.devstate = DeviceStateService(self.store, self.engine, **self._device_state_options)
+        await self.devstate.start()
         self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, http_port)
@@ -116,6 +123,7 @@ class Platform:
                              "pick another --http-port or --host") from exc
         self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.mqtt = MqttServer(self.store, self.engine, host, mqtt_port)
+        self.mqtt.devstate, self.devstate.mqtt = self.devstate, self.mqtt  # connects, disconnects, activity
         try:
             self.mqtt_port = await self.mqtt.start()
         except OSError as exc:
@@ -135,6 +143,9 @@ class Platform:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.devstate is not None:
+            await self.devstate.stop()  # its last writes and events, while the engine still runs
+            self.devstate = None
         if self.engine is not None:
             await self.engine.stop()
             self.engine = None
@@ -149,10 +160,13 @@ class Platform:
         return {"http": {"requests": self.requests, "port": self.http_port},
                 "store": self.store.stats(),
                 "engine": self.engine.counters() if self.engine is not None else None,
-                "mqtt": self.mqtt.stats() if self.mqtt is not None else None}
+                "mqtt": self.mqtt.stats() if self.mqtt is not None else None,
+                "device_state": self.devstate.stats() if self.devstate is not None else None}
 
     def reset(self) -> None:
         self.store.reset()
+        if self.devstate is not None:
+            self.devstate.clear()
         self._ensure_root_chain()
 
     # -- the one middleware: auth for /api, ThingsBoard's error bodies for everything ------------

@@ -10,7 +10,7 @@ import time
 
 from aiohttp import web
 
-from tbspark.platform import values
+from tbspark.platform import events, values
 from tbspark.platform.rest import errors
 from tbspark.platform.rest.common import (
     PRINCIPAL_KEY, Param, ok_empty, ok_json, parse_uuid, platform, q_bool, q_int, q_keys, route,
@@ -90,7 +90,20 @@ async def _save_timeseries(request: web.Request, entity_type: str, raw_id: str) 
     if not entries:
         raise errors.bare(400, "No time series data found in request body!")
     await platform(request).store.save_timeseries(etype, eid, entries, batch=False)
+    _post_event(request, etype, eid, lambda ent, user: events.timeseries_updated_msg(etype, ent, entries, user))
     return ok_empty()
+
+
+def _post_event(request: web.Request, etype: str, eid: str, build) -> None:
+    """After a save through the API: ThingsBoard's entity action message into the entity's chain."""
+    p = platform(request)
+    if p.devstate is None:
+        return
+    store = p.store
+    entity = store.device_by_id(eid) if etype == "DEVICE" else store.asset_by_id(eid) if etype == "ASSET" else None
+    if entity is not None:
+        principal = request.get(PRINCIPAL_KEY)
+        p.devstate.post(build(entity, principal.user if principal is not None else None))
 
 
 @route("POST", P + "/{entityType}/{entityId}/timeseries/{scope}", "Save time series (scope is ignored)",
@@ -135,6 +148,12 @@ async def _save_attributes(request: web.Request, entity_type: str, raw_id: str, 
     except values.PayloadError as exc:
         raise errors.bare(400, str(exc)) from None
     await platform(request).store.save_attributes(etype, eid, scope, typed, _now())
+    _post_event(request, etype, eid, lambda ent, user: events.attributes_updated_msg(etype, ent, scope, typed, user))
+    devstate = platform(request).devstate
+    if devstate is not None and etype == "DEVICE" and scope == "SERVER_SCOPE":
+        dev = platform(request).store.device_by_id(eid)
+        if dev is not None:
+            devstate.on_server_attributes(dev, typed)  # inactivityTimeout takes effect at once
     return ok_empty()
 
 

@@ -45,9 +45,12 @@ class GatewayHandler:
             gw = self.session.device
             store = self.session.server.store
             # get_or_create_device blocks on a store commit: keep it off the event loop.
-            dev, _created = await asyncio.to_thread(
+            dev, created = await asyncio.to_thread(
                 store.get_or_create_device, gw.tenant_id, name, dev_type or "default",
                 {"lastConnectedGateway": gw.id})
+            devstate = self.session.server.devstate
+            if created and devstate is not None:
+                devstate.on_created(dev, gateway_id=gw.id)
             self._attach(name, dev)
         return dev
 
@@ -163,6 +166,10 @@ class GatewayHandler:
         self._submit(msgs, pub)
 
     def _submit(self, msgs, pub) -> None:
+        devstate = self.session.server.devstate
+        if devstate is not None:  # a sub-device's message is its activity
+            for m in msgs:
+                devstate.touch(m.originator[1], m.ts)
         if msgs:
             self.session.server.submit(self.session, msgs, self.session.ack(pub))
         else:

@@ -59,6 +59,7 @@ class MqttServer:
         self.unknown_topic = 0
         self.batches = 0
         self.rpc = RpcService(self)  # server-side RPC waiting for devices (platform/rpc.py)
+        self.devstate = None  # DeviceStateService (platform/devstate.py): told of connects and disconnects
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -129,6 +130,8 @@ class MqttServer:
 
     def on_connected(self, s: MqttSession) -> None:
         self.by_device.setdefault(s.device.id, []).append(s)
+        if self.devstate is not None:
+            self.devstate.on_connect(s.device)
 
     def on_close(self, s: MqttSession) -> None:
         self.sessions.discard(s)
@@ -138,6 +141,8 @@ class MqttServer:
                 lst.remove(s)
                 if not lst:
                     del self.by_device[s.device.id]
+                if self.devstate is not None:
+                    self.devstate.on_disconnect(s.device, s.last_seen)
         if s.gateway is not None:
             s.gateway.detach_all()
 
@@ -146,8 +151,12 @@ class MqttServer:
         if attached and s not in lst:
             lst.append(s)
             self.rpc.on_subdevice(s, dev)
+            if self.devstate is not None:  # a sub-device's session opens (ThingsBoard: one per device)
+                self.devstate.on_connect(dev)
         elif not attached and s in lst:
             lst.remove(s)
+            if self.devstate is not None:
+                self.devstate.on_disconnect(dev)
         if not lst:
             del self.gw_subdevices[dev.id]
 
