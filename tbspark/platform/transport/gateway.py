@@ -179,15 +179,29 @@ class GatewayHandler:
         if not isinstance(body, dict) or not isinstance(body.get("device"), str):
             raise GatewayStructureError("attribute request needs {\"id\", \"device\", \"key\"|\"keys\"}")
         dev = await self._ensure(body["device"], None)
-        scope = "CLIENT_SCOPE" if body.get("client") else "SHARED_SCOPE"
-        keys = [body["key"]] if "key" in body else list(body.get("keys") or [])
-        found = self.session.server.store.get_attributes("DEVICE", dev.id, scope, [str(k) for k in keys])
+        store = self.session.server.store
+        keys = {str(body["key"])} if "key" in body else {str(k) for k in (body.get("keys") or [])}
+        if keys:
+            scope = "CLIENT_SCOPE" if body.get("client") else "SHARED_SCOPE"
+            found = [store.get_attributes("DEVICE", dev.id, scope, sorted(keys))]
+        else:  # no key named: ThingsBoard answers with every client and shared attribute
+            found = [store.get_attributes("DEVICE", dev.id, s) for s in ("CLIENT_SCOPE", "SHARED_SCOPE")]
         answer = {"id": body.get("id"), "device": body["device"]}
-        # As ThingsBoard's JsonConverter: one value found → "value", several → "values", none → neither.
-        if len(found) == 1:
-            entry = next(iter(found.values()))
-            answer["value"] = values.render_typed(entry[0], entry[1])
-        elif found:
-            answer["values"] = {k: values.render_typed(e[0], e[1]) for k, e in found.items()}
+        for attrs in found:
+            _add_values(answer, attrs, len(keys) > 1)
         self._ack_now(pub)
         self.session.publish("v1/gateway/attributes/response", api.dumps(answer))
+
+
+def _add_values(answer: dict, attrs: dict, several_requested: bool) -> None:
+    """ThingsBoard's JsonConverter.addValues: one key requested and found → ``"value"``; several keys
+    requested → ``"values"`` with those found (even one); nothing found → neither."""
+    if not attrs:
+        return
+    if len(attrs) == 1 and not several_requested:
+        entry = next(iter(attrs.values()))
+        answer["value"] = values.render_typed(entry[0], entry[1])
+    else:
+        out = answer.setdefault("values", {})
+        for k, e in attrs.items():
+            out[k] = values.render_typed(e[0], e[1])
