@@ -37,6 +37,7 @@ from tbspark.platform.rest.rulechains import root_chain_metadata  # noqa: E402
 # Paths under /api that need no token (ThingsBoard's NON_TOKEN_BASED_AUTH_ENTRY_POINTS we serve).
 _PUBLIC = ("/api/auth/login", "/api/auth/token", "/api/noauth/", "/api/v1/")
 MAX_BODY_BYTES = 16 * 1024 * 1024
+TTL_SWEEP_S = 60.0  # how often points past their TTL are deleted (reads leave them out at once)
 
 
 def _lock_state_dir(platform_dir: Path) -> int:
@@ -73,6 +74,7 @@ class Platform:
         self.engine: Any = None
         self.mqtt: Any = None
         self.devstate: Any = None
+        self._expiry: asyncio.Future | None = None
         self._device_state_options = device_state or {}  # DeviceStateService keyword arguments
         self._runner: web.AppRunner | None = None
         self.http_port: int | None = None
@@ -124,6 +126,7 @@ class Platform:
         self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.mqtt = MqttServer(self.store, self.engine, host, mqtt_port)
         self.mqtt.devstate, self.devstate.mqtt = self.devstate, self.mqtt  # connects, disconnects, activity
+        self._expiry = asyncio.ensure_future(self._remove_expired_points())
         try:
             self.mqtt_port = await self.mqtt.start()
         except OSError as exc:
@@ -135,8 +138,24 @@ class Platform:
                              "pick another --mqtt-port or --host") from exc
         return self.http_port, self.mqtt_port
 
+    async def _remove_expired_points(self) -> None:
+        """Points saved with a TTL are left out of answers once it passed; this deletes them."""
+        while True:
+            await asyncio.sleep(TTL_SWEEP_S)
+            try:
+                n = await self.store.remove_expired()
+            except Exception:  # noqa: BLE001 - the next sweep tries again
+                log.exception("removing expired time-series points failed")
+            else:
+                if n:
+                    log.info("removed %d expired time-series points", n)
+
     async def stop(self) -> None:
         """Stop accepting, let the engine finish, commit everything queued, close the database."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            await asyncio.gather(self._expiry, return_exceptions=True)
+            self._expiry = None
         if self.mqtt is not None:
             await self.mqtt.stop()
             self.mqtt = None
