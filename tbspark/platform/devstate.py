@@ -218,30 +218,42 @@ class DeviceStateService:
         self._queue(device, values, events.ACTIVITY_EVENT, st)
 
     def _report_one(self, device_id: str, last_seen: float | None = None) -> None:
+        """Report ``device_id``'s newest activity now (its sessions, ``last_seen``, sub-device notes)."""
         ts = self._touched.pop(device_id, None)
-        mqtt = self.mqtt
-        if mqtt is not None:
-            sessions = mqtt.by_device.get(device_id)
-            seen = max(s.last_seen for s in sessions) if sessions else 0.0
-            if last_seen is not None:
-                seen = max(seen, last_seen)
-            if seen:
-                if seen > self._seen.get(device_id, 0.0):
-                    self._seen[device_id] = seen
-                    at = _now() - int((time.monotonic() - seen) * 1000)
-                    ts = at if ts is None else max(ts, at)
+        sessions = self.mqtt.by_device.get(device_id) if self.mqtt is not None else None
+        seen = max(s.last_seen for s in sessions) if sessions else 0.0
+        if last_seen is not None and last_seen > seen:
+            seen = last_seen
+        if seen > self._seen.get(device_id, 0.0):
+            self._seen[device_id] = seen
+            at = _now() - int((time.monotonic() - seen) * 1000)
+            ts = at if ts is None else max(ts, at)
         if ts is not None:
-            dev = self.store.device_by_id(device_id)
-            if dev is not None:
-                self._activity(dev, self._state(dev), ts)
+            self._activity_of(device_id, ts)
+
+    def _activity_of(self, device_id: str, ts: int) -> None:
+        st = self._states.get(device_id)
+        if st is not None and ts <= st.last_activity:
+            return
+        dev = self.store.device_by_id(device_id)
+        if dev is not None:
+            self._activity(dev, st or self._state(dev), ts)
 
     def report(self) -> None:
-        """One reporting round: the newest activity of every device active since the last round."""
-        ids = set(self._touched)
-        if self.mqtt is not None:
-            ids.update(self.mqtt.by_device)
-        for device_id in ids:
-            self._report_one(device_id)
+        """One reporting round: the newest activity of every device active since the last round.
+        Costs one comparison per connected device that was silent."""
+        wall, mono = _now(), time.monotonic()
+        touched, self._touched = self._touched, {}
+        reported = self._seen
+        for device_id, sessions in (self.mqtt.by_device.items() if self.mqtt is not None else ()):
+            seen = sessions[0].last_seen if len(sessions) == 1 else max(s.last_seen for s in sessions)
+            if seen > reported.get(device_id, 0.0):
+                reported[device_id] = seen
+                at = wall - int((mono - seen) * 1000)
+                sub = touched.pop(device_id, None)
+                self._activity_of(device_id, at if sub is None or sub < at else sub)
+        for device_id, ts in touched.items():
+            self._activity_of(device_id, ts)
 
     # ------------------------------------------------------------------------------ inactivity
 
@@ -287,15 +299,13 @@ class DeviceStateService:
             for device_id, values, _msg in ops:
                 if values:
                     merged.setdefault(device_id, {}).update(values)
-            now = _now()
-            if merged:
-                results = await asyncio.gather(
-                    *(self.store.save_attributes("DEVICE", did, "SERVER_SCOPE", vals, now)
-                      for did, vals in merged.items() if self.store.device_by_id(did) is not None),
-                    return_exceptions=True)
-                for r in results:
-                    if isinstance(r, BaseException):
-                        log.warning("device state not saved: %s", r)
+            items = [("DEVICE", did, "SERVER_SCOPE", vals) for did, vals in merged.items()
+                     if self.store.device_by_id(did) is not None]
+            if items:
+                try:
+                    await self.store.save_attributes_many(items, _now())
+                except Exception as exc:  # noqa: BLE001 - the events still go; the next round writes again
+                    log.warning("device state of %d devices not saved: %s", len(items), exc)
             msgs = [m for _d, _v, m in ops if m is not None]
             if msgs and self.engine is not None:
                 self.events_sent += len(msgs)

@@ -309,6 +309,31 @@ class TelemetryStore:
                 except Exception:
                     log.exception("attribute listener failed")
 
+    async def save_attributes_many(self, items: list[tuple[str, str, str, dict]], ts: int) -> None:
+        """``[(entity_type, entity_id, scope, {key: (kind, value)})]`` in one statement (the device
+        state's periodic writes); listeners as :meth:`save_attributes`."""
+        rows = [(entity_id, scope, k, KIND_CODES[kind], v, ts, entity_type)
+                for entity_type, entity_id, scope, vals in items for k, (kind, v) in vals.items()]
+        if not rows:
+            return
+
+        def fn(conn: sqlite3.Connection) -> None:
+            conn.executemany("INSERT OR REPLACE INTO attr(entity_id, scope, key, kind, v, last_update_ts, "
+                             "entity_type) VALUES (?,?,?,?,?,?,?)", rows)
+            self.attr_values_written += len(rows)
+        try:
+            await self._enqueue(fn, len(rows))
+        finally:
+            for _etype, entity_id, scope, vals in items:
+                self._notify_attr_change(entity_id, scope, list(vals))
+        for entity_type, entity_id, scope, vals in items:
+            if scope == "SHARED_SCOPE":
+                for cb in list(self._attr_listeners):
+                    try:
+                        cb(entity_type, entity_id, scope, dict(vals))
+                    except Exception:
+                        log.exception("attribute listener failed")
+
     async def delete_attributes(self, entity_id: str, scope: str, keys: list[str]) -> None:
         def fn(conn: sqlite3.Connection) -> None:
             conn.executemany("DELETE FROM attr WHERE entity_id=? AND scope=? AND key=?",
