@@ -28,6 +28,9 @@ Environment variables read here and nowhere else:
     TBSPARK_HTTP_HEADER_TIMEOUT_S / TBSPARK_HTTP_BODY_TIMEOUT_S
                         the embedded platform's connection limits (tbspark/platform/limits.py:
                         10 s, a quarter of the descriptor limit, 20 s, 60 s)
+    DEFAULT_INACTIVITY_TIMEOUT / DEFAULT_STATE_CHECK_INTERVAL / TB_TRANSPORT_SESSIONS_REPORT_TIMEOUT
+                        the embedded platform's device state (ThingsBoard's names and defaults: 600 s,
+                        60 s, 3000 ms; read by `tbspark platform serve`)
 """
 
 from __future__ import annotations

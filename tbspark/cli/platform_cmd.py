@@ -56,6 +56,21 @@ def serve(
                 raise UsageError(f"{env_name}={value!r} is not a number of seconds",
                                  f"set {env_name} to an integer, e.g. 9000") from None
 
+    device_state = {}
+    for key, env_name, unit in (("inactivity_timeout_s", "DEFAULT_INACTIVITY_TIMEOUT", "seconds"),
+                                ("check_interval_s", "DEFAULT_STATE_CHECK_INTERVAL", "seconds"),
+                                ("report_ms", "TB_TRANSPORT_SESSIONS_REPORT_TIMEOUT", "milliseconds")):
+        value = settings.env(env_name)
+        if value is not None:
+            try:
+                number = float(value)
+            except ValueError:
+                number = -1.0
+            if not number > 0:
+                raise UsageError(f"{env_name}={value!r} is not a positive number of {unit}",
+                                 f"set {env_name} to a number above 0, or unset it")
+            device_state[key] = int(number) if key == "report_ms" else number
+
     def ready(info: dict) -> None:
         if as_json:
             print_json({"url": info["url"], "mqtt_port": info["mqtt_port"], "state_dir": str(root),
@@ -66,4 +81,5 @@ def serve(
             console.print(f"MQTT  {info['url'].split('//')[1].rsplit(':', 1)[0]}:{info['mqtt_port']}", highlight=False)
         console.print(f"state {root}   pid {info['pid']}   — Ctrl-C to stop", highlight=False)
 
-    run(root, host, http_port, mqtt_port, on_ready=ready, tenant_user=(user, password), **lifetimes)
+    run(root, host, http_port, mqtt_port, on_ready=ready, tenant_user=(user, password), device_state=device_state,
+        **lifetimes)

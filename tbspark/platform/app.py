@@ -38,6 +38,7 @@ from tbspark.platform.rest.rulechains import root_chain_metadata  # noqa: E402
 # Paths under /api that need no token (ThingsBoard's NON_TOKEN_BASED_AUTH_ENTRY_POINTS we serve).
 _PUBLIC = ("/api/auth/login", "/api/auth/token", "/api/noauth/", "/api/v1/")
 MAX_BODY_BYTES = 16 * 1024 * 1024
+TTL_SWEEP_S = 60.0  # how often points past their TTL are deleted (reads leave them out at once)
 
 
 def _lock_state_dir(platform_dir: Path) -> int:
@@ -62,7 +63,8 @@ class Platform:
     def __init__(self, state_dir: Path, *, tenant_user: tuple[str, str] = (DEFAULT_USERNAME, DEFAULT_PASSWORD),
                  sysadmin: tuple[str, str] = (DEFAULT_SYSADMIN_USERNAME, DEFAULT_SYSADMIN_PASSWORD),
                  access_ttl_s: int = auth_mod.ACCESS_TTL_S, refresh_ttl_s: int = auth_mod.REFRESH_TTL_S,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None,
+                 device_state: dict | None = None) -> None:
         # Connection deadlines and the half-open cap (platform/limits.py; TBSPARK_* overrides).
         self.limits = limits or Limits.from_overrides(platform_limits())
         self.state = StateDir(Path(state_dir)).ensure()
@@ -75,6 +77,9 @@ class Platform:
         self._ensure_root_chain()
         self.engine: Any = None
         self.mqtt: Any = None
+        self.devstate: Any = None
+        self._expiry: asyncio.Future | None = None
+        self._device_state_options = device_state or {}  # DeviceStateService keyword arguments
         self._runner: web.AppRunner | None = None
         self.http_port: int | None = None
         self.mqtt_port: int | None = None
@@ -106,8 +111,12 @@ class Platform:
         from tbspark.platform.rules.engine import RuleEngine
         from tbspark.platform.transport.server import MqttServer
 
+        from tbspark.platform.devstate import DeviceStateService
+
         self.engine = RuleEngine(self.store)
         await self.engine.start()
+        self.devstate = DeviceStateService(self.store, self.engine, **self._device_state_options)
+        await self.devstate.start()
         # keepalive_timeout also bounds the wait for a request's headers, from the connection's
         # start (aiohttp arms it at accept and does not extend it on partial data): slow-loris safe.
         self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False,
@@ -124,6 +133,8 @@ class Platform:
                              "pick another --http-port or --host") from exc
         self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.mqtt = MqttServer(self.store, self.engine, host, mqtt_port, limits=self.limits)
+        self.mqtt.devstate, self.devstate.mqtt = self.devstate, self.mqtt  # connects, disconnects, activity
+        self._expiry = asyncio.ensure_future(self._remove_expired_points())
         try:
             self.mqtt_port = await self.mqtt.start()
         except OSError as exc:
@@ -135,14 +146,33 @@ class Platform:
                              "pick another --mqtt-port or --host") from exc
         return self.http_port, self.mqtt_port
 
+    async def _remove_expired_points(self) -> None:
+        """Points saved with a TTL are left out of answers once it passed; this deletes them."""
+        while True:
+            await asyncio.sleep(TTL_SWEEP_S)
+            try:
+                n = await self.store.remove_expired()
+            except Exception:  # noqa: BLE001 - the next sweep tries again
+                log.exception("removing expired time-series points failed")
+            else:
+                if n:
+                    log.info("removed %d expired time-series points", n)
+
     async def stop(self) -> None:
         """Stop accepting, let the engine finish, commit everything queued, close the database."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            await asyncio.gather(self._expiry, return_exceptions=True)
+            self._expiry = None
         if self.mqtt is not None:
             await self.mqtt.stop()
             self.mqtt = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.devstate is not None:
+            await self.devstate.stop()  # its last writes and events, while the engine still runs
+            self.devstate = None
         if self.engine is not None:
             await self.engine.stop()
             self.engine = None
@@ -157,10 +187,13 @@ class Platform:
         return {"http": {"requests": self.requests, "port": self.http_port},
                 "store": self.store.stats(),
                 "engine": self.engine.counters() if self.engine is not None else None,
-                "mqtt": self.mqtt.stats() if self.mqtt is not None else None}
+                "mqtt": self.mqtt.stats() if self.mqtt is not None else None,
+                "device_state": self.devstate.stats() if self.devstate is not None else None}
 
     def reset(self) -> None:
         self.store.reset()
+        if self.devstate is not None:
+            self.devstate.clear()
         self._ensure_root_chain()
 
     # -- the one middleware: auth for /api, ThingsBoard's error bodies for everything ------------

@@ -47,7 +47,8 @@ def test_aggregation_buckets_types_and_clipped_last_bucket(store):
     assert avg == [(5000, "DOUBLE", 4.5), (15_000, "DOUBLE", 14.5), (22_500, "DOUBLE", 22.0)]
     assert store.history_sync("a", ["v"], 0, 25_000, interval=10_000, agg="COUNT", order="ASC")["v"][0] == (
         5000, "LONG", 11)
-    assert store.history_sync("a", ["v"], 0, 25_000, interval=10_000, agg="MAX", order="DESC")["v"][0] == (
+    # Aggregated buckets come oldest first whatever orderBy says, as on ThingsBoard.
+    assert store.history_sync("a", ["v"], 0, 25_000, interval=10_000, agg="MAX", order="DESC")["v"][-1] == (
         22_500, "LONG", 24)
     # A huge range of mostly empty buckets takes the GROUP BY path and gives the same answer.
     far = store.history_sync("a", ["v"], 0, 10**12, interval=1000, agg="SUM", order="ASC")["v"]
@@ -103,3 +104,19 @@ def test_a_rolled_back_write_leaves_no_ghost_series(store):
         await store.save_timeseries("DEVICE", "g", [(3, "fresh", "LONG", 3)])
     asyncio.run(run())
     assert store.history_sync("g", ["fresh"], 0, 10)["fresh"] == [(3, "LONG", 3)]
+
+
+def test_points_with_a_ttl_are_left_out_then_removed(store):
+    import time
+
+    now = int(time.time() * 1000)
+    asyncio.run(store.save_timeseries("DEVICE", "ttl", [(1, "k", "LONG", 1), (2, "k", "LONG", 2)], ttl_s=60))
+    asyncio.run(store.save_timeseries("DEVICE", "ttl", [(3, "k", "LONG", 3)]))
+    # Written again without a TTL, a point loses its expiry (as a Cassandra cell does).
+    asyncio.run(store.save_timeseries("DEVICE", "ttl", [(2, "k", "LONG", 20)]))
+    assert [p[2] for p in store.history_sync("ttl", ["k"], 0, 10, order="ASC")["k"]] == [1, 20, 3]
+    assert asyncio.run(store.remove_expired(now_ms=now)) == 0  # not yet expired
+    assert asyncio.run(store.remove_expired(now_ms=now + 61_000)) == 1
+    assert [p[2] for p in store.history_sync("ttl", ["k"], 0, 10, order="ASC")["k"]] == [20, 3]
+    assert store._read().execute("SELECT COUNT(*) FROM ts_kv k JOIN ts_series s ON s.sid = k.sid "
+                                 "WHERE s.entity_id = 'ttl'").fetchone()[0] == 2

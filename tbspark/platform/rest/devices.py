@@ -92,7 +92,11 @@ async def _save(request: web.Request, body: dict, token: str | None) -> Device:
         token = None
     d = store.new_device(principal.tenant_id, name, profile, token=token, additional_info=info,
                          label=label, device_data=body.get("deviceData"), fields=extra)
-    return await stored(store.save_device(d))
+    d = await stored(store.save_device(d))
+    devstate = platform(request).devstate
+    if devstate is not None:  # ENTITY_CREATED into its chain; `active` = false from now on
+        devstate.on_created(d, principal.user)
+    return d
 
 
 @route("POST", "/api/device", "Create or update a device", "device", body="json",
@@ -123,12 +127,14 @@ async def device_types(request: web.Request) -> web.Response:
 @route("GET", "/api/device/info/{deviceId}", "A device with profile name and customer", "device")
 async def device_info(request: web.Request) -> web.Response:
     d = _own_device(request, request.match_info["deviceId"])
-    return ok_json(_info(d))
+    return ok_json(_info(d, platform(request).store))
 
 
-def _info(d: Device) -> dict:
+def _info(d: Device, store) -> dict:
+    # "active" is the device's SERVER_SCOPE attribute, as ThingsBoard's device_info_view reads it.
+    active = store.get_attributes("DEVICE", d.id, "SERVER_SCOPE", ["active"]).get("active")
     return {**device_json(d), "customerTitle": None, "customerIsPublic": False, "deviceProfileName": d.type,
-            "active": False}
+            "active": bool(active[1]) if active is not None else False}
 
 
 @route("GET", "/api/device/{deviceId}", "A device by id", "device")
@@ -140,6 +146,8 @@ async def get_device(request: web.Request) -> web.Response:
 async def delete_device(request: web.Request) -> web.Response:
     d = _own_device(request, request.match_info["deviceId"])
     await stored(platform(request).store.delete_device(d.id))
+    if platform(request).devstate is not None:
+        platform(request).devstate.on_deleted(d.id)
     return ok_empty()
 
 
@@ -188,7 +196,8 @@ async def tenant_device(request: web.Request) -> web.Response:
 @route("GET", "/api/tenant/deviceInfos", "Tenant device infos (paged)", "device",
        params=[*PAGE_PARAMS, Param("type"), Param("deviceProfileId")])
 async def tenant_device_infos(request: web.Request) -> web.Response:
-    return tenant_infos_page(request, "deviceProfileId", platform(request).store.devices, _SORT, _info)
+    store = platform(request).store
+    return tenant_infos_page(request, "deviceProfileId", store.devices, _SORT, lambda d: _info(d, store))
 
 
 @route("GET", "/api/devices", "Devices by ids", "device",

@@ -10,11 +10,12 @@ import time
 
 from aiohttp import web
 
-from tbspark.platform import values
+from tbspark.platform import events, values
 from tbspark.platform.rest import errors
 from tbspark.platform.rest.common import (
     PRINCIPAL_KEY, Param, ok_empty, ok_json, parse_uuid, platform, q_bool, q_int, q_keys, route, stored,
 )
+from tbspark.platform.store import intervals
 
 P = "/api/plugins/telemetry"
 ENTITY_TYPES = {"TENANT", "CUSTOMER", "USER", "DASHBOARD", "ASSET", "DEVICE", "ALARM", "RULE_CHAIN", "RULE_NODE",
@@ -30,7 +31,9 @@ HISTORY_PARAMS = [
     Param("startTs", "integer", True, "Start of the range, epoch ms (inclusive)"),
     Param("endTs", "integer", True, "End of the range, epoch ms (exclusive)"),
     Param("interval", "integer", description="Aggregation bucket in ms (0 = no aggregation)"),
-    Param("intervalType", enum=["MILLISECONDS"]),
+    Param("intervalType", enum=["MILLISECONDS", "WEEK", "WEEK_ISO", "MONTH", "QUARTER"],
+          description="Calendar buckets (WEEK = Sunday–Saturday, WEEK_ISO = Monday–Sunday) instead of interval"),
+    Param("timeZone", description="Zone of the calendar buckets, e.g. Europe/Berlin (default: the server's)"),
     Param("limit", "integer", description="Max points per key when agg=NONE (default 100)"),
     Param("agg", enum=["NONE", "AVG", "MIN", "MAX", "SUM", "COUNT"]),
     Param("orderBy", enum=["ASC", "DESC"]),
@@ -75,7 +78,7 @@ def _now() -> int:
 
 # -- writes -----------------------------------------------------------------------------------------
 
-async def _save_timeseries(request: web.Request, entity_type: str, raw_id: str) -> web.Response:
+async def _save_timeseries(request: web.Request, entity_type: str, raw_id: str, ttl_s: int = 0) -> web.Response:
     etype, eid = _entity(request, entity_type, raw_id)
     try:
         text = await request.text()  # UnicodeDecodeError (a ValueError) on bytes that are not UTF-8
@@ -91,8 +94,21 @@ async def _save_timeseries(request: web.Request, entity_type: str, raw_id: str) 
     entries = [(ts, k, kind, v) for ts, kv in parsed for k, (kind, v) in kv.items()]
     if not entries:
         raise errors.bare(400, "No time series data found in request body!")
-    await stored(platform(request).store.save_timeseries(etype, eid, entries, batch=False))
+    await stored(platform(request).store.save_timeseries(etype, eid, entries, batch=False, ttl_s=ttl_s))
+    _post_event(request, etype, eid, lambda ent, user: events.timeseries_updated_msg(etype, ent, entries, user))
     return ok_empty()
+
+
+def _post_event(request: web.Request, etype: str, eid: str, build) -> None:
+    """After a save through the API: ThingsBoard's entity action message into the entity's chain."""
+    p = platform(request)
+    if p.devstate is None:
+        return
+    store = p.store
+    entity = store.device_by_id(eid) if etype == "DEVICE" else store.asset_by_id(eid) if etype == "ASSET" else None
+    if entity is not None:
+        principal = request.get(PRINCIPAL_KEY)
+        p.devstate.post(build(entity, principal.user if principal is not None else None))
 
 
 @route("POST", P + "/{entityType}/{entityId}/timeseries/{scope}", "Save time series (scope is ignored)",
@@ -107,12 +123,12 @@ async def save_timeseries(request: web.Request) -> web.Response:
 async def save_timeseries_ttl(request: web.Request) -> web.Response:
     m = request.match_info
     try:
-        int(m["ttl"])
+        ttl_s = int(m["ttl"])
     except ValueError:
         raise errors.bad_request(f"Failed to convert value of type 'java.lang.String' to required type 'long'; "
                                  f"For input string: \"{m['ttl']}\"") from None
-    # TTL is accepted for compatibility; the embedded platform keeps points until reset.
-    return await _save_timeseries(request, m["entityType"], m["entityId"])
+    # Points expire ttl seconds after the save, as on ThingsBoard with Cassandra (0: kept).
+    return await _save_timeseries(request, m["entityType"], m["entityId"], max(ttl_s, 0))
 
 
 async def _save_attributes(request: web.Request, entity_type: str, raw_id: str, scope: str) -> web.Response:
@@ -137,6 +153,12 @@ async def _save_attributes(request: web.Request, entity_type: str, raw_id: str, 
     except values.PayloadError as exc:
         raise errors.bare(400, str(exc)) from None
     await stored(platform(request).store.save_attributes(etype, eid, scope, typed, _now()))
+    _post_event(request, etype, eid, lambda ent, user: events.attributes_updated_msg(etype, ent, scope, typed, user))
+    devstate = platform(request).devstate
+    if devstate is not None and etype == "DEVICE" and scope == "SERVER_SCOPE":
+        dev = platform(request).store.device_by_id(eid)
+        if dev is not None:
+            devstate.on_server_attributes(dev, typed)  # inactivityTimeout takes effect at once
     return ok_empty()
 
 
@@ -211,15 +233,19 @@ async def _history(request: web.Request, eid: str, keys: list[str] | None) -> we
     order = (request.query.get("orderBy") or "DESC").upper()
     if order not in ("ASC", "DESC"):
         raise errors.bad_request(f"Unsupported sort order '{order}'! Only 'ASC' or 'DESC' types are allowed.")
-    itype = request.query.get("intervalType")
-    if itype and itype.upper() != "MILLISECONDS":
-        raise errors.bad_request(f"Interval type {itype} is not supported by the embedded platform")
+    itype = request.query.get("intervalType") or "MILLISECONDS"
+    if itype not in intervals.INTERVAL_TYPES:
+        raise errors.bad_request(f"Failed to convert value of type 'java.lang.String' to required type "
+                                 f"'org.thingsboard.server.common.data.kv.IntervalType'; Failed to convert from type "
+                                 f"[java.lang.String] to type [@org.springframework.web.bind.annotation.RequestParam "
+                                 f"org.thingsboard.server.common.data.kv.IntervalType] for value [{itype}]")
+    tz = intervals.zone(request.query.get("timeZone")) if itype != "MILLISECONDS" else None
     if interval < 0:
         raise errors.bad_request("Parameter 'interval' must not be negative")
     strict = q_bool(request, "useStrictDataTypes")
     if keys is not None and not keys:
         return ok_json({})
-    data = await platform(request).store.history(eid, keys, start, end, interval, agg, limit, order)
+    data = await platform(request).store.history(eid, keys, start, end, interval, agg, limit, order, itype, tz)
     return ok_json({k: [{"ts": ts, "value": values.render(kind, v, strict)} for ts, kind, v in pts]
                     for k, pts in data.items()})
 

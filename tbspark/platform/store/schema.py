@@ -46,6 +46,15 @@ CREATE TABLE IF NOT EXISTS ts_latest (
     kind INTEGER NOT NULL,
     v
 );
+-- Points saved with a TTL (REST /timeseries/{scope}/{ttl}, the save node's TTL): when they expire.
+-- Reads leave expired points out; a sweep deletes them (TelemetryStore.remove_expired).
+CREATE TABLE IF NOT EXISTS ts_expiry (
+    sid INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    expires INTEGER NOT NULL,
+    PRIMARY KEY (sid, ts)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ts_expiry_by_time ON ts_expiry(expires);
 CREATE TABLE IF NOT EXISTS attr (
     entity_id TEXT NOT NULL,
     scope TEXT NOT NULL,

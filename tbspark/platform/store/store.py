@@ -89,9 +89,10 @@ class Store(EntityStore, DeviceStore, RuleChainStore, TelemetryStore):
             ids = [r[0] for r in conn.execute(
                 "SELECT id FROM entity WHERE kind IN ('device','asset','rule_chain','device_profile','asset_profile')")]
             conn.executemany("DELETE FROM entity WHERE id=?", [(i,) for i in ids if i not in keep])
-            for table in ("credentials", "ts_kv", "ts_latest", "ts_series", "attr"):
+            for table in ("credentials", "ts_kv", "ts_latest", "ts_series", "attr", "ts_expiry"):
                 conn.execute(f"DELETE FROM {table}")
             self._sids.clear()
+            self._ttl_sids.clear()
         self._writer.run(fn)
         for d in list(self._devices):
             self._uncache_device(d)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from typing import Any, Callable, Iterable
 
+from tbspark.platform.store.intervals import CALENDAR_TYPES, calendar_buckets
 from tbspark.platform.store.schema import KIND_CODES, KIND_NAMES
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,8 @@ class TelemetryStore:
         self._sids: dict[tuple[str, str], int] = {}
         for sid, entity_id, key in conn.execute("SELECT sid, entity_id, key FROM ts_series"):
             self._sids[(entity_id, key)] = sid
+        # Series that ever had a point with a TTL: only their reads and overwrites look at ts_expiry.
+        self._ttl_sids: set[int] = {r[0] for r in conn.execute("SELECT DISTINCT sid FROM ts_expiry")}
         self._attr_listeners: list[AttrListener] = []
         self._attr_change_listeners: list[AttrChangeListener] = []
         # Loop-side micro-batch: writes awaited by coroutines that ran in the same loop iteration
@@ -145,10 +149,13 @@ class TelemetryStore:
         """After a rollback, sids cached during it may not exist: drop the cache (it refills lazily)."""
         self._sids.clear()
 
-    def _ts_write_fn(self, entity_type: str, entity_id: str, entries: list) -> Callable[[sqlite3.Connection], None]:
+    def _ts_write_fn(self, entity_type: str, entity_id: str, entries: list,
+                     ttl_s: int = 0) -> Callable[[sqlite3.Connection], None]:
+        item = (entity_type, entity_id, entries, ttl_s) if ttl_s > 0 else (entity_type, entity_id, entries)
+
         def fn(conn: sqlite3.Connection) -> None:
             try:
-                n = self._ts_write_rows(conn, [(entity_type, entity_id, entries)])
+                n = self._ts_write_rows(conn, [item])
             except BaseException:
                 self._forget_sids()  # this write is rolled back, series it created with it
                 raise
@@ -161,7 +168,8 @@ class TelemetryStore:
         rows = []
         latest: dict[int, tuple] = {}
         sid_of = self._sids.get
-        for entity_type, entity_id, entries in items:
+        for item in items:
+            entity_type, entity_id, entries = item[0], item[1], item[2]
             for ts, key, kind, value in entries:
                 sid = sid_of((entity_id, key))
                 if sid is None:
@@ -176,10 +184,49 @@ class TelemetryStore:
             "INSERT INTO ts_latest(sid, ts, kind, v) VALUES (?,?,?,?) ON CONFLICT(sid) DO UPDATE SET "
             "ts=excluded.ts, kind=excluded.kind, v=excluded.v WHERE excluded.ts >= ts_latest.ts",
             list(latest.values()))
+        if self._ttl_sids or any(len(it) > 3 and it[3] > 0 for it in items):
+            self._write_expiry(conn, items)
         return len(rows)
 
+    def _write_expiry(self, conn: sqlite3.Connection, items: list) -> None:
+        """Items ``(type, id, entries, ttl_s)`` with a TTL note when their points expire; a point
+        written again without one loses its expiry (as a Cassandra cell written without TTL)."""
+        now = int(time.time() * 1000)
+        expiring, cleared = [], []
+        for item in items:
+            ttl_s = item[3] if len(item) > 3 else 0
+            entity_id = item[1]
+            for ts, key, _kind, _value in item[2]:
+                sid = self._sids[(entity_id, key)]
+                if ttl_s > 0:
+                    expiring.append((sid, ts, now + ttl_s * 1000))
+                elif sid in self._ttl_sids:
+                    cleared.append((sid, ts))
+        if expiring:
+            conn.executemany("INSERT OR REPLACE INTO ts_expiry(sid, ts, expires) VALUES (?,?,?)", expiring)
+            self._ttl_sids.update(sid for sid, _ts, _e in expiring)
+        if cleared:
+            conn.executemany("DELETE FROM ts_expiry WHERE sid=? AND ts=?", cleared)
+
+    async def remove_expired(self, batch: int = 10_000, now_ms: int | None = None) -> int:
+        """Delete points whose TTL has passed by ``now_ms`` (default now), ``batch`` per transaction;
+        returns how many."""
+        def fn(conn: sqlite3.Connection) -> int:
+            now = now_ms if now_ms is not None else int(time.time() * 1000)
+            pick = "SELECT sid, ts FROM ts_expiry WHERE expires<=? ORDER BY expires LIMIT ?"
+            conn.execute(f"DELETE FROM ts_kv WHERE (sid, ts) IN ({pick})", (now, batch))
+            return conn.execute(f"DELETE FROM ts_expiry WHERE (sid, ts) IN ({pick})", (now, batch)).rowcount
+
+        total = 0
+        while True:
+            n = await asyncio.wrap_future(self._writer.submit(fn))
+            total += n
+            if n < batch:
+                return total
+
     async def save_timeseries_many(self, items: list[tuple[str, str, list]]) -> list[BaseException | None]:
-        """Save ``[(entity_type, entity_id, [(ts, key, kind, value)])]`` of many entities in one write
+        """Save ``[(entity_type, entity_id, [(ts, key, kind, value)])]`` (a 4th element, TTL seconds,
+        makes an item's points expire) of many entities in one write
         (one statement per table, in the loop's current write transaction); returns after COMMIT.
 
         Returns one result per item: None, or the exception that item's rows raised (its rows are
@@ -228,13 +275,15 @@ class TelemetryStore:
         return list(outcome)
 
     async def save_timeseries(self, entity_type: str, entity_id: str,
-                              entries: list[tuple[int, str, str, Any]], batch: bool = True) -> None:
+                              entries: list[tuple[int, str, str, Any]], batch: bool = True,
+                              ttl_s: int = 0) -> None:
         """Save ``[(ts, key, kind, value)]``; returns after the transaction holding it committed.
         ``batch=False`` (one REST request): skip the loop-side micro-batch and commit at once when
-        the writer is idle — one event-loop iteration less per request."""
+        the writer is idle — one event-loop iteration less per request. ``ttl_s`` > 0: the points
+        expire that many seconds from now."""
         if not entries:
             return
-        fn = self._ts_write_fn(entity_type, entity_id, entries)
+        fn = self._ts_write_fn(entity_type, entity_id, entries, ttl_s)
         if batch:
             await self._enqueue(fn, len(entries))
             return
@@ -272,6 +321,31 @@ class TelemetryStore:
                 except Exception:
                     log.exception("attribute listener failed")
 
+    async def save_attributes_many(self, items: list[tuple[str, str, str, dict]], ts: int) -> None:
+        """``[(entity_type, entity_id, scope, {key: (kind, value)})]`` in one statement (the device
+        state's periodic writes); listeners as :meth:`save_attributes`."""
+        rows = [(entity_id, scope, k, KIND_CODES[kind], v, ts, entity_type)
+                for entity_type, entity_id, scope, vals in items for k, (kind, v) in vals.items()]
+        if not rows:
+            return
+
+        def fn(conn: sqlite3.Connection) -> None:
+            conn.executemany("INSERT OR REPLACE INTO attr(entity_id, scope, key, kind, v, last_update_ts, "
+                             "entity_type) VALUES (?,?,?,?,?,?,?)", rows)
+            self.attr_values_written += len(rows)
+        try:
+            await self._enqueue(fn, len(rows))
+        finally:
+            for _etype, entity_id, scope, vals in items:
+                self._notify_attr_change(entity_id, scope, list(vals))
+        for entity_type, entity_id, scope, vals in items:
+            if scope == "SHARED_SCOPE":
+                for cb in list(self._attr_listeners):
+                    try:
+                        cb(entity_type, entity_id, scope, dict(vals))
+                    except Exception:
+                        log.exception("attribute listener failed")
+
     async def delete_attributes(self, entity_id: str, scope: str, keys: list[str]) -> None:
         def fn(conn: sqlite3.Connection) -> None:
             conn.executemany("DELETE FROM attr WHERE entity_id=? AND scope=? AND key=?",
@@ -295,6 +369,7 @@ class TelemetryStore:
                 if row:
                     conn.execute("DELETE FROM ts_kv WHERE sid=?", row)
                     conn.execute("DELETE FROM ts_latest WHERE sid=?", row)
+                    conn.execute("DELETE FROM ts_expiry WHERE sid=?", row)
         await asyncio.wrap_future(self._writer.submit(fn))
 
     # -- reads -----------------------------------------------------------------------------------
@@ -351,25 +426,38 @@ class TelemetryStore:
 
     def history_sync(self, entity_id: str, keys: list[str] | None, start_ts: int, end_ts: int,
                      interval: int = 0, agg: str = "NONE", limit: int = 100,
-                     order: str = "DESC") -> dict[str, list[tuple[int, str, Any]]]:
-        """Points in ``[start_ts, end_ts)`` per key; aggregated in SQL into ``interval``-ms buckets
-        whose ts is the bucket's middle (§5.3). Keys without data are absent."""
+                     order: str = "DESC", interval_type: str = "MILLISECONDS",
+                     tz=None) -> dict[str, list[tuple[int, str, Any]]]:
+        """Points in ``[start_ts, end_ts)`` per key, newest first unless ``order`` is ASC; aggregated,
+        buckets oldest first whatever ``order`` says (as ThingsBoard): ``interval``-ms buckets, or
+        calendar periods of ``interval_type`` in zone ``tz`` (intervals.py), each at its middle.
+        Points past their TTL are left out. Keys without data are absent."""
         conn = self._read()
         desc = order.upper() != "ASC"
+        calendar = interval_type in CALENDAR_TYPES
         out: dict[str, list] = {}
         for key, sid in self._series(conn, entity_id, keys).items():
-            if agg == "NONE" or interval <= 0:
+            live = self._live_clause(sid)
+            if agg == "NONE" or (interval <= 0 and not calendar):
                 rows = conn.execute(
-                    f"SELECT ts, kind, v FROM ts_kv WHERE sid=? AND ts>=? AND ts<? ORDER BY ts {'DESC' if desc else 'ASC'}"
-                    " LIMIT ?", (sid, start_ts, end_ts, limit)).fetchall()
+                    f"SELECT ts, kind, v FROM ts_kv WHERE sid=? AND ts>=? AND ts<?{live} "
+                    f"ORDER BY ts {'DESC' if desc else 'ASC'} LIMIT ?", (sid, start_ts, end_ts, limit)).fetchall()
                 points = [(ts, *_decode(code, v)) for ts, code, v in rows]
+            elif calendar:
+                points = self._aggregate_calendar(conn, sid, start_ts, end_ts, interval_type, tz, agg, live)
             else:
-                points = self._aggregate(conn, sid, start_ts, end_ts, interval, agg)
-                if desc:
-                    points.reverse()
+                points = self._aggregate(conn, sid, start_ts, max(start_ts + 1, end_ts), interval, agg, live)
             if points:
                 out[key] = points
         return out
+
+    def _live_clause(self, sid: int) -> str:
+        """SQL that leaves out expired points of a series that ever had a TTL ('' for the others)."""
+        if sid not in self._ttl_sids:
+            return ""
+        now = int(time.time() * 1000)
+        return (f" AND NOT EXISTS (SELECT 1 FROM ts_expiry x WHERE x.sid=ts_kv.sid AND x.ts=ts_kv.ts "
+                f"AND x.expires<={now})")
 
     async def history(self, *args: Any, **kwargs: Any) -> dict[str, list[tuple[int, str, Any]]]:
         """:meth:`history_sync` on a worker thread, so a long scan never stalls MQTT sessions."""
@@ -377,9 +465,28 @@ class TelemetryStore:
         return await loop.run_in_executor(None, lambda: self.history_sync(*args, **kwargs))
 
     @staticmethod
-    def _aggregate(conn: sqlite3.Connection, sid: int, start: int, end: int, interval: int, agg: str) -> list:
-        fn = {"AVG": "AVG(v)", "MIN": "MIN(v)", "MAX": "MAX(v)", "SUM": "SUM(v)", "COUNT": "COUNT(*)"}[agg]
+    def _aggregate_calendar(conn: sqlite3.Connection, sid: int, start: int, end: int, interval_type: str,
+                            tz, agg: str, live: str = "") -> list:
+        fn, numeric = _AGG_SQL[agg], "" if agg == "COUNT" else f" AND kind IN ({_LONG},{_DOUBLE})"
+        first, last = conn.execute(f"SELECT MIN(ts), MAX(ts) FROM ts_kv WHERE sid=? AND ts>=? AND ts<?{live}",
+                                   (sid, start, max(start + 1, end))).fetchone()
+        if first is None:
+            return []
+        sql = f"SELECT {fn} FROM ts_kv WHERE sid=? AND ts>=? AND ts<?{numeric}{live}"
+        points = []
+        for lo, hi in calendar_buckets(start, end, interval_type, tz, first, last):
+            value = conn.execute(sql, (sid, lo, hi)).fetchone()[0]
+            point = _bucket_point(lo + (hi - lo) // 2, agg, value)
+            if point is not None:
+                points.append(point)
+        return points
+
+    @staticmethod
+    def _aggregate(conn: sqlite3.Connection, sid: int, start: int, end: int, interval: int, agg: str,
+                   live: str = "") -> list:
+        fn = _AGG_SQL[agg]
         numeric = "" if agg == "COUNT" else f" AND kind IN ({_LONG},{_DOUBLE})"
+        numeric += live
         n_buckets = (end - start + interval - 1) // interval
         if n_buckets <= _MAX_SEEK_BUCKETS:
             # One index seek per bucket over the (sid, ts) primary key: rows are read in order and no
@@ -393,16 +500,23 @@ class TelemetryStore:
                                 f"GROUP BY b ORDER BY b", (start, interval, sid, start, end))
         points = []
         for b, value in rows:
-            if value is None or (agg == "COUNT" and value == 0):
-                continue  # empty bucket: ThingsBoard leaves it out
             lo = start + b * interval
             hi = min(lo + interval, end)
-            ts = lo + (hi - lo) // 2
-            if agg in ("COUNT",):
-                points.append((ts, "LONG", value))
-            elif agg == "AVG" or isinstance(value, float):
-                # AVG is always DOUBLE; SUM/MIN/MAX are DOUBLE as soon as a double took part.
-                points.append((ts, "DOUBLE", float(value)))
-            else:
-                points.append((ts, "LONG", int(value)))
+            point = _bucket_point(lo + (hi - lo) // 2, agg, value)
+            if point is not None:
+                points.append(point)
         return points
+
+
+_AGG_SQL = {"AVG": "AVG(v)", "MIN": "MIN(v)", "MAX": "MAX(v)", "SUM": "SUM(v)", "COUNT": "COUNT(*)"}
+
+
+def _bucket_point(ts: int, agg: str, value: Any) -> tuple[int, str, Any] | None:
+    if value is None or (agg == "COUNT" and value == 0):
+        return None  # empty bucket: ThingsBoard leaves it out
+    if agg == "COUNT":
+        return ts, "LONG", value
+    if agg == "AVG" or isinstance(value, float):
+        # AVG is always DOUBLE; SUM/MIN/MAX are DOUBLE as soon as a double took part.
+        return ts, "DOUBLE", float(value)
+    return ts, "LONG", int(value)

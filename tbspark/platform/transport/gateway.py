@@ -46,9 +46,12 @@ class GatewayHandler:
             gw = self.session.device
             store = self.session.server.store
             # get_or_create_device blocks on a store commit: keep it off the event loop.
-            dev, _created = await asyncio.to_thread(
+            dev, created = await asyncio.to_thread(
                 store.get_or_create_device, gw.tenant_id, name, dev_type or "default",
                 {"lastConnectedGateway": gw.id})
+            devstate = self.session.server.devstate
+            if created and devstate is not None:
+                devstate.on_created(dev, gateway_id=gw.id)
             self._attach(name, dev)
         return dev
 
@@ -168,6 +171,10 @@ class GatewayHandler:
         self._submit(msgs, pub)
 
     def _submit(self, msgs, pub) -> None:
+        devstate = self.session.server.devstate
+        if devstate is not None:  # a sub-device's message is its activity
+            for m in msgs:
+                devstate.touch(m.originator[1], m.ts)
         if msgs:
             self.session.server.submit(self.session, msgs, self.session.ack(pub))
         else:
@@ -177,15 +184,29 @@ class GatewayHandler:
         if not isinstance(body, dict) or not isinstance(body.get("device"), str):
             raise GatewayStructureError("attribute request needs {\"id\", \"device\", \"key\"|\"keys\"}")
         dev = await self._ensure(body["device"], None)
-        scope = "CLIENT_SCOPE" if body.get("client") else "SHARED_SCOPE"
-        keys = [body["key"]] if "key" in body else list(body.get("keys") or [])
-        found = self.session.server.store.get_attributes("DEVICE", dev.id, scope, [str(k) for k in keys])
+        store = self.session.server.store
+        keys = {str(body["key"])} if "key" in body else {str(k) for k in (body.get("keys") or [])}
+        if keys:
+            scope = "CLIENT_SCOPE" if body.get("client") else "SHARED_SCOPE"
+            found = [store.get_attributes("DEVICE", dev.id, scope, sorted(keys))]
+        else:  # no key named: ThingsBoard answers with every client and shared attribute
+            found = [store.get_attributes("DEVICE", dev.id, s) for s in ("CLIENT_SCOPE", "SHARED_SCOPE")]
         answer = {"id": body.get("id"), "device": body["device"]}
-        # As ThingsBoard's JsonConverter: one value found → "value", several → "values", none → neither.
-        if len(found) == 1:
-            entry = next(iter(found.values()))
-            answer["value"] = values.render_typed(entry[0], entry[1])
-        elif found:
-            answer["values"] = {k: values.render_typed(e[0], e[1]) for k, e in found.items()}
+        for attrs in found:
+            _add_values(answer, attrs, len(keys) > 1)
         self._ack_now(pub)
         self.session.publish("v1/gateway/attributes/response", api.dumps(answer))
+
+
+def _add_values(answer: dict, attrs: dict, several_requested: bool) -> None:
+    """ThingsBoard's JsonConverter.addValues: one key requested and found → ``"value"``; several keys
+    requested → ``"values"`` with those found (even one); nothing found → neither."""
+    if not attrs:
+        return
+    if len(attrs) == 1 and not several_requested:
+        entry = next(iter(attrs.values()))
+        answer["value"] = values.render_typed(entry[0], entry[1])
+    else:
+        out = answer.setdefault("values", {})
+        for k, e in attrs.items():
+            out[k] = values.render_typed(e[0], e[1])

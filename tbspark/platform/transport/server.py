@@ -71,6 +71,7 @@ class MqttServer:
         self.half_open_evicted = 0  # sockets closed to keep the half-open ones under the cap
         self.unstored_batches = 0  # batches not acknowledged because a store write failed
         self.rpc = RpcService(self)  # server-side RPC waiting for devices (platform/rpc.py)
+        self.devstate = None  # DeviceStateService (platform/devstate.py): told of connects and disconnects
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -152,6 +153,8 @@ class MqttServer:
     def on_connected(self, s: MqttSession) -> None:
         self._half_open.pop(s, None)
         self.by_device.setdefault(s.device.id, []).append(s)
+        if self.devstate is not None:
+            self.devstate.on_connect(s.device)
 
     def on_close(self, s: MqttSession) -> None:
         self.sessions.discard(s)
@@ -162,6 +165,8 @@ class MqttServer:
                 lst.remove(s)
                 if not lst:
                     del self.by_device[s.device.id]
+                if self.devstate is not None:
+                    self.devstate.on_disconnect(s.device, s.last_seen)
         if s.gateway is not None:
             s.gateway.detach_all()
 
@@ -170,8 +175,12 @@ class MqttServer:
         if attached and s not in lst:
             lst.append(s)
             self.rpc.on_subdevice(s, dev)
+            if self.devstate is not None:  # a sub-device's session opens (ThingsBoard: one per device)
+                self.devstate.on_connect(dev)
         elif not attached and s in lst:
             lst.remove(s)
+            if self.devstate is not None:
+                self.devstate.on_disconnect(dev)
         if not lst:
             del self.gw_subdevices[dev.id]
 

@@ -46,6 +46,10 @@ class TbMsgTimeseriesNode(Node):
         self.mode = settings.get("type", "ON_EVERY_MESSAGE") if isinstance(settings, dict) else None
         if self.mode not in ("ON_EVERY_MESSAGE", "WEBSOCKETS_ONLY", "DEDUPLICATE", "ADVANCED"):
             raise NodeConfigError(f"processingSettings.type {self.mode!r} is not known")
+        try:  # seconds; metadata "TTL" overrides it per message; 0 = kept (tenant default, which is 0)
+            self.default_ttl = max(int(self.config.get("defaultTTL") or 0), 0)
+        except (TypeError, ValueError):
+            raise NodeConfigError("defaultTTL must be a number of seconds") from None
 
     def shares_input(self) -> bool:
         # A leaf only reads: its rows are built before the store await, and with no Failure
@@ -85,6 +89,17 @@ class TbMsgTimeseriesNode(Node):
                     if md_ts:
                         last_md_ts, last_ts = md_ts, ts
             origin = m.originator
+            md_ttl = m.metadata.get("TTL")
+            if md_ttl or self.default_ttl:  # points that expire: grouped apart, by TTL
+                try:
+                    ttl = int(md_ttl) if md_ttl else self.default_ttl
+                except ValueError:
+                    if tag:
+                        m.metadata["error"] = f"NumberFormatException: For input string: \"{md_ttl}\""
+                    out.append(("Failure", m))
+                    continue
+                if ttl > 0:
+                    origin = (origin[0], origin[1], ttl)
             group = groups.get(origin)
             if group is None:
                 rows = []
@@ -109,7 +124,8 @@ class TbMsgTimeseriesNode(Node):
         if self.mode != "WEBSOCKETS_ONLY" and groups:
             many = getattr(self.store, "save_timeseries_many", None)
             if many is not None:  # every entity of the batch in one write (one commit awaited)
-                items = [(e[0], e[1], g[0]) for e, g in groups.items() if g[0]]
+                items = [(e[0], e[1], g[0]) if len(e) == 2 else (e[0], e[1], g[0], e[2])
+                         for e, g in groups.items() if g[0]]
                 try:
                     results = await many(items)
                 except Exception as exc:  # the commit failed: nothing of this batch is saved
@@ -119,7 +135,8 @@ class TbMsgTimeseriesNode(Node):
                         it = iter(results)
                         results = [next(it) if g[0] else None for g in groups.values()]
             else:
-                results = await gather_light([self.store.save_timeseries(e[0], e[1], g[0])
+                save = self.store.save_timeseries
+                results = await gather_light([save(e[0], e[1], g[0]) if len(e) == 2 else save(e[0], e[1], g[0], ttl_s=e[2])
                                               for e, g in groups.items()])
             if not tag and results.count(None) == len(results):
                 ok = len(msgs) - len(out)  # every grouped message saved (the rest are in ``out``)

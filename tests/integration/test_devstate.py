@@ -1,0 +1,221 @@
+"""Device state and event messages as ThingsBoard keeps them, and the gateway's attribute responses:
+SERVER_SCOPE ``active`` / ``lastConnectTime`` / ``lastActivityTime`` / ``lastDisconnectTime`` /
+``inactivityAlarmTime`` after MQTT connect, publish, disconnect and silence; CONNECT / ACTIVITY /
+DISCONNECT / INACTIVITY / ENTITY_CREATED / ATTRIBUTES_UPDATED / TIMESERIES_UPDATED reaching a chain.
+
+The tests run against our own platform process (short state intervals through ThingsBoard's
+environment names) and, marked ``realtb``, against a real ThingsBoard when TB_URL names one."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+
+import pytest
+
+from tbspark.mqtt import codec as c
+from tests.fixtures.platform import start_platform
+from tests.integration.test_mqtt import Endpoint, Rest, raw_connect, read_packets, wait_for
+
+# Real ThingsBoard reports activity every 3 s and checks inactivity every 60 s (thingsboard.yml).
+REAL_WAIT_S = 90.0
+EMBEDDED_ENV = {"DEFAULT_STATE_CHECK_INTERVAL": "0.3", "TB_TRANSPORT_SESSIONS_REPORT_TIMEOUT": "200"}
+
+
+@pytest.fixture(scope="module")
+def own_platform(tmp_path_factory):
+    p = start_platform(tmp_path_factory.mktemp("devstate"), extra_env=EMBEDDED_ENV)
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+@pytest.fixture(scope="module", params=["embedded", pytest.param("realtb", marks=pytest.mark.realtb)])
+def target(request):
+    """(endpoint, how long state changes may take, embedded?) for each target."""
+    if request.param == "realtb":
+        url = os.environ.get("TB_URL")
+        if not url:
+            pytest.skip("TB_URL is unset: no real ThingsBoard to compare with")
+        host = os.environ.get("TB_MQTT_HOST") or url.split("//", 1)[1].split(":", 1)[0]
+        return Endpoint(url.rstrip("/"), host, int(os.environ.get("TB_MQTT_PORT", "1883"))), REAL_WAIT_S, False
+    p = request.getfixturevalue("own_platform")
+    return Endpoint(p.url, "127.0.0.1", p.mqtt_port), 15.0, True
+
+
+def _name(what: str) -> str:
+    return f"devstate {what} {uuid.uuid4().hex[:8]}"
+
+
+def _server_attrs(rest: Rest, dev_id: str) -> dict:
+    return rest.attrs(dev_id, "SERVER_SCOPE")
+
+
+def _publish(s: socket.socket, payload: dict, packet_id: int = 1) -> None:
+    s.sendall(c.encode_publish("v1/devices/me/telemetry", json.dumps(payload).encode(), 1, packet_id))
+    got, closed = read_packets(s, 4)
+    assert not closed and got[0].packet_id == packet_id  # PUBACK: stored
+
+
+def _connected(ep: Endpoint, token: str) -> socket.socket:
+    s = raw_connect(ep, token)
+    (ack,), closed = read_packets(s, 4)
+    assert not closed and ack.reason_code == 0
+    return s
+
+
+def test_state_attributes_follow_connect_publish_disconnect(target):
+    ep, wait_s, _embedded = target
+    rest = Rest(ep.url)
+    token = uuid.uuid4().hex
+    dev_id = rest.device(_name("sensor"), "devstate", token)
+    # Every device carries `active` from creation on (false until it shows activity).
+    assert wait_for(lambda: _server_attrs(rest, dev_id).get("active") is False, wait_s, "active=false")
+
+    t0 = int(time.time() * 1000)
+    s = _connected(ep, token)
+    try:
+        st = wait_for(lambda: (a := _server_attrs(rest, dev_id)).get("active") and a, wait_s, "active=true")
+        assert st["lastConnectTime"] >= t0 - 1000
+        first_activity = wait_for(lambda: _server_attrs(rest, dev_id).get("lastActivityTime"), wait_s,
+                                  "lastActivityTime")
+        assert first_activity >= t0 - 1000
+        _publish(s, {"temperature": 21})
+        later = wait_for(lambda: (v := _server_attrs(rest, dev_id).get("lastActivityTime", 0)) > first_activity and v,
+                         wait_s, "lastActivityTime to move with the publish")
+        assert later >= first_activity
+        assert "lastDisconnectTime" not in _server_attrs(rest, dev_id)
+    finally:
+        s.close()
+    st = wait_for(lambda: (a := _server_attrs(rest, dev_id)).get("lastDisconnectTime") and a, wait_s,
+                  "lastDisconnectTime")
+    assert st["lastDisconnectTime"] >= st["lastConnectTime"]
+    assert st["active"] is True  # a disconnect alone does not make a device inactive: the timeout does
+
+
+def test_inactivity_after_the_devices_timeout(target):
+    ep, wait_s, _embedded = target
+    rest = Rest(ep.url)
+    token = uuid.uuid4().hex
+    dev_id = rest.device(_name("quiet"), "devstate", token)
+    s = _connected(ep, token)
+    try:
+        _publish(s, {"v": 1})
+        wait_for(lambda: _server_attrs(rest, dev_id).get("active") is True, wait_s, "active=true")
+    finally:
+        s.close()
+    # ThingsBoard's per-device override of the inactivity timeout, in ms.
+    r = rest.post(f"/api/plugins/telemetry/DEVICE/{dev_id}/SERVER_SCOPE", {"inactivityTimeout": 1500})
+    assert r.status_code == 200
+    st = wait_for(lambda: (a := _server_attrs(rest, dev_id)).get("active") is False and a, wait_s + 5,
+                  "active=false after 1.5 s of silence")
+    assert st["inactivityAlarmTime"] >= st["lastActivityTime"] + 1500
+    # Activity again: active, and the inactivity alarm time stays as it was (it is not in the future).
+    s = _connected(ep, token)
+    try:
+        wait_for(lambda: _server_attrs(rest, dev_id).get("active") is True, wait_s, "active again")
+    finally:
+        s.close()
+
+
+def test_default_inactivity_timeout_is_configurable(tmp_path):
+    """DEFAULT_INACTIVITY_TIMEOUT (ThingsBoard's name, seconds) applies to devices without the attribute."""
+    p = start_platform(tmp_path, extra_env={**EMBEDDED_ENV, "DEFAULT_INACTIVITY_TIMEOUT": "1"})
+    try:
+        ep = Endpoint(p.url, "127.0.0.1", p.mqtt_port)
+        rest = Rest(ep.url)
+        token = uuid.uuid4().hex
+        dev_id = rest.device(_name("default-timeout"), "devstate", token)
+        s = _connected(ep, token)
+        try:
+            wait_for(lambda: _server_attrs(rest, dev_id).get("active") is True, what="active=true")
+            # Connected but silent (keep-alive 30 s, no PINGREQ yet): inactive after the 1 s default.
+            st = wait_for(lambda: (a := _server_attrs(rest, dev_id)).get("active") is False and a,
+                          what="active=false after the default timeout")
+            assert st["inactivityAlarmTime"] >= st["lastActivityTime"] + 1000
+            info = rest.get(f"/api/device/info/{dev_id}")
+            assert info["active"] is False
+        finally:
+            s.close()
+    finally:
+        p.stop()
+
+
+def test_event_messages_reach_the_devices_chain(own_platform):
+    """A chain whose message type switch is the only node: its counters show which events arrived."""
+    import requests
+
+    ep = Endpoint(own_platform.url, "127.0.0.1", own_platform.mqtt_port)
+    rest = Rest(ep.url)
+    chain = rest.post("/api/ruleChain", {"name": _name("events"), "type": "CORE"}).json()["id"]["id"]
+    meta = {"ruleChainId": {"entityType": "RULE_CHAIN", "id": chain}, "firstNodeIndex": 0,
+            "nodes": [{"type": "org.thingsboard.rule.engine.filter.TbMsgTypeSwitchNode", "name": "switch",
+                       "configuration": {"version": 0}}], "connections": []}
+    assert rest.post("/api/ruleChain/metadata", meta).status_code == 200
+    profile = rest.post("/api/deviceProfile", {"name": _name("profile"), "type": "DEFAULT",
+                                               "defaultRuleChainId": {"entityType": "RULE_CHAIN", "id": chain},
+                                               "profileData": {"configuration": {"type": "DEFAULT"}}})
+    assert profile.status_code == 200, profile.text
+    token = uuid.uuid4().hex
+    r = rest.post("/api/device", {"name": _name("evented"), "type": profile.json()["name"]},
+                  params={"accessToken": token})
+    dev_id = r.json()["id"]["id"]
+    s = _connected(ep, token)
+    try:
+        _publish(s, {"temperature": 20})
+    finally:
+        s.close()
+    assert rest.post(f"/api/plugins/telemetry/DEVICE/{dev_id}/SERVER_SCOPE", {"inactivityTimeout": 500}).ok
+    assert rest.post(f"/api/plugins/telemetry/DEVICE/{dev_id}/timeseries/ANY", {"x": 1}).ok
+
+    want = {"Entity Created", "Connect Event", "Activity Event", "Post telemetry", "Disconnect Event",
+            "Attributes Updated", "Timeseries Updated", "Inactivity Event"}
+
+    def relations():
+        stats = requests.get(ep.url + "/tbspark/stats", timeout=5).json()
+        outs = [n["out"] for n in stats["engine"]["nodes"] if n["chain"] == chain]
+        return outs[0] if outs and want <= set(outs[0]) else None
+
+    out = wait_for(relations, what="every event type at the chain's switch")
+    assert out["Entity Created"] == 1 and out["Connect Event"] == 1 and out["Disconnect Event"] == 1
+
+
+def test_gateway_attribute_response_with_several_keys(target):
+    ep, wait_s, _embedded = target
+    rest = Rest(ep.url)
+    token, sub = uuid.uuid4().hex, _name("sub")
+    rest.device(_name("gateway"), "gateway", token, gateway=True)
+    s = _connected(ep, token)
+    try:
+        s.sendall(c.encode_publish("v1/gateway/connect", json.dumps({"device": sub}).encode(), 1, 1))
+        read_packets(s, 4)
+        sub_id = wait_for(lambda: _device_id(rest, sub), wait_s, "the sub-device")
+        assert rest.post(f"/api/plugins/telemetry/DEVICE/{sub_id}/SHARED_SCOPE", {"mode": "eco", "level": 3}).ok
+
+        def ask(request: dict) -> dict:
+            s.sendall(c.encode_publish("v1/gateway/attributes/request",
+                                       json.dumps({"device": sub, **request}).encode(), 0))
+            (pub,), _ = read_packets(s, 4)
+            assert pub.topic == "v1/gateway/attributes/response"
+            return json.loads(pub.payload)
+
+        assert ask({"id": 1, "client": False, "key": "mode"}) == {"id": 1, "device": sub, "value": "eco"}
+        # Several keys requested: "values", even when only one of them exists.
+        assert ask({"id": 2, "client": False, "keys": ["mode", "nothere"]}) == \
+            {"id": 2, "device": sub, "values": {"mode": "eco"}}
+        assert ask({"id": 3, "client": False, "keys": ["mode", "level"]}) == \
+            {"id": 3, "device": sub, "values": {"mode": "eco", "level": 3}}
+        assert ask({"id": 4, "client": False, "keys": ["level"]}) == {"id": 4, "device": sub, "value": 3}
+    finally:
+        s.close()
+
+
+def _device_id(rest: Rest, name: str) -> str | None:
+    import requests
+
+    r = requests.get(rest.url + "/api/tenant/devices", params={"deviceName": name}, headers=rest.h, timeout=10)
+    return r.json()["id"]["id"] if r.status_code == 200 else None
