@@ -171,3 +171,33 @@ def test_a_chain_that_fans_out_exponentially_is_capped(ep, rest):
         assert time.monotonic() - t0 < 5
     finally:
         close(cl)
+
+
+def test_a_root_chain_saved_before_rpc_went_through_chains_gets_the_rpc_node(tmp_path):
+    """State directories made before this change have a root chain without the RPC call request node;
+    loaded, it gets one, or server-side RPC to their devices would now go nowhere."""
+    from tbspark.platform.store import RuleChain, Store
+    from tbspark.platform.store.models import new_id, now_ms
+
+    legacy = {"firstNodeIndex": 0, "nodes": [
+        {"type": PKG + "filter.TbMsgTypeSwitchNode", "name": "Message Type Switch", "configuration": {"version": 0}},
+        {"type": PKG + "telemetry.TbMsgTimeseriesNode", "name": "Save Timeseries", "configuration": {}},
+        {"type": PKG + "telemetry.TbMsgAttributesNode", "name": "Save Client Attributes", "configuration": {}}],
+        "connections": [{"fromIndex": 0, "toIndex": 1, "type": "Post telemetry"},
+                        {"fromIndex": 0, "toIndex": 2, "type": "Post attributes"}]}
+    store = Store(tmp_path / "platform.db")
+    rc = store.save_rule_chain_sync(RuleChain(new_id(), new_id(), "Root Rule Chain", now_ms(), root=True))
+    other = store.save_rule_chain_sync(RuleChain(new_id(), rc.tenant_id, "not root", now_ms()))
+    store.save_rule_chain_metadata_sync(rc.id, legacy)
+    store.save_rule_chain_metadata_sync(other.id, legacy)
+    store.close()
+    for _ in range(2):  # upgraded once, and stored: a second load finds nothing to do
+        store = Store(tmp_path / "platform.db")
+        try:
+            meta = store.rule_chain_metadata(rc.id)
+            assert [n["type"].rsplit(".", 1)[-1] for n in meta["nodes"]][-1] == "TbSendRPCRequestNode"
+            assert len(meta["nodes"]) == 4
+            assert {"fromIndex": 0, "toIndex": 3, "type": "RPC Request to Device"} in meta["connections"]
+            assert len(store.rule_chain_metadata(other.id)["nodes"]) == 3  # only the root chain
+        finally:
+            store.close()

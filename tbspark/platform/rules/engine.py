@@ -157,16 +157,31 @@ class RuleEngine:
     def _instantiate(self, metadata: dict) -> tuple[list, list[str]]:
         nodes, problems = [], []
         raw_nodes = metadata.get("nodes") or []
+        if not isinstance(raw_nodes, list):
+            return [], ["nodes must be a list of rule nodes"]
         for i, raw in enumerate(raw_nodes):
+            if not isinstance(raw, dict) or not isinstance(raw.get("configuration") or {}, dict):
+                problems.append(f"node {i}: a rule node is an object with a type and a configuration object")
+                nodes.append(None)
+                continue
             type_name = raw.get("type") or ""
+            if not isinstance(type_name, str):
+                problems.append(f"node {i}: type must be a node class name")
+                nodes.append(None)
+                continue
             label = f"node {i} '{raw.get('name') or ''}' ({_short(type_name) or 'no type'})"
             cls = NODE_TYPES.get(type_name)
             if cls is None:  # saved as ThingsBoard saves it; its messages take Failure (_Unsupported)
                 nodes.append(_Unsupported(_node_id(raw, i), raw.get("name") or _short(type_name), type_name))
                 continue
+            version = raw.get("configurationVersion") or 0
+            if type(version) is not int:
+                problems.append(f"{label}: configurationVersion must be a whole number")
+                nodes.append(None)
+                continue
             try:
                 node = cls(_node_id(raw, i), raw.get("name") or _short(type_name), raw.get("configuration") or {},
-                           int(raw.get("configurationVersion") or 0), self.store)
+                           version, self.store)
             except NodeConfigError as exc:
                 problems.append(f"{label}: {exc}")
                 nodes.append(None)
@@ -175,7 +190,13 @@ class RuleEngine:
             if hasattr(node, "timeout_ms"):
                 node.timeout_ms = self.script_timeout_ms
             nodes.append(node)
-        for c in metadata.get("connections") or []:
+        connections = metadata.get("connections") or []
+        if not isinstance(connections, list):
+            return nodes, problems + ["connections must be a list"]
+        for c in connections:
+            if not isinstance(c, dict):
+                problems.append(f"connection {c!r}: must be an object with fromIndex, toIndex and type")
+                continue
             a, b = c.get("fromIndex"), c.get("toIndex")
             if not (isinstance(a, int) and isinstance(b, int) and 0 <= a < len(raw_nodes) and 0 <= b < len(raw_nodes)):
                 problems.append(f"connection {c!r}: fromIndex/toIndex must name nodes 0..{len(raw_nodes) - 1}")
