@@ -7,6 +7,11 @@ from 0 per device; a request nobody can receive yet stays pending until it expir
 as the device subscribes to RPC (or a gateway connects it); a one-way request is complete once sent;
 at expiry the answer is TIMEOUT if it was sent and NO_ACTIVE_CONNECTION if it never was.
 No socket code and no HTTP here: the REST layer (``rest/rpc.py``) turns outcomes into responses.
+
+As on ThingsBoard, a REST call does not reach the device directly: ``call_via_chain`` posts an
+``RPC_CALL_FROM_SERVER_TO_DEVICE`` message into the device's rule chain, whose RPC call request node
+(rules/nodes/rpc.py) ``start``s the call; its outcome completes the REST call. A chain without that
+node drops the request, and the caller gets its time-out.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 import weakref
 from dataclasses import dataclass
 
+from tbspark.platform.rules.msg import TO_DEVICE_RPC, TbMsg
 from tbspark.platform.transport import device_api as api
 
 log = logging.getLogger(__name__)
@@ -71,12 +78,68 @@ class RpcService:
         self.calls = 0
         self.replies = 0
         self.timeouts = 0
+        # REST calls waiting on their rule chain: request UUID → Future of the Outcome; ``_taken``:
+        # the UUIDs an RPC node has picked up (their outcome is on its way even at expiry).
+        self._via_chain: dict[str, asyncio.Future] = {}
+        self._taken: set[str] = set()
+        self._tasks: set[asyncio.Task] = set()
+        engine = getattr(server, "engine", None)
+        if engine is not None:
+            engine.rpc = self  # what the chain's RPC call request nodes deliver through
 
     def stats(self) -> dict:
         return {"calls": self.calls, "replies": self.replies, "timeouts": self.timeouts,
                 "pending": sum(len(p) for p in self._pending.values())}
 
     # ---------------------------------------------------------------------------- REST side
+
+    async def call_via_chain(self, engine, device, method: str, params, oneway: bool,
+                             expires_at_ms: int) -> Outcome:
+        """What ThingsBoard's RPC controller does: a message into the device's rule chain, then wait
+        until an RPC call request node's call ends, or until ``expires_at_ms`` (TIMEOUT)."""
+        uid = str(uuid.uuid4())
+        fut = self._via_chain[uid] = asyncio.get_running_loop().create_future()
+        now = int(time.time() * 1000)
+        # ThingsBoard's message: params as JSON text, the call's settings in the metadata.
+        data = {"method": method, "params": api.dumps(params).decode("utf-8"), "additionalInfo": None}
+        md = {"requestUUID": uid, "originServiceId": "tbspark", "expirationTime": str(expires_at_ms),
+              "oneway": "true" if oneway else "false", "persistent": "false",
+              "deviceName": device.name, "deviceType": device.type}
+        msg = TbMsg(TO_DEVICE_RPC, ("DEVICE", device.id), data, md, device.tenant_id,
+                    device.customer_id, None, device.profile_id, now)
+        try:
+            await engine.process([msg])
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), max(0.0, (expires_at_ms - time.time() * 1000) / 1000))
+            except asyncio.TimeoutError:
+                if uid in self._taken:  # the node's call ends at the same expiry: its outcome decides
+                    try:
+                        return await asyncio.wait_for(asyncio.shield(fut), 2.0)
+                    except asyncio.TimeoutError:
+                        pass
+                self.timeouts += 1
+                return Outcome(TIMEOUT)
+        finally:
+            self._via_chain.pop(uid, None)
+            self._taken.discard(uid)
+
+    def start(self, device, method: str, params, oneway: bool, expires_at_ms: int,
+              request_uuid: str | None, on_done) -> None:
+        """An RPC call request node's call: runs in the background; ``on_done(outcome)`` after the REST
+        call waiting on ``request_uuid`` (if any) got the same outcome."""
+        if request_uuid in self._via_chain:
+            self._taken.add(request_uuid)
+
+        async def run() -> None:
+            outcome = await self.call(device, method, params, oneway, expires_at_ms)
+            fut = self._via_chain.get(request_uuid) if request_uuid else None
+            if fut is not None and not fut.done():
+                fut.set_result(outcome)
+            on_done(outcome)
+
+        task = asyncio.ensure_future(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def call(self, device, method: str, params, oneway: bool, expires_at_ms: int) -> Outcome:
         """Send ``{"method","params"}`` to ``device``; wait for its reply (two-way) or its delivery

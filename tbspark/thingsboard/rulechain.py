@@ -1,6 +1,6 @@
 """The script-free forwarding chain (contract §8): device telemetry → originator attributes →
-check fields → copy/rename keys → Kafka, plus the save nodes a profile chain needs. Runs unchanged
-on ThingsBoard 3.6.2+ and on the embedded platform."""
+check fields → copy/rename keys → Kafka, plus the save nodes and the RPC call request node a profile
+chain needs. Runs unchanged on ThingsBoard 3.6.2+ and on the embedded platform."""
 
 from __future__ import annotations
 
@@ -71,6 +71,9 @@ def build_rule_chain(scenario: Any, bootstrap: str) -> dict:
                "keySerializer": STRING_SERIALIZER, "valueSerializer": STRING_SERIALIZER,
                "otherProperties": {}, "addMetadataKeyValuesAsKafkaHeaders": False,
                "kafkaHeadersCharset": "UTF-8"}, 1150, 450),
+        # Server-side RPC goes through the device's chain on ThingsBoard (and the embedded platform):
+        # without this node, /api/rpc calls to the scenario's devices would time out.
+        _node("rpc.TbSendRPCRequestNode", "RPC call request", 0, {"timeoutInSeconds": 60}, 550, 350),
     ]
     connections = [
         {"fromIndex": 0, "toIndex": 1, "type": "Post telemetry"},
@@ -80,6 +83,7 @@ def build_rule_chain(scenario: Any, bootstrap: str) -> dict:
         {"fromIndex": 4, "toIndex": 5, "type": "True"},
         {"fromIndex": 5, "toIndex": 6, "type": "Success"},
         {"fromIndex": 6, "toIndex": 7, "type": "Success"},
+        {"fromIndex": 0, "toIndex": 8, "type": "RPC Request to Device"},
     ]
     return {
         "ruleChain": {"name": chain_name(scenario), "type": "CORE", "root": False,

@@ -25,11 +25,12 @@ def test_chain_is_script_free_and_wired_as_the_contract_describes():
     assert types == ["filter.TbMsgTypeSwitchNode", "telemetry.TbMsgTimeseriesNode",
                      "telemetry.TbMsgAttributesNode", "metadata.TbGetAttributesNode",
                      "filter.TbCheckMessageNode", "transform.TbCopyKeysNode",
-                     "transform.TbRenameKeysNode", "kafka.TbKafkaNode"]
+                     "transform.TbRenameKeysNode", "kafka.TbKafkaNode", "rpc.TbSendRPCRequestNode"]
     assert not any("Js" in t or "Transform" in t for t in types)
     links = {(c["fromIndex"], c["toIndex"], c["type"]) for c in meta["connections"]}
     assert links == {(0, 1, "Post telemetry"), (0, 2, "Post attributes"), (0, 3, "Post telemetry"),
-                     (3, 4, "Success"), (4, 5, "True"), (5, 6, "Success"), (6, 7, "Success")}
+                     (3, 4, "Success"), (4, 5, "True"), (5, 6, "Success"), (6, 7, "Success"),
+                     (0, 8, "RPC Request to Device")}
     assert meta["firstNodeIndex"] == 0
 
 

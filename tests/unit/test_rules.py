@@ -255,21 +255,21 @@ def test_save_node_sharing_a_message_never_changes_it_for_the_other_branch(failu
         assert counters["nodes"][3]["in"] == 1 and counters["nodes"][3]["out"] == {"Success": 1}
 
 
-def test_validate_refuses_script_and_unknown_nodes_naming_each():
+def test_validate_refuses_bad_configs_naming_each_but_keeps_unknown_node_types():
     meta = chain([
         node("filter.TbMsgTypeSwitchNode", {}),
         node("filter.TbJsFilterNode", {"scriptLang": "TBEL"}, name="is weather"),
-        node("transform.TbTransformMsgNode", {}, name="reshape"),
+        node("transform.TbTransformMsgNode", {"scriptLang": "PYTHON"}, name="reshape"),
         node("action.TbSomethingNode", {}, name="mystery"),
         node("kafka.TbKafkaNode", {"topicPattern": ""}, name="kafka"),
     ], [(0, 9, "True")])
     problems = RuleEngine(FakeStore()).validate_chain(meta)
-    assert len(problems) == 5
-    assert "is weather" in problems[0] and "script nodes are not supported" in problems[0]
-    assert "reshape" in problems[1]
-    assert "mystery" in problems[2] and "not supported" in problems[2]
-    assert "topicPattern" in problems[3]
-    assert "toIndex" in problems[4]
+    assert len(problems) == 4
+    assert "is weather" in problems[0] and "tbelScript" in problems[0]
+    assert "reshape" in problems[1] and "scriptLang" in problems[1]
+    assert "topicPattern" in problems[2]
+    assert "toIndex" in problems[3]
+    assert not any("mystery" in p for p in problems)  # saved as ThingsBoard saves it
 
 
 def test_validate_accepts_the_default_root_and_kafka_node_v0():

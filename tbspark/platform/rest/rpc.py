@@ -7,6 +7,8 @@ AbstractRpcController: the request expires at ``expirationTime``, else now + max
 defaulting to 10000. Answers: 200 with the device's reply parsed as JSON (406, empty, if it is not JSON;
 200, empty, for a one-way call or an empty reply); when it expires, empty-bodied 504 on v2, and on v1
 408 if the device got the request but did not answer or 409 if no session could receive it.
+The request goes through the device's rule chain (platform/rpc.py ``call_via_chain``): a chain
+without an RPC call request node drops it, and the caller gets the time-out answer.
 """
 
 from __future__ import annotations
@@ -91,8 +93,10 @@ async def _handle(request: web.Request, oneway: bool, statuses: tuple[int, int])
     service = getattr(p.mqtt, "rpc", None)
     if service is None:  # no MQTT transport running: nobody can receive it
         outcome = rpc_mod.Outcome(rpc_mod.NO_ACTIVE_CONNECTION)
-    else:
+    elif p.engine is None:
         outcome = await service.call(device, method, params, oneway, expires)
+    else:  # through the device's rule chain, as on ThingsBoard (its RPC call request node sends it)
+        outcome = await service.call_via_chain(p.engine, device, method, params, oneway, expires)
     if outcome.status == rpc_mod.TIMEOUT:
         return web.Response(status=statuses[0])
     if outcome.status == rpc_mod.NO_ACTIVE_CONNECTION:

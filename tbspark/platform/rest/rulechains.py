@@ -1,5 +1,7 @@
 """/api/ruleChain*: rule-chain storage (§8.1). Chains are validated by the rule engine on save
-(unsupported node types → 400 naming them); executing them is platform/rules/."""
+(connections that loop → ThingsBoard's 400; a known node's configuration the platform cannot execute
+→ 400 naming it; node types it does not execute are saved, as ThingsBoard saves them); executing
+them is platform/rules/."""
 
 from __future__ import annotations
 
@@ -18,10 +20,12 @@ from tbspark.platform.store.models import new_id, now_ms
 SWITCH = "org.thingsboard.rule.engine.filter.TbMsgTypeSwitchNode"
 SAVE_TS = "org.thingsboard.rule.engine.telemetry.TbMsgTimeseriesNode"
 SAVE_ATTRS = "org.thingsboard.rule.engine.telemetry.TbMsgAttributesNode"
+RPC_CALL = "org.thingsboard.rule.engine.rpc.TbSendRPCRequestNode"
 
 
 def root_chain_metadata() -> dict:
-    """ThingsBoard's stock root chain, reduced to what stores data: switch → save ts / save client attributes."""
+    """ThingsBoard's stock root chain without its log nodes: switch → save ts / save client attributes /
+    RPC call request (server-side RPC goes through the chain, as on ThingsBoard)."""
     return {
         "firstNodeIndex": 0,
         "nodes": [
@@ -35,9 +39,12 @@ def root_chain_metadata() -> dict:
                                "notifyDevice": False, "sendAttributesUpdatedNotification": False,
                                "updateAttributesOnlyOnValueChange": True},
              "additionalInfo": {"layoutX": 824, "layoutY": 52}},
+            {"type": RPC_CALL, "name": "RPC Call Request", "configurationVersion": 0,
+             "configuration": {"timeoutInSeconds": 60}, "additionalInfo": {"layoutX": 824, "layoutY": 260}},
         ],
         "connections": [{"fromIndex": 0, "toIndex": 1, "type": "Post telemetry"},
-                        {"fromIndex": 0, "toIndex": 2, "type": "Post attributes"}],
+                        {"fromIndex": 0, "toIndex": 2, "type": "Post attributes"},
+                        {"fromIndex": 0, "toIndex": 3, "type": "RPC Request to Device"}],
         "ruleChainConnections": None,
     }
 
@@ -162,3 +169,65 @@ async def export_chains(request: web.Request) -> web.Response:
     chains = sorted(store.rule_chains(principal.tenant_id), key=lambda r: r.created_time)
     return ok_json({"ruleChains": [rule_chain_json(rc) for rc in chains],
                     "metadata": [store.rule_chain_metadata(rc.id) for rc in chains]})
+
+
+def _fresh_metadata(md: dict, chain_id: str) -> dict:
+    """An exported chain's metadata for another chain: new node ids, no version (resetRuleNodeIds)."""
+    out = {k: v for k, v in md.items() if k not in ("version", "ruleChainId")}
+    out["nodes"] = [{k: v for k, v in n.items() if k not in ("id", "ruleChainId", "createdTime")}
+                    if isinstance(n, dict) else n for n in md.get("nodes") or []]
+    out["ruleChainId"] = {"entityType": "RULE_CHAIN", "id": chain_id}
+    return out
+
+
+@route("POST", "/api/ruleChains/import", "Import chains exported by /api/ruleChains/export", "ruleChain",
+       body="json", params=[Param("overwrite", "boolean")])
+async def import_chains(request: web.Request) -> web.Response:
+    """ThingsBoard's importTenantRuleChains: every chain is created (or, with ``overwrite``, replaces
+    the tenant's chain of the same type and name), never as root; then each metadata is saved under
+    its chain's new id. Metadata are checked first, so a loop refuses the whole import."""
+    principal = tenant_admin(request)
+    body = await json_object(request)
+    chains, metas = body.get("ruleChains"), body.get("metadata") or []
+    if not isinstance(chains, list) or not all(isinstance(c, dict) for c in chains):
+        raise errors.bad_request("ruleChains must be a list of rule chains")
+    if not isinstance(metas, list) or not all(isinstance(m, dict) for m in metas):
+        raise errors.bad_request("metadata must be a list of rule chain metadata")
+    for md in metas:
+        _validate(request, md)
+    overwrite = request.query.get("overwrite", "false").lower() == "true"
+    store = platform(request).store
+    new_ids: dict[str, str] = {}
+    results = []
+    for raw in chains:
+        old_id = id_from(raw, "id")
+        rtype = raw.get("type") or "CORE"
+        name = raw.get("name")
+        result: dict = {}
+        existing = None
+        if overwrite:
+            existing = next((rc for rc in sorted(store.rule_chains(principal.tenant_id), key=lambda r: r.created_time)
+                             if rc.type == rtype and rc.name == name), None)
+        try:
+            required_name(raw, "Rule chain")
+            if rtype not in ("CORE", "EDGE"):
+                raise errors.bad_request(f"No enum constant org.thingsboard.server.common.data.rule.RuleChainType.{rtype}")
+            fields = dict(name=name, type=rtype, debug_mode=bool(raw.get("debugMode")),
+                          configuration=raw.get("configuration"), additional_info=raw.get("additionalInfo"))
+            if existing is not None:
+                rc = await store.save_rule_chain(replace(existing, **fields))
+                result["updated"] = True
+            else:
+                rc = await store.save_rule_chain(RuleChain(new_id(), principal.tenant_id, created_time=now_ms(),
+                                                           **fields))
+            if old_id:
+                new_ids[old_id] = rc.id
+            results.append({"ruleChainId": eid("RULE_CHAIN", rc.id), "ruleChainName": rc.name, **result})
+        except errors.TbHttpError as exc:
+            results.append({"ruleChainId": None, "ruleChainName": name, "error": exc.message})
+    for md in metas:
+        old_id = id_from(md, "ruleChainId")
+        cid = new_ids.get(old_id) if old_id else None
+        if cid is not None:
+            await store.save_rule_chain_metadata(cid, _fresh_metadata(md, cid))
+    return ok_json(results)

@@ -2,7 +2,12 @@
 chain) and runs chain nodes by relation type, one batch per node, so a burst of messages costs one
 store transaction and one Kafka produce loop. A straight line of per-message nodes (originator
 attributes → check fields → copy → rename in the tutorial chain) runs message by message instead,
-with the same results and counters (_fuse, _run_line)."""
+with the same results and counters (_fuse, _run_line).
+
+No chain can hold the platform: cycles are refused when a chain is saved (validate.py), and a
+message (with every copy made of it) runs at most ``MAX_NODE_EXECUTIONS_PER_MESSAGE`` nodes; only
+chains whose shape allows more are counted message by message (Chain.counted), the others run free.
+Node types the platform does not execute are kept, and a message reaching one takes Failure."""
 
 from __future__ import annotations
 
@@ -12,15 +17,22 @@ import logging
 import threading
 
 from tbspark.platform.rules.msg import TbMsg
-from tbspark.platform.rules.nodes import NODE_TYPES, PKG, SCRIPT_TYPES, Node, NodeConfigError, import_all
+from tbspark.platform.rules.nodes import NODE_TYPES, PKG, Node, NodeConfigError, import_all
+from tbspark.platform.rules.script import SCRIPT_TIMEOUT_MS
+from tbspark.platform.rules.validate import cycle_error, execution_bound
 
 log = logging.getLogger(__name__)
 
 BUILTIN_ROOT = "builtin-root"
+# ThingsBoard's tenant profile setting maxRuleNodeExecutionsPerMessage (0 = no limit in its default
+# profile, 50 in its API example). Here every copy of a message counts towards the same total, so an
+# acyclic chain that fans out exponentially is stopped too.
+MAX_NODE_EXECUTIONS_PER_MESSAGE = 50
 
 
 def default_root_chain_metadata() -> dict:
-    """What ThingsBoard's stock root chain does for device data: save telemetry and client attributes."""
+    """What ThingsBoard's stock root chain does for device data: save telemetry and client attributes,
+    send server-side RPC to the device."""
     return {
         "firstNodeIndex": 0,
         "nodes": [
@@ -36,9 +48,12 @@ def default_root_chain_metadata() -> dict:
                                "processingSettings": {"type": "ON_EVERY_MESSAGE"},
                                "sendAttributesUpdatedNotification": False,
                                "updateAttributesOnlyOnValueChange": True}},
+            {"type": PKG + "rpc.TbSendRPCRequestNode", "name": "RPC Call Request",
+             "configurationVersion": 0, "configuration": {"timeoutInSeconds": 60}},
         ],
         "connections": [{"fromIndex": 0, "toIndex": 1, "type": "Post telemetry"},
-                        {"fromIndex": 0, "toIndex": 2, "type": "Post attributes"}],
+                        {"fromIndex": 0, "toIndex": 2, "type": "Post attributes"},
+                        {"fromIndex": 0, "toIndex": 3, "type": "RPC Request to Device"}],
         "ruleChainConnections": None,
     }
 
@@ -63,6 +78,10 @@ class Chain:
         self.routes = routes
         self.first = first
         self.stats = [{"in": 0, "out": {}} for _ in nodes]
+        # True when one message could cost more node executions than the cap (or a node makes
+        # several messages of one): messages are then counted node by node, and nothing is fused.
+        self.counted = False
+        self.capped_logged = False
         # (node index, relation) → (targets that share the messages, targets that own them or a copy);
         # filled once the nodes know their connections (RuleEngine._compile).
         self.split: dict = {}
@@ -72,16 +91,20 @@ class Chain:
 
 
 class RuleEngine:
-    def __init__(self, store, fuse: bool = True):
+    def __init__(self, store, fuse: bool = True, max_node_executions: int = MAX_NODE_EXECUTIONS_PER_MESSAGE,
+                 script_timeout_ms: int = SCRIPT_TIMEOUT_MS):
         self.store = store
         self.fuse = fuse  # run straight lines of fusable nodes message by message (False: node by node)
+        self.max_node_executions = max_node_executions
+        self.script_timeout_ms = script_timeout_ms
+        self.rpc = None  # the RPC service (platform/rpc.py) RPC call request nodes deliver through
         self._chains: dict[str, Chain] = {}
         self._compiling: dict[str, asyncio.Future] = {}
         self._tasks: set[asyncio.Task] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._retired: list[Chain] = []
-        self._totals = {"messages_in": 0, "forwarded": 0, "failed": 0, "node_errors": 0}
+        self._totals = {"messages_in": 0, "forwarded": 0, "failed": 0, "node_errors": 0, "capped": 0}
         import_all()
 
     # ----------------------------------------------------------------------------- lifecycle
@@ -134,29 +157,46 @@ class RuleEngine:
     def _instantiate(self, metadata: dict) -> tuple[list, list[str]]:
         nodes, problems = [], []
         raw_nodes = metadata.get("nodes") or []
+        if not isinstance(raw_nodes, list):
+            return [], ["nodes must be a list of rule nodes"]
         for i, raw in enumerate(raw_nodes):
-            type_name = raw.get("type") or ""
-            label = f"node {i} '{raw.get('name') or ''}' ({_short(type_name) or 'no type'})"
-            if type_name in SCRIPT_TYPES or "Script" in _short(type_name):
-                problems.append(f"{label}: script nodes are not supported by the embedded platform — "
-                                "use the script-free nodes (switch, originator attributes, check fields, "
-                                "copy/rename/delete keys)")
+            if not isinstance(raw, dict) or not isinstance(raw.get("configuration") or {}, dict):
+                problems.append(f"node {i}: a rule node is an object with a type and a configuration object")
                 nodes.append(None)
                 continue
+            type_name = raw.get("type") or ""
+            if not isinstance(type_name, str):
+                problems.append(f"node {i}: type must be a node class name")
+                nodes.append(None)
+                continue
+            label = f"node {i} '{raw.get('name') or ''}' ({_short(type_name) or 'no type'})"
             cls = NODE_TYPES.get(type_name)
-            if cls is None:
-                problems.append(f"{label}: node type {type_name!r} is not supported by the embedded platform")
+            if cls is None:  # saved as ThingsBoard saves it; its messages take Failure (_Unsupported)
+                nodes.append(_Unsupported(_node_id(raw, i), raw.get("name") or _short(type_name), type_name))
+                continue
+            version = raw.get("configurationVersion") or 0
+            if type(version) is not int:
+                problems.append(f"{label}: configurationVersion must be a whole number")
                 nodes.append(None)
                 continue
             try:
                 node = cls(_node_id(raw, i), raw.get("name") or _short(type_name), raw.get("configuration") or {},
-                           int(raw.get("configurationVersion") or 0), self.store)
+                           version, self.store)
             except NodeConfigError as exc:
                 problems.append(f"{label}: {exc}")
                 nodes.append(None)
                 continue
+            node.engine = self
+            if hasattr(node, "timeout_ms"):
+                node.timeout_ms = self.script_timeout_ms
             nodes.append(node)
-        for c in metadata.get("connections") or []:
+        connections = metadata.get("connections") or []
+        if not isinstance(connections, list):
+            return nodes, problems + ["connections must be a list"]
+        for c in connections:
+            if not isinstance(c, dict):
+                problems.append(f"connection {c!r}: must be an object with fromIndex, toIndex and type")
+                continue
             a, b = c.get("fromIndex"), c.get("toIndex")
             if not (isinstance(a, int) and isinstance(b, int) and 0 <= a < len(raw_nodes) and 0 <= b < len(raw_nodes)):
                 problems.append(f"connection {c!r}: fromIndex/toIndex must name nodes 0..{len(raw_nodes) - 1}")
@@ -168,7 +208,12 @@ class RuleEngine:
         return nodes, problems
 
     def validate_chain(self, metadata: dict) -> list[str]:
-        """One message per node the platform cannot execute (script nodes, unknown types, bad configs)."""
+        """One message per problem that stops a chain from being saved: connections that loop
+        (ThingsBoard's exact message, alone), a bad index, a known node's configuration the platform
+        cannot execute. Unknown node types are no problem: saved, their messages take Failure."""
+        loop = cycle_error(metadata.get("connections"))
+        if loop is not None:
+            return [loop]
         nodes, problems = self._instantiate(metadata)
         for i, node in enumerate(nodes):
             check = getattr(node, "check", None)
@@ -204,7 +249,11 @@ class RuleEngine:
                 readers = [t for t in targets if chain.nodes[t].shares_input()]
                 if readers:
                     chain.split[key] = (readers, [t for t in targets if t not in readers])
-        if self.fuse:
+        cap = self.max_node_executions
+        edges = [{"fromIndex": a, "toIndex": t} for (a, _rel), ts in routes.items() for t in ts]
+        chain.counted = cap > 0 and (execution_bound(edges, first, cap) > cap
+                                     or any(getattr(n, "MULTIPLIES", False) for n in chain.nodes))
+        if self.fuse and not chain.counted:
             chain.runs = _fuse(chain)
         for idx, node in enumerate(chain.nodes):
             try:
@@ -288,6 +337,10 @@ class RuleEngine:
             if run is not None:
                 self._run_line(chain, run, batch, pending)
                 continue
+            if chain.counted:
+                batch = self._admit(chain, idx, batch)
+                if not batch:
+                    continue
             node = chain.nodes[idx]
             chain.stats[idx]["in"] += len(batch)
             try:
@@ -301,6 +354,29 @@ class RuleEngine:
                     m.metadata["error"] = f"{type(exc).__name__}: {exc}"
                 result = [("Failure", m) for m in batch]
             self._route(chain, idx, result, pending)
+
+    def _admit(self, chain: Chain, idx: int, batch: list) -> list:
+        """The messages of ``batch`` still under the per-message cap, each counted one more node;
+        the others are dropped, as ThingsBoard fails a message "processed by more than N rule nodes"."""
+        cap = self.max_node_executions
+        keep = []
+        for m in batch:
+            box = m.execs
+            if box is None:
+                m.execs = box = [0]
+            box[0] += 1
+            if box[0] <= cap:
+                keep.append(m)
+        dropped = len(batch) - len(keep)
+        if dropped:
+            self._totals["capped"] += dropped
+            st = chain.stats[idx]
+            st["capped"] = st.get("capped", 0) + dropped
+            if not chain.capped_logged:
+                chain.capped_logged = True
+                log.warning("rule chain %s: Message is processed by more than %d rule nodes! (dropped at "
+                            "node '%s'; logged once per chain)", chain.id, cap, chain.nodes[idx].name)
+        return keep
 
     def _run_line(self, chain: Chain, run: list, batch: list, pending: dict) -> None:
         """A straight line of fusable nodes, message by message: each message goes through the nodes
@@ -404,8 +480,9 @@ class RuleEngine:
         nodes = []
         for chain in self._chains.values():
             for node, st in zip(chain.nodes, chain.stats):
+                extra = {"capped": st["capped"]} if "capped" in st else {}
                 nodes.append({"chain": chain.id, "node": node.name, "type": _short(node.TYPE),
-                              "in": st["in"], "out": dict(st["out"]), **node.counters()})
+                              "in": st["in"], "out": dict(st["out"]), **extra, **node.counters()})
         return dict(self._totals, nodes=nodes)
 
 
@@ -444,6 +521,25 @@ def _fuse(chain: Chain) -> dict[int, list]:
             i = nxt[1]
         runs[head] = run
     return runs
+
+
+class _Unsupported(Node):
+    """A node type the platform does not execute (kept in the chain as ThingsBoard keeps it): its
+    messages take Failure, counted in the chain's stats, and the first one is logged."""
+
+    def __init__(self, node_id: str, name: str, type_name: str):
+        super().__init__(node_id, name, {}, 0, None)
+        self.TYPE = type_name
+        self.logged = False
+
+    def process(self, msgs):
+        reason = f"IllegalStateException: node type {_short(self.TYPE)} is not supported by the embedded platform"
+        if not self.logged:
+            self.logged = True
+            log.warning("rule node '%s': %s; its messages take the Failure route (logged once)", self.name, reason)
+        for m in msgs:
+            m.metadata["error"] = reason
+        return [("Failure", m) for m in msgs]
 
 
 class _Dead(Node):

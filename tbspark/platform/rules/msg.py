@@ -14,6 +14,7 @@ TO_SERVER_RPC = "TO_SERVER_RPC_REQUEST"
 ENTITY_CREATED = "ENTITY_CREATED"
 CONNECT_EVENT = "CONNECT_EVENT"
 DISCONNECT_EVENT = "DISCONNECT_EVENT"
+TO_DEVICE_RPC = "RPC_CALL_FROM_SERVER_TO_DEVICE"  # server-side RPC from REST (TbMsgType, 3.6+)
 
 # TbMsgType → the relation name the message type switch emits (TbMsgType.getRuleNodeConnection()).
 RELATION_OF_TYPE = {
@@ -21,6 +22,7 @@ RELATION_OF_TYPE = {
     POST_ATTRIBUTES: "Post attributes",
     TO_SERVER_RPC: "RPC Request from Device",
     "TO_DEVICE_RPC_REQUEST": "RPC Request to Device",
+    TO_DEVICE_RPC: "RPC Request to Device",
     "ATTRIBUTES_UPDATED": "Attributes Updated",
     "ATTRIBUTES_DELETED": "Attributes Deleted",
     "TIMESERIES_UPDATED": "Timeseries Updated",
@@ -60,6 +62,9 @@ class TbMsg:
     profile_id: str | None = None
     ts: int = 0                  # creation time, epoch ms
     id: str | None = None        # assigned lazily; nothing in the hot path needs one
+    # Node executions so far of this message and every copy made of it, one shared box ([count]);
+    # only kept on chains whose static bound exceeds the per-message cap (engine.Chain.counted).
+    execs: list | None = None
 
     def msg_id(self) -> str:
         if self.id is None:
@@ -73,7 +78,7 @@ class TbMsg:
         elif isinstance(data, list):
             data = list(data)
         return TbMsg(self.type, self.originator, data, dict(self.metadata), self.tenant_id,
-                     self.customer_id, self.chain_id, self.profile_id, self.ts)
+                     self.customer_id, self.chain_id, self.profile_id, self.ts, None, self.execs)
 
     def data_json(self) -> str:
         """Data as ThingsBoard serializes it: compact JSON text (a string payload stays as is)."""

@@ -13,7 +13,17 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from tbspark.platform.rest.errors import bad_request, conflict
+from tbspark.platform.rules.validate import cycle_error
 from tbspark.platform.store.models import RuleChain, new_id, now_ms
+
+PKG = "org.thingsboard.rule.engine."
+RPC_NODE = PKG + "rpc.TbSendRPCRequestNode"
+# The root chain the platform created before server-side RPC went through the chain: message type
+# switch → save time series / save client attributes. Loaded, it gets ThingsBoard's RPC call request
+# node, without which RPC would now go nowhere.
+_LEGACY_ROOT = ([PKG + "filter.TbMsgTypeSwitchNode", PKG + "telemetry.TbMsgTimeseriesNode",
+                 PKG + "telemetry.TbMsgAttributesNode"],
+                {(0, 1, "Post telemetry"), (0, 2, "Post attributes")})
 
 
 def _put_chain(conn: sqlite3.Connection, rc: RuleChain) -> None:
@@ -31,9 +41,17 @@ class RuleChainStore:
     def _load_rule_chains(self, conn: sqlite3.Connection) -> None:
         self._rule_chains: dict[str, RuleChain] = {}
         self._chain_listeners: list[Callable[[str | None], Any]] = []
+        upgraded = []
         for (doc,) in conn.execute("SELECT doc FROM entity WHERE kind='rule_chain'"):
             rc = RuleChain.from_doc(json.loads(doc))
+            if rc.root and _is_legacy_root(rc.metadata):
+                rc = replace(rc, metadata=_with_rpc_node(rc.metadata))
+                upgraded.append(rc)
             self._rule_chains[rc.id] = rc
+        for rc in upgraded:
+            _put_chain(conn, rc)
+        if upgraded and conn.in_transaction:
+            conn.commit()
 
     def add_chain_listener(self, cb: Callable[[str | None], Any]) -> None:
         """``cb(chain_id)`` after a chain's metadata changed; ``cb(None)`` when the root chain or a
@@ -112,6 +130,9 @@ class RuleChainStore:
         first = meta.get("firstNodeIndex")
         if first is not None and not (isinstance(first, int) and 0 <= first < len(nodes)):
             raise bad_request("Invalid firstNodeIndex")
+        loop = cycle_error(meta.get("connections"))  # RuleChainDataValidator: no chain may loop
+        if loop is not None:
+            raise bad_request(loop)
         connections = []
         for conn_info in meta.get("connections") or []:
             try:
@@ -160,15 +181,29 @@ class RuleChainStore:
         rc = self._rule_chains[chain_id]
         if rc.root:
             raise bad_request("Deletion of Root Tenant Rule Chain is prohibited!")
-        profiles = [replace(p, default_rule_chain_id=None) for p in self._device_profiles.values()
-                    if p.default_rule_chain_id == chain_id]
-
-        def fn(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM entity WHERE id=?", (chain_id,))
-            for p in profiles:
-                conn.execute("UPDATE entity SET doc=? WHERE id=?", (json.dumps(p.to_doc()), p.id))
-        await self._write(fn)
+        if any(p.default_rule_chain_id == chain_id for p in self._device_profiles.values()):
+            # ThingsBoard: the fk_default_rule_chain_device_profile constraint, turned into this 400.
+            raise bad_request("The rule chain referenced by the device profiles cannot be deleted!")
+        await self._write(lambda conn: conn.execute("DELETE FROM entity WHERE id=?", (chain_id,)))
         self._rule_chains.pop(chain_id, None)
-        for p in profiles:
-            self._device_profiles[p.id] = p
         self._notify_chains(None)
+
+
+def _is_legacy_root(meta: dict | None) -> bool:
+    if not meta or not isinstance(meta.get("nodes"), list):
+        return False
+    types, conns = _LEGACY_ROOT
+    return ([n.get("type") for n in meta["nodes"]] == types and meta.get("firstNodeIndex") == 0
+            and {(c.get("fromIndex"), c.get("toIndex"), c.get("type")) for c in meta.get("connections") or []} == conns)
+
+
+def _with_rpc_node(meta: dict) -> dict:
+    meta = copy.deepcopy(meta)
+    chain_id = meta.get("ruleChainId")
+    meta["nodes"].append({"id": {"entityType": "RULE_NODE", "id": new_id()}, "createdTime": now_ms(),
+                          "ruleChainId": chain_id, "type": RPC_NODE, "name": "RPC Call Request",
+                          "debugMode": False, "singletonMode": False, "queueName": None,
+                          "configurationVersion": 0, "configuration": {"timeoutInSeconds": 60},
+                          "additionalInfo": {"layoutX": 824, "layoutY": 260}, "externalId": None})
+    meta["connections"].append({"fromIndex": 0, "toIndex": len(meta["nodes"]) - 1, "type": "RPC Request to Device"})
+    return meta

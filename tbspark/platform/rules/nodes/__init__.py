@@ -34,6 +34,7 @@ class Node:
         # (None: unknown, treat every relation as connected).
         self.resume_count: Callable[[str, int], None] = lambda relation, n: None
         self.routed: frozenset | None = None
+        self.engine = None  # the RuleEngine running this node (set when the chain is compiled)
 
     def shares_input(self) -> bool:
         """True if this node may get the very message objects another target of the same relation
@@ -81,11 +82,6 @@ def register(cls):
 
 
 NODE_TYPES: dict[str, type[Node]] = {}
-
-SCRIPT_TYPES = {
-    PKG + "filter.TbJsFilterNode", PKG + "transform.TbTransformMsgNode", PKG + "filter.TbJsSwitchNode",
-    PKG + "action.TbLogNode", PKG + "action.TbMsgGeneratorNode",
-}
 
 _PATTERN = re.compile(r"\$\{([^}]+)\}|\$\[([^\]]+)\]")
 
@@ -169,4 +165,4 @@ async def gather_light(coros: list) -> list:
 
 def import_all() -> None:
     """Import every node family so that they register themselves."""
-    from tbspark.platform.rules.nodes import filters, kafka, metadata, telemetry, transform  # noqa: F401
+    from tbspark.platform.rules.nodes import filters, kafka, metadata, rpc, script, telemetry, transform  # noqa: F401
