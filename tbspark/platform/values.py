@@ -14,6 +14,8 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from tbspark.platform import lenient_json
+
 BOOLEAN = "BOOLEAN"
 LONG = "LONG"
 DOUBLE = "DOUBLE"
@@ -79,6 +81,8 @@ def loads(data: str | bytes | bytearray) -> Any:
         return _DECODER.decode(data)
     except RecursionError:  # "[[[[…" nested thousands deep (found by tests/fuzz): malformed, not a crash
         raise ValueError("JSON nested too deeply") from None
+    except ValueError:  # not strict JSON: ThingsBoard's Gson parses leniently (off the hot path)
+        return lenient_json.loads(data)
 
 
 # commons-lang ``NumberUtils.isParsable``: optional '-', digits, at most one '.', not ending in '.'.
