@@ -4,7 +4,6 @@ made of the same inputs, recorded in expected/gson_lenient.json by record_gson.p
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -15,11 +14,6 @@ RECORDED = json.loads((Path(__file__).parent / "expected" / "gson_lenient.json")
 CASES = RECORDED["cases"]
 
 
-def gson_reason(error: str) -> str:
-    """'JsonSyntaxException: …MalformedJsonException: Expected name at line 1 …' → 'Expected name'."""
-    return re.split(r" at line \d+", error.rsplit("Exception: ", 1)[-1])[0]
-
-
 @pytest.mark.parametrize("case", [c for c in CASES if "parsed" in c], ids=lambda c: repr(c["input"])[:40])
 def test_accepted_like_gson(case):
     # Gson prints numbers with their own spelling, so the strict platform parser types them the same way.
@@ -27,10 +21,11 @@ def test_accepted_like_gson(case):
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if "error" in c], ids=lambda c: repr(c["input"])[:40])
-def test_refused_like_gson(case):
+def test_refused_like_gson_with_its_message(case):
+    # ThingsBoard's HTTP device API answers a 500 whose body is this message (JsonSyntaxException's).
     with pytest.raises(ValueError) as err:
         lenient_json.loads(case["input"])
-    assert str(err.value).startswith(gson_reason(case["error"]))
+    assert str(err.value) == case["error"].removeprefix("JsonSyntaxException: ")
 
 
 def test_number_spelling_survives_lenient_parsing():
