@@ -43,20 +43,33 @@ def loads(data: str | bytes | bytearray) -> Any:
         raise ValueError("JSON nested too deeply") from None
 
 
+_MALFORMED = "com.google.gson.stream.MalformedJsonException: "
+_SEE = "\nSee https://github.com/google/gson/blob/main/Troubleshooting.md#malformed-json"
+
+
 class _Reader:
-    __slots__ = ("s", "pos", "n")
+    __slots__ = ("s", "pos", "n", "path")
 
     def __init__(self, text: str) -> None:
         self.s = text[1:] if text.startswith("\ufeff") else text
         self.pos = 0
         self.n = len(self.s)
+        self.path: list[list] = []  # Gson's path: ["o", name | None] or ["a", index] per open scope
 
     # -- errors and whitespace -------------------------------------------------------------------
 
-    def error(self, what: str) -> ValueError:
+    def where(self) -> str:
         line = self.s.count("\n", 0, self.pos) + 1
         column = self.pos - (self.s.rfind("\n", 0, self.pos) + 1) + 1
-        return ValueError(f"{what} at line {line} column {column}")
+        path = "$" + "".join(f".{v if v is not None else ''}" if k == "o" else f"[{v}]" for k, v in self.path)
+        return f"at line {line} column {column} path {path}"
+
+    def error(self, what: str) -> ValueError:
+        """Gson's JsonSyntaxException message (what ThingsBoard's HTTP device API answers with)."""
+        return ValueError(f"{_MALFORMED}{what} {self.where()}{_SEE}")
+
+    def eof(self) -> ValueError:
+        return ValueError(f"java.io.EOFException: End of input {self.where()}")
 
     def next_non_ws(self, eof_ok: bool = False) -> str:
         """The next significant character (consumed), skipping whitespace and comments; '' at EOF."""
@@ -70,6 +83,7 @@ class _Reader:
                 if s[self.pos] == "*":
                     end = s.find("*/", self.pos + 1)
                     if end < 0:
+                        self.pos = self.n - 1  # where Gson's skipTo("*/") gives up
                         raise self.error("Unterminated comment")
                     self.pos = end + 2
                 else:
@@ -81,7 +95,7 @@ class _Reader:
             return c
         if eof_ok:
             return ""
-        raise self.error("End of input")
+        raise self.eof()
 
     def _skip_line(self) -> None:
         end = self.s.find("\n", self.pos)
@@ -104,7 +118,7 @@ class _Reader:
         # After the document the reader is strict again: only plain whitespace may follow.
         rest = self.s[self.pos:]
         if rest.strip(_WS):
-            self.pos += len(rest) - len(rest.lstrip(_WS))
+            self.pos += len(rest) - len(rest.lstrip(_WS)) + 1  # Gson reports after the character
             raise self.error("Use JsonReader.setStrictness(Strictness.LENIENT) to accept malformed JSON")
         return value
 
@@ -176,8 +190,11 @@ class _Reader:
         if depth > MAX_DEPTH:
             raise self.error("JSON nested too deeply")
         out: list = []
+        scope = ["a", 0]
+        self.path.append(scope)
         c = self.next_non_ws()
         if c == "]":
+            self._close()
             return out
         while True:
             if c in ",;]":
@@ -185,11 +202,12 @@ class _Reader:
                 self.pos -= 1
             else:
                 out.append(self.value(c, depth))
+            scope[1] += 1
             c = self.next_non_ws()
             if c == "]":
+                self._close()
                 return out
             if c not in ",;":
-                self.pos -= 1
                 raise self.error("Unterminated array")
             c = self.next_non_ws()
 
@@ -197,8 +215,11 @@ class _Reader:
         if depth > MAX_DEPTH:
             raise self.error("JSON nested too deeply")
         out: dict = {}
+        scope = ["o", None]
+        self.path.append(scope)
         c = self.next_non_ws()
         if c == "}":
+            self._close()
             return out
         while True:
             if c == '"' or c == "'":
@@ -210,7 +231,10 @@ class _Reader:
                     self.pos += 1
                 name = self.s[start:self.pos]
             else:
+                if c != "}":
+                    self.pos -= 1  # Gson looks at it without consuming it
                 raise self.error("Expected name")
+            scope[1] = name
             c = self.next_non_ws()
             if c == "=":
                 if self.pos < self.n and self.s[self.pos] == ">":
@@ -220,9 +244,13 @@ class _Reader:
             out[name] = self.value(self.next_non_ws(), depth)
             c = self.next_non_ws()
             if c == "}":
+                self._close()
                 return out
             if c not in ",;":
                 raise self.error("Unterminated object")
             c = self.next_non_ws()
             if c == "}":
                 raise self.error("Expected name")
+
+    def _close(self) -> None:
+        self.path.pop()
