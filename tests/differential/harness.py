@@ -161,10 +161,8 @@ class MqttDevice:
     def publish(self, topic: str, payload: bytes | str, qos: int = 1) -> bool:
         """True when the server acknowledged (PUBACK) within the wait, False when it closed instead."""
         info = self.client.publish(topic, payload, qos=qos)
-        try:
-            info.wait_for_publish(timeout=WAIT_S)
-        except (RuntimeError, ValueError):
-            return False
+        # Either the PUBACK arrives or the server closes the session (ThingsBoard's answer to some input).
+        wait_for(lambda: info.is_published() or not self.client.is_connected(), "a PUBACK or the close")
         return info.is_published()
 
     def next_message(self, topic: str | None = None, timeout_s: float = WAIT_S) -> tuple[str, Any] | None:
