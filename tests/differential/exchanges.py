@@ -577,4 +577,10 @@ def http_device_api(t: Target, tr: Transcript) -> None:
         tr.http("rpc reply posted", holder[1])
     tr.http("rpc caller got reply", r)
     tr.http("rpc reply bad id", requests.post(f"{base}/rpc/abc", json={}, timeout=30))
+    tr.http("rpc poll bad timeout", requests.get(f"{base}/rpc", params={"timeout": "soon"}, timeout=30))
+    tr.http("client rpc unknown token", requests.post(f"{t.url}/api/v1/nope{u}/rpc", json={"method": "m", "params": {}},
+                                                      timeout=30))
+    tr.http("client rpc malformed", requests.post(f"{base}/rpc", data="{method: 'm',", timeout=30))
+    tr.http("rpc reply unknown token", requests.post(f"{t.url}/api/v1/nope{u}/rpc/1", json={}, timeout=30))
+    tr.http("attributes malformed", requests.post(f"{base}/attributes", data="{'a': }", timeout=30))
     delete_devices(t, s, f"tbdiff-{u}-")
