@@ -8,7 +8,7 @@ read is a 500 whose plain body is Gson's message, one JsonConverter refuses a 50
 (``Can't parse value: 1``); a null value is skipped as on MQTT;
 ``GET …/attributes`` answers ``{"client": {…}, "shared": {…}}`` (empty sections left out);
 ``GET …/rpc`` long-polls for a server-side RPC ``{"id", "method", "params"}`` and answers an empty 408
-when ``timeout`` ms pass without one; ``POST …/rpc/{requestId}`` is the device's reply; ``POST …/rpc``
+when ``timeout`` ms (below 30 s) pass without one, a 503 after 30 s (Spring's async timeout) otherwise; ``POST …/rpc/{requestId}`` is the device's reply; ``POST …/rpc``
 sends a client-side RPC into the rule chain and waits for a reply the same way.
 """
 
@@ -26,8 +26,8 @@ from tbspark.platform.transport import device_api as api
 
 P = "/api/v1/{deviceToken}"
 TAG = "device-api"
-DEFAULT_TIMEOUT_MS = 30_000   # Spring's async request timeout ends ThingsBoard's 60 s default first
-MAX_TIMEOUT_MS = 300_000      # transport.http.max_request_timeout
+DEFAULT_TIMEOUT_MS = 60_000   # transport.http.request_timeout
+ASYNC_TIMEOUT_MS = 30_000     # spring.mvc.async.request-timeout: ends any longer wait first, with a 503
 TIMEOUT_PARAM = Param("timeout", "integer", description="Long-poll timeout in ms (0: the default)")
 
 
@@ -39,16 +39,25 @@ def _device(request: web.Request):
     return platform(request).store.device_by_token(request.match_info["deviceToken"])
 
 
-def _timeout_s(request: web.Request) -> float | None:
-    """The ``timeout`` query parameter in seconds; None when it is not a number (ThingsBoard's 400)."""
+def _timeout_ms(request: web.Request) -> int | None:
+    """The ``timeout`` query parameter (0: the default); None when it is not a number (a 400)."""
     raw = request.query.get("timeout", "0")
     try:
         ms = int(raw)
     except ValueError:
         return None
-    if ms <= 0:
-        ms = DEFAULT_TIMEOUT_MS
-    return min(ms, MAX_TIMEOUT_MS) / 1000
+    return ms if ms > 0 else DEFAULT_TIMEOUT_MS
+
+
+async def _expired(timeout_ms: int) -> web.Response:
+    """How a long poll ends when nothing came: the session's own timeout is a 408 with no body, but
+    Spring's async timeout (30 s) ends a longer one first, as a 503 with a null message (checked live)."""
+    from tbspark.platform.rest import errors
+
+    if timeout_ms < ASYNC_TIMEOUT_MS:
+        return _empty(408)
+    body = {"message": None, "errorCode": errors.GENERAL, "status": 503, "timestamp": int(time.time() * 1000)}
+    return web.Response(status=503, text=json.dumps(body), content_type="application/json")
 
 
 def _conversion_error(name: str, raw: str, java_type: str) -> web.Response:
@@ -131,8 +140,8 @@ async def subscribe_rpc(request: web.Request) -> web.Response:
     device = _device(request)
     if device is None:
         return _empty(401)
-    timeout_s = _timeout_s(request)
-    if timeout_s is None:
+    timeout_ms = _timeout_ms(request)
+    if timeout_ms is None:
         return _conversion_error("timeout", request.query["timeout"], "long")
     mqtt = platform(request).mqtt
     poll = _LongPoll(device)
@@ -141,9 +150,10 @@ async def subscribe_rpc(request: web.Request) -> web.Response:
     try:
         mqtt.rpc.on_subscribed(poll, ["v1/devices/me/rpc/request/+"])  # sends what was waiting
         try:
-            rid, payload = await asyncio.wait_for(asyncio.shield(poll.answer), timeout_s)
+            rid, payload = await asyncio.wait_for(asyncio.shield(poll.answer),
+                                                  min(timeout_ms, ASYNC_TIMEOUT_MS) / 1000)
         except asyncio.TimeoutError:
-            return _empty(408)
+            return await _expired(timeout_ms)
     finally:
         sessions = mqtt.by_device.get(device.id)
         if sessions and poll in sessions:
@@ -185,6 +195,6 @@ async def client_rpc(request: web.Request) -> web.Response:
     now = int(time.time() * 1000)
     await platform(request).engine.process([api.rpc_msg(device, "0", {"method": method, "params": params}, now)])
     # The embedded rule engine has no node that replies to a device's RPC (ThingsBoard's root chain
-    # only logs it too): the request ends as ThingsBoard's does when nothing replies.
-    await asyncio.sleep(DEFAULT_TIMEOUT_MS / 1000)
-    return _empty(408)
+    # only logs it too): the request ends as ThingsBoard's does when nothing replies, at its timeout.
+    await asyncio.sleep(ASYNC_TIMEOUT_MS / 1000)
+    return await _expired(DEFAULT_TIMEOUT_MS)
