@@ -462,6 +462,24 @@ def _mqtt_gateway(level: int):
         g.subscribe("v1/gateway/attributes")
         s.post(f"{ts_url(t, created)}/attributes/SHARED_SCOPE", json={"sp": 9}, timeout=30)
         tr.add("shared update pushed", message=g.next_message("v1/gateway/attributes"))
+        g.subscribe("v1/gateway/rpc")
+        holder: list = []
+
+        def answer():
+            got = g.next_message("v1/gateway/rpc")
+            holder.append(got)
+            if got and isinstance(got[1], dict):
+                data = got[1].get("data", {})
+                g.publish("v1/gateway/rpc", json.dumps({"device": sub, "id": data.get("id"),
+                                                        "data": {"done": data.get("method")}}))
+
+        th = threading.Thread(target=answer, daemon=True)
+        th.start()
+        r = s.post(f"{t.url}/api/rpc/twoway/{created['id']['id']}", json={"method": "reboot", "params": {"in": 1},
+                                                                          "timeout": 10_000}, timeout=30)
+        th.join(30)
+        tr.add("rpc to sub-device", request=holder[0] if holder else None)
+        tr.http("rpc reply through gateway", r)
         tr.add("device disconnect", acked=g.publish("v1/gateway/disconnect", json.dumps({"device": sub})))
         tr.add("malformed", acked=g.publish("v1/gateway/telemetry", "[not json"))
         wait_for(lambda: not g.connected(), "the session to close", 3)
