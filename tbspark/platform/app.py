@@ -29,7 +29,7 @@ from tbspark.state import StateDir, write_json_atomic
 log = logging.getLogger("tbspark.platform")
 
 # Importing the resource modules registers their routes (and feeds the OpenAPI document).
-_REST_MODULES = ("auth", "devices", "profiles", "assets", "telemetry", "rulechains", "rpc", "control")
+_REST_MODULES = ("auth", "devices", "profiles", "assets", "telemetry", "rulechains", "rpc", "control", "device_api")
 for _m in _REST_MODULES:
     importlib.import_module(f"tbspark.platform.rest.{_m}")
 from tbspark.platform import openapi  # noqa: E402,F401  (registers /tbspark/openapi.json)

@@ -133,8 +133,8 @@ class Auth:
         if not isinstance(refresh_token, str) or not refresh_token.strip():
             raise errors.auth_failed("Authentication failed")
         claims = self._decode(refresh_token)
-        if claims.get("scopes") != ["REFRESH_TOKEN"]:
-            raise errors.auth_failed("Invalid refresh token")
+        if claims.get("scopes") != ["REFRESH_TOKEN"]:  # ThingsBoard: a 500, errorCode 2 (checked live)
+            raise errors.TbHttpError(500, "Invalid Refresh Token scope", errors.GENERAL)
         user = self.store.users.get(claims.get("userId", ""))
         if user is None:
             raise errors.auth_failed("User not found")

@@ -14,6 +14,8 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from tbspark.platform import lenient_json
+
 BOOLEAN = "BOOLEAN"
 LONG = "LONG"
 DOUBLE = "DOUBLE"
@@ -116,6 +118,8 @@ def loads(data: str | bytes | bytearray) -> Any:
         obj = _DECODER.decode(data)
     except RecursionError:  # "[[[[…" nested thousands deep (found by tests/fuzz): malformed, not a crash
         raise ValueError("JSON nested too deeply") from None
+    except ValueError:  # not strict JSON: ThingsBoard's Gson parses leniently (off the hot path)
+        obj = lenient_json.loads(data)
     if "\\u" in data:
         check_text(obj)
     return obj

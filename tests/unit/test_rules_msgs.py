@@ -32,7 +32,7 @@ def test_array_elements_are_not_merged_and_keep_their_ts():
     assert [(m.metadata["ts"], m.data) for m in msgs] == [("5", {"a": 1}), ("5", {"b": 2}), ("1000", {"c": 3})]
 
 
-@pytest.mark.parametrize("payload", [b"{windSpeed: 1", b"not json", b'{"a":NaN}', b"[1,2]", b'"text"'])
+@pytest.mark.parametrize("payload", [b"{windSpeed: 1", b"not json", b'{"a":1,}', b"[1,2]", b'"text"'])
 def test_malformed_or_wrong_shape_raises_value_error(payload):
     with pytest.raises(ValueError):
         api.telemetry_msgs(Dev, payload, 1_000)

@@ -172,30 +172,42 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")  # Jackson refuses NaN and Infinity too
 
 
+def _unreadable(message: str) -> errors.TbHttpError:
+    """Spring's HttpMessageNotReadableException / HttpMediaTypeNotSupportedException: ThingsBoard
+    4.3.1.3 answers them 500 with errorCode 2 (checked live, tests/differential)."""
+    return errors.TbHttpError(500, message, errors.GENERAL)
+
+
 async def json_body(request: web.Request) -> Any:
-    """An entity controller's ``@RequestBody``: JSON only (415 otherwise), TB's 400 on bad JSON."""
+    """An entity controller's ``@RequestBody``: JSON only; TB's 500 (errorCode 2) on anything else."""
     ctype = request.headers.get("Content-Type", "")
     if ctype and "json" not in ctype.lower():
-        raise errors.TbHttpError(415, f"Content-Type '{ctype}' is not supported", errors.GENERAL)
+        shown = ctype if "charset" in ctype.lower() else f"{ctype};charset=UTF-8"  # as Spring shows it
+        raise _unreadable(f"Content-Type '{shown}' is not supported")
     try:
         text = await request.text()  # UnicodeDecodeError (a ValueError) on bytes that are not UTF-8
     except ValueError:
-        raise errors.bad_request("Invalid request body: JSON parse error") from None
+        raise _unreadable("JSON parse error: the body is not UTF-8") from None
     if not text.strip():
-        raise errors.bad_request("Required request body is missing")
+        raise _unreadable("Required request body is missing")
     try:
-        body = json.loads(text, parse_constant=_no_constant)
-        if "\\u" in text:
-            values.check_text(body)  # a lone surrogate could be neither stored nor answered
-    except (ValueError, RecursionError):  # RecursionError: nested thousands deep (tests/fuzz)
-        raise errors.bad_request("Invalid request body: JSON parse error") from None
+        body = json.loads(text, parse_constant=_no_constant)  # Jackson refuses NaN/Infinity (live)
+    except ValueError as exc:
+        raise _unreadable(f"JSON parse error: {exc}") from None
+    except RecursionError:  # nested thousands deep (tests/fuzz)
+        raise _unreadable("JSON parse error: nested too deeply") from None
+    if "\\u" in text:
+        try:  # ThingsBoard stores a lone surrogate; a UTF-8 store cannot (docs/thingsboard.md)
+            values.check_text(body)
+        except ValueError as exc:
+            raise _unreadable(f"JSON parse error: {exc}") from None
     return body
 
 
 async def json_object(request: web.Request) -> dict:
     body = await json_body(request)
     if not isinstance(body, dict):
-        raise errors.bad_request("Invalid request body: expected a JSON object")
+        raise _unreadable(f"JSON parse error: Cannot deserialize an object from {type(body).__name__} value")
     return body
 
 
@@ -253,26 +265,43 @@ def require_paging(request: web.Request, lookup: str) -> None:
                              f"parameters: {actual}")
 
 
+def _page_int(request: web.Request, name: str) -> int:
+    """pageSize / page: Spring's ``int`` parameters (required; its conversion message)."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        raise errors.bad_request(f"Required request parameter '{name}' for method parameter type int is not present")
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not -(2**31) <= value < 2**31:
+        raise errors.bad_request(f"Method parameter '{name}': Failed to convert value of type 'java.lang.String' "
+                                 f"to required type 'int'; For input string: \"{raw}\"")
+    return value
+
+
 def page(request: web.Request, items: list, sort_keys: dict[str, Callable[[Any], Any]],
          text_of: Callable[[Any], Iterable[str | None]], render: Callable[[Any], dict]) -> web.Response:
     """PageData<T> over an in-memory list (§2.2)."""
-    page_size = q_int(request, "pageSize", required=True)
-    page_no = q_int(request, "page", required=True)
+    page_size = _page_int(request, "pageSize")
+    page_no = _page_int(request, "page")
     if page_size < 1:
-        raise errors.bad_request("Page size must be greater than zero!")
+        raise errors.bad_request(f"Incorrect page link page size '{page_size}'. Page size must be greater than zero.")
     if page_no < 0:
-        raise errors.bad_request("Page number must be non-negative!")
+        raise errors.bad_request(f"Incorrect page link page '{page_no}'. Page must be positive integer.")
     text = request.query.get("textSearch")
     if text:
         low = text.lower()
         items = [i for i in items if any(isinstance(t, str) and low in t.lower() for t in text_of(i))]
     prop = request.query.get("sortProperty")
     order = request.query.get("sortOrder")
-    if order is not None and order.upper() not in ("ASC", "DESC"):
-        raise errors.bad_request(f"Unsupported sort order '{order}'! Only 'ASC' or 'DESC' types are allowed.")
+    # As ThingsBoard 4.3.1.3 (checked live, tests/differential): sortOrder is read only together
+    # with a sortProperty, and an unknown property reaches the database, which fails.
     if prop:
+        if order is not None and order.upper() not in ("ASC", "DESC"):
+            raise errors.bad_request(f"Unsupported sort order '{order}'! Only 'ASC' or 'DESC' types are allowed.")
         if prop not in sort_keys:
-            raise errors.bad_request("Invalid sort property")
+            raise errors.TbHttpError(500, "Database error", errors.DATABASE)
         keyf = sort_keys[prop]
         items = sorted(items, key=lambda i: (keyf(i) is None, keyf(i) or ""),
                        reverse=(order or "ASC").upper() == "DESC")

@@ -55,12 +55,20 @@ def _unique_name(store, tenant_id: str, name: str, request: web.Request) -> str:
 
 
 def _checked(body: dict) -> tuple[str, str | None]:
-    """The name and label of a device body as ThingsBoard's Device accepts them: the label a string
-    (Jackson refuses an object, an array, a number for a String field) and both at most 255 long."""
+    """The name and label of a device body as ThingsBoard's Device accepts them (checked live on
+    4.3.1.3): Jackson coerces a number or a boolean label to its text, refuses an object or an array
+    for a String field (500, errorCode 2), and both are at most 255 long."""
     name = required_name(body, "Device")
     label = body.get("label")
-    if label is not None and not isinstance(label, str):
-        raise errors.bad_request("Invalid request body: label must be a string")
+    if isinstance(label, bool):
+        label = "true" if label else "false"
+    elif isinstance(label, (int, float)):
+        label = repr(label)
+    elif isinstance(label, (dict, list)):
+        kind, token = ("Object", "START_OBJECT") if isinstance(label, dict) else ("Array", "START_ARRAY")
+        raise errors.TbHttpError(500, "JSON parse error: Cannot deserialize value of type "
+                                 f"`java.lang.String` from {kind} value (token `JsonToken.{token}`)",
+                                 errors.GENERAL)
     try:
         values.check_name(name)
         if label is not None:

@@ -133,6 +133,12 @@ async def save_timeseries_ttl(request: web.Request) -> web.Response:
 
 async def _save_attributes(request: web.Request, entity_type: str, raw_id: str, scope: str) -> web.Response:
     etype, eid = _entity(request, entity_type, raw_id)
+    if scope not in SCOPES:  # Spring cannot convert the path variable to AttributeScope (checked live)
+        raise errors.bad_request(
+            "Method parameter 'scope': Failed to convert value of type 'java.lang.String' to required type "
+            "'org.thingsboard.server.common.data.AttributeScope'; Failed to convert from type [java.lang.String] "
+            "to type [@io.swagger.v3.oas.annotations.Parameter @org.springframework.web.bind.annotation.PathVariable "
+            f"org.thingsboard.server.common.data.AttributeScope] for value [{scope}]")
     if scope not in WRITABLE_SCOPES:
         raise errors.bare(400, f"Invalid scope: {scope}")
     try:
@@ -150,8 +156,8 @@ async def _save_attributes(request: web.Request, entity_type: str, raw_id: str, 
         raise errors.bare(400, "Key cannot be blank")
     try:
         typed = values.parse_attributes(obj, skip_nulls=False)
-    except values.PayloadError as exc:
-        raise errors.bare(400, str(exc)) from None
+    except values.PayloadError as exc:  # JsonConverter's exception escapes the controller: a 500 (live)
+        raise errors.TbHttpError(500, str(exc), errors.GENERAL) from None
     await stored(platform(request).store.save_attributes(etype, eid, scope, typed, _now()))
     _post_event(request, etype, eid, lambda ent, user: events.attributes_updated_msg(etype, ent, scope, typed, user))
     devstate = platform(request).devstate

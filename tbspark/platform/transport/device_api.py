@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from tbspark.platform import values
+from tbspark.platform import lenient_json, values
 from tbspark.platform.rules.msg import POST_ATTRIBUTES, POST_TELEMETRY, TO_SERVER_RPC, TbMsg
 
 TELEMETRY_TOPIC = "v1/devices/me/telemetry"
@@ -142,6 +142,8 @@ def loads(payload: bytes):
         obj = json.loads(payload)
     except RecursionError:  # "[[[[…" nested thousands deep (found by tests/fuzz): malformed, not a crash
         raise ValueError("JSON nested too deeply") from None
+    except ValueError:  # not strict JSON: ThingsBoard's Gson parses leniently (off the hot path)
+        obj = lenient_json.loads(payload)
     if b"\\u" in payload:  # orjson refuses lone surrogates; the json module decodes them
         values.check_text(obj)
     return obj
