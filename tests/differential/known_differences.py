@@ -24,12 +24,6 @@ KNOWN: list[Known] = [
           "An unreadable entity body gets ThingsBoard's status (500) and errorCode (2) and the start of its "
           "message (\"JSON parse error: …\", \"Required request body is missing\"), not the text of Jackson's "
           "parser or of Spring's method signature that follows", "nobody (by design)"),
-    Known("attributes_rest", "server scope state keys/*",
-          "ThingsBoard keeps device state (active, lastConnectTime, …) as SERVER_SCOPE attributes of every "
-          "device; the embedded platform does not yet", "devstate helper (issue 16 item 5)"),
-    Known("telemetry_rest", "agg AVG default order/*",
-          "Aggregated history without orderBy: ThingsBoard returns buckets oldest-first, the embedded platform "
-          "newest-first", "telemetry queries (issue 16 list)"),
     Known("mqtt_gateway_v4", "shared update pushed unsubscribed/*",
           "ThingsBoard subscribes a gateway's connected sub-device to its shared-attribute updates without the "
           "gateway subscribing to v1/gateway/attributes; the embedded platform waits for the subscription",

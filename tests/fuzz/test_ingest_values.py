@@ -87,7 +87,9 @@ def test_mqtt_key_of_255_is_stored_and_attribute_key_of_256_refused(platform, te
     m.publish("v1/devices/me/attributes", json.dumps({LONG_KEY: 1}).encode(), qos=1, packet_id=2)
     assert m.recv() is None
     assert _keys(tenant_http, platform.url, dev) == ["k" * 255]
-    r = tenant_http.get(f"{platform.url}/api/plugins/telemetry/DEVICE/{dev}/keys/attributes", timeout=10)
+    # (the device state's SERVER_SCOPE attributes are the platform's own; no client attribute stored)
+    r = tenant_http.get(f"{platform.url}/api/plugins/telemetry/DEVICE/{dev}/keys/attributes/CLIENT_SCOPE",
+                        timeout=10)
     assert r.json() == []
 
 

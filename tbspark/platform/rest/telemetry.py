@@ -156,6 +156,8 @@ async def _save_attributes(request: web.Request, entity_type: str, raw_id: str, 
         raise errors.bare(400, "Key cannot be blank")
     try:
         typed = values.parse_attributes(obj, skip_nulls=False)
+    except values.ValidationError as exc:  # KvUtils.validate: 400 with its bare message (live)
+        raise errors.bare(400, str(exc)) from None
     except values.PayloadError as exc:  # JsonConverter's exception escapes the controller: a 500 (live)
         raise errors.TbHttpError(500, str(exc), errors.GENERAL) from None
     await stored(platform(request).store.save_attributes(etype, eid, scope, typed, _now()))
