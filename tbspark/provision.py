@@ -138,7 +138,7 @@ def _rule_chain(tb: TbRestClient, scenario: Any, conn: Connection, report: Provi
     chain = tb.get_rule_chain_by_name(name)
     if chain is None:
         report.created["rule_chain"] += 1
-        report.plan.append(f"create rule chain {name!r} (Kafka {wanted['metadata']['nodes'][-1]['configuration']['bootstrapServers']})")
+        report.plan.append(f"create rule chain {name!r} (Kafka {conn.kafka_bootstrap_for_platform})")
         if report.dry_run:
             return "(new)"
         chain = tb.save_rule_chain(wanted["ruleChain"])
