@@ -56,7 +56,8 @@ def demo(
     lat = "-" if report.latency_s is None else f"{report.latency_s:.1f} s"
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in report.phases.items())
     console.print(
-        f"\n[bold]{'[green]HOLDS[/green]' if report.holds else '[red]DOES NOT HOLD[/red]'}[/bold] "
+        f"{'' if report.verify is not None else chr(10)}"  # the report ends with a blank line already
+        f"[bold]{'[green]HOLDS[/green]' if report.holds else '[red]DOES NOT HOLD[/red]'}[/bold] "
         f"— {report.sent} messages sent, {report.acked} acknowledged, {report.errors} errors; "
         f"{report.windows_verified} windows verified; end-to-end latency {lat}; "
         f"verdict after {report.verdict_s:.1f} s\n"

@@ -124,8 +124,8 @@ def simulate_cmd(
               refresh_per_second=4, transient=True) as live:
         report = simulate(sc, conn, state, duration_s, messages, seed, engine=engine, qos=qos_n,
                           progress=lambda st: live.update(view.render(st)))
-    table = Table(title=f"simulate {sc.name} ({report.engine}, QoS {report.qos})", box=None,
-                  show_header=False, pad_edge=False)
+    console.print(f"simulate {sc.name} ({report.engine}, QoS {report.qos})", highlight=False, soft_wrap=True)
+    table = Table(box=None, show_header=False, pad_edge=False)
     for _ in range(2):
         table.add_column(justify="left", style="dim")
         table.add_column(justify="right")

@@ -16,12 +16,6 @@ def chain_name(scenario: Any) -> str:
     return f"tbspark {scenario.name} to Kafka"
 
 
-def platform_bootstrap(scenario: Any, resolved_bootstrap: str) -> str:
-    """The Kafka address as the rule node inside ThingsBoard sees it (differs from the host's
-    in docker-compose); defaults to the address tbspark's own clients use."""
-    return getattr(scenario.kafka, "bootstrap_for_platform", None) or resolved_bootstrap
-
-
 def _node(cls: str, name: str, version: int, config: dict, x: int, y: int) -> dict:
     return {"type": f"{PKG}.{cls}", "name": name, "debugMode": False, "singletonMode": False,
             "configurationVersion": version, "configuration": config,
@@ -30,7 +24,7 @@ def _node(cls: str, name: str, version: int, config: dict, x: int, y: int) -> di
 
 def build_rule_chain(scenario: Any, bootstrap: str) -> dict:
     """ThingsBoard's import JSON ``{"ruleChain": {...}, "metadata": {...}}`` for ``scenario``;
-    ``bootstrap`` is the platform-side Kafka address (see ``platform_bootstrap``)."""
+    ``bootstrap`` is the platform-side Kafka address (``Connection.kafka_bootstrap_for_platform``)."""
     agg = scenario.aggregation
     value_key = agg.value_key
     zone_key = agg.zone_key

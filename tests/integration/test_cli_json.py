@@ -58,3 +58,27 @@ def test_every_service_verb_prints_one_json_document(stack, tmp_path):  # noqa: 
     doc = one_document(res.stdout)
     assert doc["scenario"] == name
     assert res.exit_code == (0 if doc["holds"] else 1)
+
+
+def test_platform_serve_json_is_one_document_from_ready_to_stop(tmp_path):
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "tbspark", "platform", "serve", "--http-port", "0",
+                             "--mqtt-port", "0", "--state-dir", str(tmp_path / "p"), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:  # blocks until the platform says it is ready (pytest's timeout bounds it)
+            lines.append(line)
+            if line.rstrip() == "}":
+                break
+        ready = one_document("".join(lines))
+        assert ready["pid"] == proc.pid and ready["url"].startswith("http://127.0.0.1:")
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert rest == ""  # nothing after the one document

@@ -60,6 +60,18 @@ def test_version_and_short_help():
     assert sub.exit_code == 0 and "--duration" in sub.stdout and "--tb-url" in sub.stdout
 
 
+def test_shell_completion_completes_verbs():
+    import os
+
+    env = {**{k: v for k, v in os.environ.items() if k not in CLEAN_ENV},
+           "_TBSPARK_COMPLETE": "complete_bash", "COMP_WORDS": "tbspark stack st", "COMP_CWORD": "2"}
+    done = subprocess.run([sys.executable, "-c", "from tbspark.cli import main; main()"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.split() == ["status"], done.stderr
+    script = invoke(["--show-completion", "bash"])
+    assert script.exit_code == 0 and "_TBSPARK_COMPLETE" in script.stdout
+
+
 def test_exit_codes_are_documented_in_help_and_readme():
     help_text = " ".join(invoke(["--help"]).stdout.split())
     for code, meaning in (("0", "success"), ("1", "does not hold"), ("2", "usage"), ("3", "cannot reach")):

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from tbspark.cli import app
 from tbspark.scenario import load_scenario, packaged_scenario, parse_scenario
-from tbspark.thingsboard.rulechain import build_rule_chain, metadata_matches, platform_bootstrap
+from tbspark.thingsboard.rulechain import build_rule_chain, metadata_matches
 
 PKG = "org.thingsboard.rule.engine."
 
@@ -75,8 +75,13 @@ kafka: {bootstrap: "localhost:9092", bootstrap_for_platform: "kafka:19092", topi
 devices:
   - {name: d, zone: Z, telemetry: {windSpeed: {kind: constant, value: 1, rate_hz: 1}}}
 """)
-    assert platform_bootstrap(sc, "localhost:9092") == "kafka:19092"
-    assert platform_bootstrap(tutorial(), "127.0.0.1:9999") == "127.0.0.1:9999"
+    from tbspark.settings import connection_for
+
+    # the scenario's platform-side address wins over the host's (env and flags win over both:
+    # tests/unit/test_settings.py); without one, the host's
+    assert connection_for(sc, "/nonexistent", environ={}).kafka_bootstrap_for_platform == "kafka:19092"
+    assert connection_for(tutorial(), "/nonexistent", environ={"KAFKA_BOOTSTRAP": "127.0.0.1:9999"}
+                          ).kafka_bootstrap_for_platform == "127.0.0.1:9999"
 
 
 def test_stored_chain_upgraded_by_a_newer_server_still_matches():
