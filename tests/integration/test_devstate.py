@@ -195,6 +195,10 @@ def test_gateway_attribute_response_with_several_keys(target):
         read_packets(s, 4)
         sub_id = wait_for(lambda: _device_id(rest, sub), wait_s, "the sub-device")
         assert rest.post(f"/api/plugins/telemetry/DEVICE/{sub_id}/SHARED_SCOPE", {"mode": "eco", "level": 3}).ok
+        # The gateway gets the change without having subscribed to v1/gateway/attributes.
+        (push,), closed = read_packets(s, 4)
+        assert not closed and push.topic == "v1/gateway/attributes"
+        assert json.loads(push.payload) == {"device": sub, "data": {"mode": "eco", "level": 3}}
 
         def ask(request: dict) -> dict:
             s.sendall(c.encode_publish("v1/gateway/attributes/request",

@@ -102,7 +102,13 @@ def test_unknown_interval_type_is_a_bad_request(device):
     http, url, dev = device
     r = http.get(f"{url}/api/plugins/telemetry/DEVICE/{dev}/values/timeseries",
                  params={"keys": "v", "startTs": 0, "endTs": 10, "agg": "AVG", "intervalType": "FORTNIGHT"})
-    assert r.status_code == 400
+    assert r.status_code == 400  # ThingsBoard's words, as measured on 4.3.1.3
+    assert r.json()["message"] == (
+        "Method parameter 'intervalType': Failed to convert value of type 'java.lang.String' to required type "
+        "'org.thingsboard.server.common.data.kv.IntervalType'; Failed to convert from type [java.lang.String] to "
+        "type [@org.springframework.web.bind.annotation.RequestParam org.thingsboard.server.common.data.kv."
+        "IntervalType] for value [FORTNIGHT]")
+    assert r.json()["errorCode"] == 31
 
 
 def test_points_saved_with_a_ttl_expire(device, target):

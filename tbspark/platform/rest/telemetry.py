@@ -243,7 +243,8 @@ async def _history(request: web.Request, eid: str, keys: list[str] | None) -> we
         raise errors.bad_request(f"Unsupported sort order '{order}'! Only 'ASC' or 'DESC' types are allowed.")
     itype = request.query.get("intervalType") or "MILLISECONDS"
     if itype not in intervals.INTERVAL_TYPES:
-        raise errors.bad_request(f"Failed to convert value of type 'java.lang.String' to required type "
+        raise errors.bad_request(f"Method parameter 'intervalType': Failed to convert value of type "
+                                 f"'java.lang.String' to required type "
                                  f"'org.thingsboard.server.common.data.kv.IntervalType'; Failed to convert from type "
                                  f"[java.lang.String] to type [@org.springframework.web.bind.annotation.RequestParam "
                                  f"org.thingsboard.server.common.data.kv.IntervalType] for value [{itype}]")
