@@ -602,6 +602,10 @@ def http_device_api(t: Target, tr: Transcript) -> None:
     tr.http("client rpc malformed", requests.post(f"{base}/rpc", data="{method: 'm',", timeout=30))
     tr.http("rpc reply unknown token", requests.post(f"{t.url}/api/v1/nope{u}/rpc/1", json={}, timeout=30))
     tr.http("attributes malformed", requests.post(f"{base}/attributes", data="{'a': }", timeout=30))
+    big = json.dumps({"pad": "x" * 70_000})
+    tr.http("rpc reply too large", requests.post(f"{base}/rpc/1", data=big, timeout=30))
+    tr.http("client rpc too large unknown token", requests.post(f"{t.url}/api/v1/nope{u}/rpc", data=big, timeout=30))
+    tr.http("telemetry of 70 KB", requests.post(f"{base}/telemetry", data=big, timeout=30))
     delete_devices(t, s, f"tbdiff-{u}-")
 
 
