@@ -378,6 +378,15 @@ def _mqtt_device(level: int):
             "keys": "h", "startTs": T0, "endTs": T0 + 2000, "orderBy": "ASC", "useStrictDataTypes": True},
             timeout=30).json()) and len(b.get("h", [])) == 2 and b, "history")
         tr.add("history read back", body=r)
+        # Value typing where the spelling matters (the payload is sent as written here).
+        edge = ('{"ts": 1700000005000, "values": {"e5": 1e5, "e5f": 1.5e1, "big": 12345678901234567890, '
+                '"dec17": 0.12345678901234567, "sdec": "1.50", "neg0": -0, "bigs": "99999999999999999999", '
+                '"btrue": "true", "empty": "", "arr": [1, "a"], "n": null}}')
+        tr.add("typing edge cases", acked=m.publish("v1/devices/me/telemetry", edge))
+        keys = "e5,e5f,big,dec17,sdec,neg0,bigs,btrue,empty,arr,n"
+        got = wait_for(lambda: (v := latest(t, s, dev, keys)) and v["arr"][0]["value"] is not None and v, "edge values")
+        tr.add("typing edge cases read back", body=latest_values(got))
+        tr.add("typing edge cases as strings", body=latest_values(latest(t, s, dev, keys, strict=False)))
         tr.add("lenient telemetry", acked=m.publish("v1/devices/me/telemetry", "{lenient: 'yes', lnum: 5}"))
         got = wait_for(lambda: (v := latest(t, s, dev, "lenient,lnum")) and v["lnum"][0]["value"] is not None and v,
                        "lenient telemetry")
