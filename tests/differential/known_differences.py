@@ -30,10 +30,4 @@ KNOWN: list[Known] = [
     Known("telemetry_rest", "agg AVG default order/*",
           "Aggregated history without orderBy: ThingsBoard returns buckets oldest-first, the embedded platform "
           "newest-first", "telemetry queries (issue 16 list)"),
-    Known("mqtt_gateway_v4", "shared update pushed unsubscribed/*",
-          "ThingsBoard subscribes a gateway's connected sub-device to its shared-attribute updates without the "
-          "gateway subscribing to v1/gateway/attributes; the embedded platform waits for the subscription",
-          "gateway transport (transport/server.py)"),
-    Known("mqtt_gateway_v5", "shared update pushed unsubscribed/*",
-          "as for mqtt_gateway_v4", "gateway transport (transport/server.py)"),
 ]

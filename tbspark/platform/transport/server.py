@@ -254,11 +254,12 @@ class MqttServer:
                 for p in (payload, gone):
                     if p is not None:
                         s.publish("v1/devices/me/attributes", p)
+        # ThingsBoard subscribes a connected sub-device to its attribute updates itself: its gateway gets
+        # them whether or not it subscribed to v1/gateway/attributes (checked live, tests/differential).
         for s in self.gw_subdevices.get(entity_id, ()):
-            if s.subs & api.SUB_GW_ATTRIBUTES:
-                dev = self.store.device_by_id(entity_id)
-                name = dev.name if dev else entity_id
-                if data:
-                    s.publish("v1/gateway/attributes", api.dumps({"device": name, "data": data}))
-                if deleted:  # as JsonConverter.getJsonObjectForGateway
-                    s.publish("v1/gateway/attributes", api.dumps({"device": name, "data": {"deleted": deleted}}))
+            dev = self.store.device_by_id(entity_id)
+            name = dev.name if dev else entity_id
+            if data:
+                s.publish("v1/gateway/attributes", api.dumps({"device": name, "data": data}))
+            if deleted:  # as JsonConverter.getJsonObjectForGateway
+                s.publish("v1/gateway/attributes", api.dumps({"device": name, "data": {"deleted": deleted}}))
