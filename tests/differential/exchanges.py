@@ -15,6 +15,7 @@ import requests
 from tests.differential.harness import T0, MqttDevice, Target, Transcript, wait_for
 
 EXCHANGES: dict[str, Callable[[Target, Transcript], None]] = {}
+NEEDS_KAFKA = {"chain_to_kafka"}  # exchanges whose target needs ``kafka_bootstrap``
 
 
 def exchange(fn):
@@ -377,6 +378,15 @@ def _mqtt_device(level: int):
             "keys": "h", "startTs": T0, "endTs": T0 + 2000, "orderBy": "ASC", "useStrictDataTypes": True},
             timeout=30).json()) and len(b.get("h", [])) == 2 and b, "history")
         tr.add("history read back", body=r)
+        # Value typing where the spelling matters (the payload is sent as written here).
+        edge = ('{"ts": 1700000005000, "values": {"e5": 1e5, "e5f": 1.5e1, "big": 12345678901234567890, '
+                '"dec17": 0.12345678901234567, "sdec": "1.50", "neg0": -0, "bigs": "99999999999999999999", '
+                '"btrue": "true", "empty": "", "arr": [1, "a"], "n": null}}')
+        tr.add("typing edge cases", acked=m.publish("v1/devices/me/telemetry", edge))
+        keys = "e5,e5f,big,dec17,sdec,neg0,bigs,btrue,empty,arr,n"
+        got = wait_for(lambda: (v := latest(t, s, dev, keys)) and v["arr"][0]["value"] is not None and v, "edge values")
+        tr.add("typing edge cases read back", body=latest_values(got))
+        tr.add("typing edge cases as strings", body=latest_values(latest(t, s, dev, keys, strict=False)))
         tr.add("lenient telemetry", acked=m.publish("v1/devices/me/telemetry", "{lenient: 'yes', lnum: 5}"))
         got = wait_for(lambda: (v := latest(t, s, dev, "lenient,lnum")) and v["lnum"][0]["value"] is not None and v,
                        "lenient telemetry")
@@ -601,4 +611,81 @@ def http_device_api(t: Target, tr: Transcript) -> None:
     tr.http("client rpc malformed", requests.post(f"{base}/rpc", data="{method: 'm',", timeout=30))
     tr.http("rpc reply unknown token", requests.post(f"{t.url}/api/v1/nope{u}/rpc/1", json={}, timeout=30))
     tr.http("attributes malformed", requests.post(f"{base}/attributes", data="{'a': }", timeout=30))
+    big = json.dumps({"pad": "x" * 70_000})
+    tr.http("rpc reply too large", requests.post(f"{base}/rpc/1", data=big, timeout=30))
+    tr.http("client rpc too large unknown token", requests.post(f"{t.url}/api/v1/nope{u}/rpc", data=big, timeout=30))
+    tr.http("telemetry of 70 KB", requests.post(f"{base}/telemetry", data=big, timeout=30))
     delete_devices(t, s, f"tbdiff-{u}-")
+
+
+# -- a device profile's rule chain forwarding to Kafka (tbspark's own chain) ---------------------------
+
+def _kafka_records(bootstrap: str, topic: str, want: int) -> list:
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"tbdiff-{topic}", "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False})
+    c.subscribe([topic])
+    out: list = []
+    try:
+        def more():
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                out.append({"key": m.key().decode(), "value": json.loads(m.value())})
+            return len(out) >= want
+        wait_for(more, "Kafka records")
+    finally:
+        c.close()
+    return sorted(out, key=lambda r: str(r["value"].get("ts")))
+
+
+@exchange
+def chain_to_kafka(t: Target, tr: Transcript) -> None:
+    from types import SimpleNamespace
+
+    from tbspark.stack.kafka import ensure_topic
+    from tbspark.thingsboard.rulechain import build_rule_chain
+
+    s = t.session()
+    u = tr.unique
+    topic = f"tbdiff-{u}-{t.name}"
+    ensure_topic(t.kafka_bootstrap, topic)
+    scenario = SimpleNamespace(name=f"tbdiff-{u}", aggregation=SimpleNamespace(value_key="windSpeed", zone_key="geoZone"),
+                               kafka=SimpleNamespace(topic=topic))
+    chain = build_rule_chain(scenario, t.kafka_bootstrap)
+    r = s.post(f"{t.url}/api/ruleChain", json={"name": f"tbdiff-{u} to Kafka", "type": "CORE"}, timeout=30)
+    rc = tr.http("chain created", r, lambda b: {"type": b["type"], "root": b["root"]})
+    meta = {**chain["metadata"], "ruleChainId": rc["id"]}
+    tr.http("chain metadata saved", s.post(f"{t.url}/api/ruleChain/metadata", json=meta, timeout=30),
+            lambda b: {"nodes": sorted(n["type"].rsplit(".", 1)[1] for n in b["nodes"]),
+                       "connections": len(b["connections"])})
+    r = s.post(f"{t.url}/api/deviceProfile", json={
+        "name": f"tbdiff-{u}-kprof", "type": "DEFAULT", "transportType": "DEFAULT", "provisionType": "DISABLED",
+        "profileData": {"configuration": {"type": "DEFAULT"}, "transportConfiguration": {"type": "DEFAULT"}},
+        "defaultRuleChainId": rc["id"]}, timeout=30)
+    prof = tr.http("profile with the chain", r, lambda b: {"chain": b["defaultRuleChainId"]["id"] == rc["id"]["id"]})
+    token = f"TBDIFFK{u}"
+    r = s.post(f"{t.url}/api/device", json={"name": f"tbdiff-{u}-turbine", "type": f"tbdiff-{u}-kprof",
+                                            "deviceProfileId": prof["id"]}, params={"accessToken": token}, timeout=30)
+    dev = tr.http("device", r, lambda b: {"profile": b["deviceProfileId"]["id"] == prof["id"]["id"]})
+    m = MqttDevice(t, token)
+    m.connect()
+    # The chain reads both client attributes (tellFailureIfAbsent): provision sets them the same way.
+    tr.add("zone attribute", acked=m.publish("v1/devices/me/attributes", json.dumps({"geoZone": "Zone A",
+                                                                                     "deviceType": "turbine"})))
+    tr.add("zone stored", body=wait_for(lambda: len(a := attributes(t, s, dev, "CLIENT_SCOPE", "geoZone,deviceType"))
+                                        == 2 and a, "the zone"))
+    for i in range(3):
+        m.publish("v1/devices/me/telemetry", json.dumps({"ts": T0 + i * 1000, "values": {"windSpeed": 10 + i}}))
+    tr.add("no value: filtered", acked=m.publish("v1/devices/me/telemetry", json.dumps({"ts": T0 + 5000,
+                                                                                       "values": {"temp": 1}})))
+    m.publish("v1/devices/me/telemetry", json.dumps({"ts": T0 + 9000, "values": {"windSpeed": "13.5"}}))
+    tr.add("kafka records", records=_kafka_records(t.kafka_bootstrap, topic, 4))
+    got = wait_for(lambda: (b := s.get(f"{ts_url(t, dev)}/values/timeseries", params={
+        "keys": "windSpeed,temp", "startTs": T0, "endTs": T0 + 10_000, "orderBy": "ASC", "useStrictDataTypes": True},
+        timeout=30).json()) and len(b.get("windSpeed", [])) == 4 and b, "stored points")
+    tr.add("stored points", body=got)
+    m.close()
+    delete_devices(t, s, f"tbdiff-{u}-")
+    tr.http("profile deleted", s.delete(f"{t.url}/api/deviceProfile/{prof['id']['id']}", timeout=30))
+    tr.http("chain deleted", s.delete(f"{t.url}/api/ruleChain/{rc['id']['id']}", timeout=30))

@@ -38,6 +38,7 @@ class Target:
     mqtt_port: int
     username: str = "tenant@thingsboard.org"
     password: str = "tenant"
+    kafka_bootstrap: str | None = None  # a broker the server's Kafka rule node can reach (chain exchanges)
     _token: str | None = field(default=None, repr=False)
 
     def session(self) -> requests.Session:

@@ -24,10 +24,4 @@ KNOWN: list[Known] = [
           "An unreadable entity body gets ThingsBoard's status (500) and errorCode (2) and the start of its "
           "message (\"JSON parse error: …\", \"Required request body is missing\"), not the text of Jackson's "
           "parser or of Spring's method signature that follows", "nobody (by design)"),
-    Known("mqtt_gateway_v4", "shared update pushed unsubscribed/*",
-          "ThingsBoard subscribes a gateway's connected sub-device to its shared-attribute updates without the "
-          "gateway subscribing to v1/gateway/attributes; the embedded platform waits for the subscription",
-          "gateway transport (transport/server.py)"),
-    Known("mqtt_gateway_v5", "shared update pushed unsubscribed/*",
-          "as for mqtt_gateway_v4", "gateway transport (transport/server.py)"),
 ]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.differential.compare import render, split_known, transcript_diff
-from tests.differential.exchanges import EXCHANGES
+from tests.differential.exchanges import EXCHANGES, NEEDS_KAFKA
 from tests.differential.harness import Target, Transcript, new_unique
 from tests.differential.known_differences import KNOWN
 
@@ -25,6 +25,7 @@ RECORD = os.environ.get("TBSPARK_RECORD") == "1"
 TB_VERSION = os.environ.get("TB_VERSION", "4.3.1.3")
 RESULTS: dict[str, dict] = {}  # exchange → outcome, for the terminal summary (conftest)
 _LIVE: dict[str, list] = {}
+NAMES = [pytest.param(n, marks=pytest.mark.kafka) if n in NEEDS_KAFKA else n for n in sorted(EXCHANGES)]
 
 
 def run(name: str, t: Target) -> list[dict]:
@@ -56,8 +57,13 @@ def reference(name: str, live: Target | None) -> list[dict]:
     return rec["transcript"]
 
 
-@pytest.mark.parametrize("name", sorted(EXCHANGES))
-def test_embedded_platform_answers_as_thingsboard(name, embedded, live):
+@pytest.mark.parametrize("name", NAMES)
+def test_embedded_platform_answers_as_thingsboard(name, embedded, live, request):
+    if name in NEEDS_KAFKA:  # the session's broker, which the live server reaches on loopback too
+        bootstrap = request.getfixturevalue("kafka").bootstrap
+        for t in (embedded, live):
+            if t is not None:
+                t.kafka_bootstrap = bootstrap
     expected = reference(name, live)
     got = run(name, embedded)
     diffs = transcript_diff(expected, got)
@@ -70,12 +76,14 @@ def test_embedded_platform_answers_as_thingsboard(name, embedded, live):
 
 
 @pytest.mark.realtb
-@pytest.mark.parametrize("name", sorted(EXCHANGES))
-def test_thingsboard_answers_as_recorded(name, live):
+@pytest.mark.parametrize("name", NAMES)
+def test_thingsboard_answers_as_recorded(name, live, request):
     """The live ThingsBoard against its own recording: catches a recording gone stale (another
     version) or an exchange whose normalisation lets run-to-run noise through."""
     if live is None:
         pytest.skip("TB_URL is not set: no real ThingsBoard to compare with its recording")
+    if name in NEEDS_KAFKA:
+        live.kafka_bootstrap = request.getfixturevalue("kafka").bootstrap
     rec = recording(name)
     if rec is None or RECORD:
         pytest.skip("recording now" if RECORD else f"no recording of {name} yet")

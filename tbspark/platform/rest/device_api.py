@@ -21,6 +21,7 @@ import time
 from aiohttp import web
 
 from tbspark.platform import values
+from tbspark.platform.rest import errors
 from tbspark.platform.rest.common import Param, platform, route
 from tbspark.platform.transport import device_api as api
 
@@ -28,6 +29,7 @@ P = "/api/v1/{deviceToken}"
 TAG = "device-api"
 DEFAULT_TIMEOUT_MS = 60_000   # transport.http.request_timeout
 ASYNC_TIMEOUT_MS = 30_000     # spring.mvc.async.request-timeout: ends any longer wait first, with a 503
+RPC_MAX_PAYLOAD = 65_536      # transport.http.max_payload_size for /api/v1/*/rpc/**
 TIMEOUT_PARAM = Param("timeout", "integer", description="Long-poll timeout in ms (0: the default)")
 
 
@@ -52,8 +54,6 @@ def _timeout_ms(request: web.Request) -> int | None:
 async def _expired(timeout_ms: int) -> web.Response:
     """How a long poll ends when nothing came: the session's own timeout is a 408 with no body, but
     Spring's async timeout (30 s) ends a longer one first, as a 503 with a null message (checked live)."""
-    from tbspark.platform.rest import errors
-
     if timeout_ms < ASYNC_TIMEOUT_MS:
         return _empty(408)
     body = {"message": None, "errorCode": errors.GENERAL, "status": 503, "timestamp": int(time.time() * 1000)}
@@ -62,10 +62,16 @@ async def _expired(timeout_ms: int) -> web.Response:
 
 def _conversion_error(name: str, raw: str, java_type: str) -> web.Response:
     """Spring's answer to a path or query value that is not a number (ThingsBoard's JSON 400)."""
-    from tbspark.platform.rest import errors
-
     return errors.bad_request(f"Method parameter '{name}': Failed to convert value of type 'java.lang.String' "
                               f"to required type '{java_type}'; For input string: \"{raw}\"").response()
+
+
+def _too_large(request: web.Request) -> web.Response | None:
+    """PayloadSizeFilter: an RPC body over 64 KiB is a 413 (a JSON string body), before the token."""
+    if (request.content_length or 0) > RPC_MAX_PAYLOAD:
+        return web.Response(status=413, text=json.dumps(f"Payload size exceeds the limit of {RPC_MAX_PAYLOAD} bytes"),
+                            content_type="application/json")
+    return None
 
 
 def _gson_error(exc: ValueError) -> web.Response:
@@ -166,6 +172,8 @@ async def subscribe_rpc(request: web.Request) -> web.Response:
 
 @route("POST", P + "/rpc/{requestId}", "Reply to a server-side RPC request", TAG, body="text", auth=False)
 async def reply_rpc(request: web.Request) -> web.Response:
+    if (refused := _too_large(request)) is not None:
+        return refused
     device = _device(request)
     raw_id = request.match_info["requestId"]
     try:
@@ -180,6 +188,8 @@ async def reply_rpc(request: web.Request) -> web.Response:
 
 @route("POST", P + "/rpc", "Send a client-side RPC request into the rule chain", TAG, body="text", auth=False)
 async def client_rpc(request: web.Request) -> web.Response:
+    if (refused := _too_large(request)) is not None:
+        return refused
     device = _device(request)
     if device is None:
         return _empty(401)
