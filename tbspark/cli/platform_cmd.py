@@ -47,10 +47,37 @@ def serve(
                 raise UsageError(f"{env_name}={value!r} is not a number of seconds",
                                  f"set {env_name} to an integer, e.g. 9000") from None
 
+    policy = _login_policy()
+
     def ready(info: dict) -> None:
         console.print(f"REST  {info['url']}   (login {user})", highlight=False)
+        console.print(f"UI    {info['ui_url']}", highlight=False)
         if info["mqtt_port"]:
             console.print(f"MQTT  {info['url'].split('//')[1].rsplit(':', 1)[0]}:{info['mqtt_port']}", highlight=False)
         console.print(f"state {root}   pid {info['pid']}   — Ctrl-C to stop", highlight=False)
 
-    run(root, host, http_port, mqtt_port, on_ready=ready, tenant_user=(user, password), **lifetimes)
+    run(root, host, http_port, mqtt_port, on_ready=ready, tenant_user=(user, password), login_policy=policy,
+        **lifetimes)
+
+
+def _login_policy():
+    """The failed-login lockout (docs/security.md): TBSPARK_MAX_FAILED_LOGIN_ATTEMPTS (default 5, 0 =
+    off), TBSPARK_LOGIN_LOCKOUT_S (first lock, default 60), TBSPARK_LOGIN_MAX_LOCKOUT_S (cap, 3600)."""
+    from tbspark.platform.login_throttle import LoginPolicy
+
+    values = {}
+    for key, env_name, kind in (("max_failed_attempts", "TBSPARK_MAX_FAILED_LOGIN_ATTEMPTS", int),
+                                ("lockout_s", "TBSPARK_LOGIN_LOCKOUT_S", float),
+                                ("max_lockout_s", "TBSPARK_LOGIN_MAX_LOCKOUT_S", float)):
+        raw = settings.env(env_name)
+        if raw is not None:
+            try:
+                values[key] = kind(raw)
+            except ValueError:
+                raise UsageError(f"{env_name}={raw!r} is not a number", f"set {env_name} to a number") from None
+    if "lockout_s" in values and "max_lockout_s" not in values:
+        values["max_lockout_s"] = max(values["lockout_s"], LoginPolicy.max_lockout_s)
+    try:
+        return LoginPolicy(**values)
+    except ValueError as exc:
+        raise UsageError(str(exc), "fix the TBSPARK_*LOGIN* variables") from None
