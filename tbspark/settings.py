@@ -19,6 +19,9 @@ Environment variables read here and nowhere else:
     JWT_TOKEN_EXPIRATION_TIME / JWT_REFRESH_TOKEN_EXPIRATION_TIME
                         the embedded platform's token lifetimes in seconds (ThingsBoard's names;
                         default 9000 / 604800; flags --token-ttl-s / --refresh-ttl-s)
+    TBSPARK_MAX_FAILED_LOGIN_ATTEMPTS / TBSPARK_LOGIN_LOCKOUT_S / TBSPARK_LOGIN_MAX_LOCKOUT_S
+                        the embedded platform's failed-login lockout (default 5 / 60 / 3600;
+                        read by `platform serve`, docs/security.md)
 """
 
 from __future__ import annotations

@@ -62,7 +62,8 @@ def serve(
 
 def _login_policy():
     """The failed-login lockout (docs/security.md): TBSPARK_MAX_FAILED_LOGIN_ATTEMPTS (default 5, 0 =
-    off), TBSPARK_LOGIN_LOCKOUT_S (first lock, default 60), TBSPARK_LOGIN_MAX_LOCKOUT_S (cap, 3600)."""
+    off), TBSPARK_LOGIN_LOCKOUT_S (first lock, default 60), TBSPARK_LOGIN_MAX_LOCKOUT_S (cap, 3600).
+    None when none is set: then the platform's saved security settings apply."""
     from tbspark.platform.login_throttle import LoginPolicy
 
     values = {}
@@ -75,6 +76,8 @@ def _login_policy():
                 values[key] = kind(raw)
             except ValueError:
                 raise UsageError(f"{env_name}={raw!r} is not a number", f"set {env_name} to a number") from None
+    if not values:
+        return None  # the platform's saved security settings, else the defaults
     if "lockout_s" in values and "max_lockout_s" not in values:
         values["max_lockout_s"] = max(values["lockout_s"], LoginPolicy.max_lockout_s)
     try:

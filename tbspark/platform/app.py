@@ -33,10 +33,12 @@ from tbspark.state import StateDir, private_dir, private_file, write_json_atomic
 log = logging.getLogger("tbspark.platform")
 
 # Importing the resource modules registers their routes (and feeds the OpenAPI document).
-_REST_MODULES = ("auth", "devices", "profiles", "assets", "telemetry", "rulechains", "rpc", "control")
+_REST_MODULES = ("auth", "security_settings", "devices", "profiles", "assets", "telemetry", "rulechains", "rpc",
+                 "control")
 for _m in _REST_MODULES:
     importlib.import_module(f"tbspark.platform.rest.{_m}")
 from tbspark.platform import openapi  # noqa: E402,F401  (registers /tbspark/openapi.json)
+from tbspark.platform.rest import security_settings  # noqa: E402
 from tbspark.platform.rest.rulechains import root_chain_metadata  # noqa: E402
 
 # Paths under /api that need no token (ThingsBoard's NON_TOKEN_BASED_AUTH_ENTRY_POINTS we serve).
@@ -74,6 +76,8 @@ class Platform:
                  sysadmin: tuple[str, str] = (DEFAULT_SYSADMIN_USERNAME, DEFAULT_SYSADMIN_PASSWORD),
                  access_ttl_s: int = auth_mod.ACCESS_TTL_S, refresh_ttl_s: int = auth_mod.REFRESH_TTL_S,
                  login_policy: LoginPolicy | None = None) -> None:
+        """``login_policy``: the failed-login lockout; None = the saved security settings
+        (POST /api/admin/securitySettings), else LoginPolicy()'s defaults."""
         self.state = StateDir(Path(state_dir)).ensure()
         # The database (password hashes, device tokens) and the JWT signing key: owner-only.
         self.dir = private_dir(self.state.platform_dir)
@@ -83,6 +87,10 @@ class Platform:
             if f == db or f.exists():
                 private_file(f)  # before SQLite opens it: its -wal/-shm copy the database file's mode
         self.store = Store(db)
+        if login_policy is None:  # none given explicitly (TBSPARK_*LOGIN* unset): the saved settings' limit
+            saved = security_settings.load(self.dir)
+            login_policy = LoginPolicy() if saved is None else LoginPolicy(
+                max_failed_attempts=security_settings.max_failed_attempts(saved))
         self.auth = auth_mod.Auth(self.store, auth_mod.load_or_create_key(self.dir), access_ttl_s, refresh_ttl_s,
                                   login_policy=login_policy, revoked_file=self.dir / "revoked_sessions.json")
         self.tenant_id = self.auth.ensure_users(sysadmin, tenant_user)

@@ -130,6 +130,33 @@ def test_failed_logins_lock_the_name_for_a_while_then_success_resets(guarded):
     assert login(u, *TENANT).status_code == 200
 
 
+def test_lockout_is_configured_the_thingsboard_way_and_survives_a_restart(tmp_path):
+    state = tmp_path / "state"
+    p = start_platform(state)
+    try:
+        admin = bearer(login(p.url, *SYSADMIN).json()["token"])
+        settings = requests.get(f"{p.url}/api/admin/securitySettings", headers=admin, timeout=5).json()
+        assert settings["maxFailedLoginAttempts"] == 5 and settings["passwordResetTokenTtl"] == 24  # defaults
+        tenant = bearer(login(p.url, *TENANT).json()["token"])
+        assert requests.post(f"{p.url}/api/admin/securitySettings", json=settings, headers=tenant,
+                             timeout=5).status_code == 403  # system administrator only, as in ThingsBoard
+        bad = requests.post(f"{p.url}/api/admin/securitySettings", headers=admin, timeout=5,
+                            json={**settings, "passwordResetTokenTtl": 25})
+        assert tb_error(bad) == (400, "Validation error: passwordResetTokenTtl must be less than or equal to 24", 31)
+        r = requests.post(f"{p.url}/api/admin/securitySettings", json={**settings, "maxFailedLoginAttempts": 1},
+                          headers=admin, timeout=5)
+        assert r.status_code == 200 and r.json()["maxFailedLoginAttempts"] == 1
+    finally:
+        p.stop()
+    p = start_platform(state)
+    try:
+        assert tb_error(login(p.url, TENANT[0], "wrong")) == (401, "Invalid username or password", 10)
+        assert tb_error(login(p.url, *TENANT)) == (401, LOCKED, 10)  # one failure was enough
+        assert stat.S_IMODE((state / "platform" / "security_settings.json").stat().st_mode) == 0o600
+    finally:
+        p.stop()
+
+
 def test_a_failed_login_costs_the_same_for_known_and_unknown_names(tmp_path):
     """Today's medians were ~35 ms (scrypt) against ~1 ms: a 20x gap that tells which users exist.
     Lockout off here, so every attempt reaches the password check."""
