@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -102,6 +103,7 @@ class Platform:
         self.mqtt_port: int | None = None
         self.requests = 0
         self._check_host = False  # set by start(): on a loopback address, refuse foreign Host names
+        self._hosts: dict[str | None, bool] = {}
 
     def _ensure_root_chain(self) -> None:
         """A root chain like ThingsBoard's: message type switch → save time series / client attributes."""
@@ -183,13 +185,22 @@ class Platform:
         self.store.reset()
         self._ensure_root_chain()
 
+    def _host_ok(self, host: str | None) -> bool:
+        """host_allowed, remembered: clients send the same few Host values on every request."""
+        known = self._hosts.get(host)
+        if known is None:
+            if len(self._hosts) > 256:
+                self._hosts.clear()
+            known = self._hosts[host] = host_allowed(host)
+        return known
+
     # -- the one middleware: auth for /api and /tbspark, ThingsBoard's error bodies for everything -
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Callable) -> web.StreamResponse:
         self.requests += 1
         try:
-            if self._check_host and not host_allowed(request.headers.get("Host")):
+            if self._check_host and not self._host_ok(request.headers.get("Host")):
                 # DNS rebinding: a web page whose own name now points at 127.0.0.1 (docs/security.md).
                 return errors.json_error(403, "This platform listens on loopback and answers only to an IP "
                                               "address or localhost in the Host header", errors.PERMISSION_DENIED)
@@ -253,7 +264,12 @@ def install_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, g
         if fired:
             os._exit(128 + signum)
         fired.append(signum)
-        faulthandler.dump_traceback_later(grace_s, exit=True, file=sys.stderr)
+        try:
+            faulthandler.dump_traceback_later(grace_s, exit=True, file=sys.stderr)
+        except (AttributeError, ValueError, OSError):  # stderr without a file descriptor (embedded use)
+            timer = threading.Timer(grace_s, os._exit, (1,))  # needs the GIL: second best
+            timer.daemon = True
+            timer.start()
         try:
             at_once()
         except OSError:
