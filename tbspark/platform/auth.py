@@ -4,7 +4,8 @@ passwords, and the demo users created on first start.
 
 Hardening (docs/security.md, "Authentication"): failed logins lock the username for a while, longer
 each time (login_throttle.py); a failed login costs one scrypt whether or not the user exists, so
-timing does not tell which usernames exist; logout revokes the session's access and refresh tokens."""
+timing does not tell which usernames exist; logout revokes the session's access and refresh tokens,
+and those of every pair refreshed from the same login (the ``chainId`` claim)."""
 
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ def load_or_create_key(platform_dir: Path) -> bytes:
 
 class RevokedSessions:
     """Session ids ended by ``POST /api/auth/logout`` until their refresh tokens would expire, kept
-    in <state>/platform/revoked_sessions.json (0600) so a restart does not bring them back."""
+    in <state>/platform/revoked_sessions.json (0600) so a restart does not bring them back. The ids
+    are login chains (``chainId``: the session id of the login a pair descends from)."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
@@ -94,7 +96,13 @@ class Principal:
     authority: str
     tenant_id: str
     customer_id: str
-    session_id: str = ""
+    chain_id: str = ""  # the login this token descends from, through refreshes
+
+
+def _chain(claims: dict) -> str:
+    """The login chain of a token: its ``chainId``, or its session id for a token without one."""
+    chain = claims.get("chainId") or claims.get("sessionId")
+    return chain if isinstance(chain, str) else ""
 
 
 class Auth:
@@ -109,8 +117,8 @@ class Auth:
         # Checked when the username is unknown, so that answer costs the same scrypt as a wrong password.
         self._dummy_hash = hash_password(secrets.token_urlsafe(16))
         self.revoked = RevokedSessions(revoked_file)
-        # Verified tokens → (principal, exp, session id): the telemetry hot path skips the HMAC after
-        # the first call; logout drops its session's entries.
+        # Verified tokens → (principal, exp, chain id): the telemetry hot path skips the HMAC after
+        # the first call; logout drops its chain's entries.
         self._verified: dict[str, tuple[Principal, float, str]] = {}
 
     # -- bootstrap -------------------------------------------------------------------------------
@@ -131,11 +139,14 @@ class Auth:
 
     # -- tokens ----------------------------------------------------------------------------------
 
-    def _pair(self, user: User, session: str | None = None) -> dict[str, str]:
-        """A new pair; a refresh keeps the session id (as TB does), so logout ends the whole chain."""
+    def _pair(self, user: User, chain: str | None = None) -> dict[str, str]:
+        """A new pair with a new session id (as TB, also on refresh). ``chainId`` (not TB's) names the
+        login it descends from, so logout also ends the pairs refreshed before it."""
         now = int(time.time())
-        session = session or str(uuid.uuid4())
+        session = str(uuid.uuid4())
+        chain = chain or session
         access = {"sub": user.email, "userId": user.id, "scopes": [user.authority], "sessionId": session,
+                  "chainId": chain,
                   "iss": ISSUER, "iat": now, "exp": now + self.access_ttl_s,
                   "firstName": user.first_name, "lastName": user.last_name, "enabled": user.enabled,
                   "isPublic": False}
@@ -144,6 +155,7 @@ class Auth:
         if user.customer_id != NULL_UUID:
             access["customerId"] = user.customer_id
         refresh = {"sub": user.email, "userId": user.id, "scopes": ["REFRESH_TOKEN"], "sessionId": session,
+                   "chainId": chain,
                    "isPublic": False, "jti": str(uuid.uuid4()), "iss": ISSUER, "iat": now,
                    "exp": now + self.refresh_ttl_s}
         return {"token": jwt.encode(access, self.key, algorithm="HS512"),
@@ -181,15 +193,15 @@ class Auth:
         claims = self._decode(refresh_token)
         if claims.get("scopes") != ["REFRESH_TOKEN"]:
             raise errors.auth_failed("Invalid refresh token")
-        if claims.get("sessionId") in self.revoked:
+        chain = _chain(claims)
+        if chain in self.revoked:
             raise errors.token_expired()  # TB: a token of an invalidated session is "outdated"
         user = self.store.users.get(claims.get("userId", ""))
         if user is None:
             raise errors.auth_failed("User not found")
         if not user.enabled:
             raise errors.auth_failed("User account is not active")
-        session = claims.get("sessionId")
-        return self._pair(user, session if isinstance(session, str) and session else None)
+        return self._pair(user, chain or None)
 
     def verify(self, header_value: str | None) -> Principal:
         """Principal of an ``X-Authorization``/``Authorization`` header value ``Bearer <jwt>``."""
@@ -203,28 +215,29 @@ class Auth:
         scopes = claims.get("scopes") or []
         if scopes == ["REFRESH_TOKEN"] or not scopes:
             raise errors.auth_failed("Invalid username or password")
-        session = claims.get("sessionId")
-        if session in self.revoked:
+        chain = _chain(claims)
+        if chain in self.revoked:
             raise errors.token_expired()
         user = self.store.users.get(claims.get("userId", ""))
         if user is None or user.email != claims.get("sub"):
             raise errors.auth_failed("Invalid username or password")
         if not user.enabled:
             raise errors.auth_failed("User account is not active")
-        principal = Principal(user, scopes[0], user.tenant_id, user.customer_id, str(session or ""))
+        principal = Principal(user, scopes[0], user.tenant_id, user.customer_id, chain)
         if len(self._verified) > 10000:
             self._verified.clear()
-        self._verified[token] = (principal, float(claims["exp"]), principal.session_id)
+        self._verified[token] = (principal, float(claims["exp"]), chain)
         return principal
 
     def logout(self, principal: Principal) -> None:
         """End the caller's session, as ThingsBoard's logout does (UserSessionInvalidationEvent): the
-        access token and the refresh token issued with it stop working, other sessions do not."""
-        if not principal.session_id:
+        access token and the refresh token issued with it stop working, and (beyond TB) so do the
+        pairs of the same login refreshed before; other logins do not."""
+        if not principal.chain_id:
             return
-        # Both tokens of the session expire by now + refresh_ttl_s at the latest.
-        self.revoked.add(principal.session_id, time.time() + self.refresh_ttl_s)
-        self._verified = {t: v for t, v in self._verified.items() if v[2] != principal.session_id}
+        # Every token of the chain expires by now + refresh_ttl_s at the latest.
+        self.revoked.add(principal.chain_id, time.time() + self.refresh_ttl_s)
+        self._verified = {t: v for t, v in self._verified.items() if v[2] != principal.chain_id}
 
     def forget_tokens(self) -> None:
         self._verified.clear()

@@ -181,7 +181,7 @@ def test_logout_ends_the_session_for_good_and_only_that_one(tmp_path):
     p = start_platform(state)
     try:
         a, b = login(p.url, *TENANT).json(), login(p.url, *TENANT).json()
-        # a refreshed pair belongs to the same session (as in ThingsBoard): logout ends the chain
+        # a refreshed pair descends from the same login: logging out of it also ends the pair before it
         a2 = requests.post(f"{p.url}/api/auth/token", json={"refreshToken": a["refreshToken"]}, timeout=5).json()
         assert requests.post(f"{p.url}/api/auth/logout", headers=bearer(a2["token"]), timeout=5).status_code == 200
         for token in (a["token"], a2["token"]):
