@@ -80,9 +80,13 @@ class RevokedSessions:
     def __contains__(self, session_id: object) -> bool:
         return session_id in self._until
 
+    MAX_ENTRIES = 100_000  # ~100k logins (35 ms of scrypt each) within one refresh lifetime to reach it
+
     def add(self, session_id: str, until_s: float) -> None:
         now = time.time()
         self._until = {k: v for k, v in self._until.items() if v > now}  # expired tokens need no entry
+        while len(self._until) >= self.MAX_ENTRIES:  # bounded: the oldest logout is forgotten first
+            del self._until[next(iter(self._until))]
         self._until[session_id] = until_s
         if self.path is not None:
             write_json_atomic(self.path, self._until)

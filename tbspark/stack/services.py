@@ -236,10 +236,10 @@ def _platform_stats(url: str) -> dict | None:
         if login.status_code != 200:
             return None
         headers = {"X-Authorization": "Bearer " + login.json()["token"]}
+        # No logout afterwards: the token never leaves this process, and each logout is a record the
+        # platform keeps for a week (a status loop would pile them up).
         resp = requests.get(f"{url}/tbspark/stats", headers=headers, timeout=2)
-        stats = resp.json() if resp.status_code == 200 else None
-        requests.post(f"{url}/api/auth/logout", headers=headers, timeout=2)  # a probe leaves no session
-        return stats
+        return resp.json() if resp.status_code == 200 else None
     except (requests.RequestException, ValueError, KeyError, TypeError):
         return None
 
