@@ -6,6 +6,7 @@ stops a platform whose event loop is stuck."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import statistics
@@ -21,6 +22,7 @@ import pytest
 import requests
 
 from tests.fixtures.platform import REPO, TENANT, start_platform
+from tests.integration.test_mqtt import wait_for
 
 SYSADMIN = ("sysadmin@thingsboard.org", "sysadmin")
 LOCKED = "User account is locked due to security policy"
@@ -122,10 +124,11 @@ def test_failed_logins_lock_the_name_for_a_while_then_success_resets(guarded):
     # other names are not affected
     assert login(u, *SYSADMIN).status_code == 200
     # the lock ends (1 s here); the right password then works and forgives the failures
-    deadline = time.monotonic() + 15
-    while (r := login(u, *TENANT)).status_code != 200:
-        assert tb_error(r) == (401, LOCKED, 10) and time.monotonic() < deadline
-        time.sleep(0.2)  # poll interval while waiting for the lock to expire
+    def unlocked() -> bool:
+        r = login(u, *TENANT)
+        assert r.status_code == 200 or tb_error(r) == (401, LOCKED, 10)
+        return r.status_code == 200
+    wait_for(unlocked, 15, "the lock to end")
     assert tb_error(login(u, TENANT[0], "wrong")) == (401, "Invalid username or password", 10)
     assert login(u, *TENANT).status_code == 200
 
@@ -253,21 +256,14 @@ def test_sigterm_stops_a_platform_whose_loop_is_stuck(tmp_path, event_loop):
         proc = subprocess.Popen([sys.executable, "-c", SPINNING_PLATFORM, str(state)], cwd=REPO, env=env,
                                 stdout=fh, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while not endpoint.exists():  # readiness: the platform writes endpoint.json when it listens
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-            time.sleep(0.05)
-        url = __import__("json").loads(endpoint.read_text())["url"]
+        # readiness: the platform writes endpoint.json when it listens
+        wait_for(lambda: endpoint.exists() or proc.poll() is not None, 60, "the platform to listen")
+        assert proc.poll() is None, log.read_text()[-2000:]
+        url = json.loads(endpoint.read_text())["url"]
         assert requests.get(f"{url}/tbspark/health", timeout=5).status_code == 200
         threading.Thread(target=lambda: _ignore(lambda: requests.get(f"{url}/test/spin", timeout=30)),
                          daemon=True).start()
-        deadline = time.monotonic() + 20
-        while True:  # stuck once health no longer answers
-            try:
-                requests.get(f"{url}/tbspark/health", timeout=0.5)
-            except requests.RequestException:
-                break
-            assert time.monotonic() < deadline, "the spinning handler never ran"
+        wait_for(lambda: not _answers(f"{url}/tbspark/health"), 20, "the spinning handler to block the loop")
         t0 = time.monotonic()
         os.kill(proc.pid, signal.SIGTERM)
         try:
@@ -284,6 +280,13 @@ def test_sigterm_stops_a_platform_whose_loop_is_stuck(tmp_path, event_loop):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=0.5).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 def _ignore(fn) -> None:
