@@ -66,21 +66,26 @@ def _login_policy():
     None when none is set: then the platform's saved security settings apply."""
     from tbspark.platform.login_throttle import LoginPolicy
 
-    values = {}
-    for key, env_name, kind in (("max_failed_attempts", "TBSPARK_MAX_FAILED_LOGIN_ATTEMPTS", int),
-                                ("lockout_s", "TBSPARK_LOGIN_LOCKOUT_S", float),
-                                ("max_lockout_s", "TBSPARK_LOGIN_MAX_LOCKOUT_S", float)):
+    values: dict = {}
+    for key, env_name, kind, what in (
+            ("max_failed_attempts", "TBSPARK_MAX_FAILED_LOGIN_ATTEMPTS", int, "a whole number, 0 (no lockout) or more"),
+            ("lockout_s", "TBSPARK_LOGIN_LOCKOUT_S", float, "a number of seconds above 0"),
+            ("max_lockout_s", "TBSPARK_LOGIN_MAX_LOCKOUT_S", float, "a number of seconds above 0")):
         raw = settings.env(env_name)
-        if raw is not None:
-            try:
-                values[key] = kind(raw)
-            except ValueError:
-                raise UsageError(f"{env_name}={raw!r} is not a number", f"set {env_name} to a number") from None
+        if raw is None:
+            continue
+        try:
+            value = kind(raw)
+        except ValueError:
+            value = -1
+        if value < 0 or (kind is float and not 0 < value < float("inf")):
+            raise UsageError(f"{env_name}={raw!r} is not {what}", f"set {env_name} to {what}, or unset it")
+        values[key] = value
     if not values:
         return None  # the platform's saved security settings, else the defaults
     if "lockout_s" in values and "max_lockout_s" not in values:
         values["max_lockout_s"] = max(values["lockout_s"], LoginPolicy.max_lockout_s)
-    try:
-        return LoginPolicy(**values)
-    except ValueError as exc:
-        raise UsageError(str(exc), "fix the TBSPARK_*LOGIN* variables") from None
+    if values.get("max_lockout_s", LoginPolicy.max_lockout_s) < values.get("lockout_s", LoginPolicy.lockout_s):
+        raise UsageError("TBSPARK_LOGIN_MAX_LOCKOUT_S is below TBSPARK_LOGIN_LOCKOUT_S",
+                         "the cap must be at least the first lock")
+    return LoginPolicy(**values)

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from tbspark.errors import PortInUseError, StackError
+from tbspark.errors import PortInUseError, StackError, UsageError
 from tbspark.platform import auth as auth_mod
 from tbspark.platform.rest import common, errors
 from tbspark.platform.store import RuleChain, Store
@@ -242,8 +242,8 @@ def stop_grace_s() -> float:
     except ValueError:
         value = -1.0
     if not 0 < value <= 3600:
-        raise StackError(f"TBSPARK_PLATFORM_STOP_GRACE_S={raw!r} is not a number of seconds in (0, 3600]",
-                         "unset it or set e.g. 5")
+        raise UsageError(f"TBSPARK_PLATFORM_STOP_GRACE_S={raw!r} is not a number of seconds in (0, 3600]",
+                         f"unset it (default {STOP_GRACE_S:g} s) or set e.g. 10")
     return value
 
 

@@ -160,6 +160,21 @@ def test_lockout_is_configured_the_thingsboard_way_and_survives_a_restart(tmp_pa
         p.stop()
 
 
+@pytest.mark.parametrize("env, line", [
+    ({"TBSPARK_MAX_FAILED_LOGIN_ATTEMPTS": "-1"},
+     "Error: TBSPARK_MAX_FAILED_LOGIN_ATTEMPTS='-1' is not a whole number, 0 (no lockout) or more — set "
+     "TBSPARK_MAX_FAILED_LOGIN_ATTEMPTS to a whole number, 0 (no lockout) or more, or unset it"),
+    ({"TBSPARK_PLATFORM_STOP_GRACE_S": "never"},
+     "Error: TBSPARK_PLATFORM_STOP_GRACE_S='never' is not a number of seconds in (0, 3600] — unset it "
+     "(default 10 s) or set e.g. 10"),
+])
+def test_a_bad_lockout_or_grace_setting_is_one_clear_error(tmp_path, env, line):
+    r = subprocess.run([sys.executable, "-m", "tbspark", "platform", "serve", "--http-port", "0", "--mqtt-port", "0",
+                        "--state-dir", str(tmp_path / "s")], cwd=REPO, capture_output=True, text=True, timeout=60,
+                       env={**os.environ, **env})
+    assert (r.returncode, r.stderr.strip()) == (2, line)
+
+
 def test_a_failed_login_costs_the_same_for_known_and_unknown_names(tmp_path):
     """Today's medians were ~35 ms (scrypt) against ~1 ms: a 20x gap that tells which users exist.
     Lockout off here, so every attempt reaches the password check."""
