@@ -141,3 +141,22 @@ def test_query_string_and_names_are_shown_as_text_never_run(platform, browser, p
     assert f"{payload} {tag}" in browser.eval("document.querySelector('#devices-table tbody').textContent")
     # nothing reaches the empty-chart message as markup either (no data for this key in the zones)
     assert payload in browser.eval("document.getElementById('zones-chart').textContent")
+
+
+def test_page_renews_an_expired_token_without_asking_again(tmp_path, monkeypatch, browser):
+    monkeypatch.setenv("JWT_TOKEN_EXPIRATION_TIME", "2")  # access tokens of this platform live 2 s
+    state = StateDir(tmp_path / "short-tokens").ensure()
+    p = start_platform(state, http_port=0, mqtt_port=0)
+    try:
+        browser.open(p["ui_url"] + "?refresh_ms=500")
+        log_in(browser)
+        first = browser.eval("sessionStorage.getItem('tbspark.token')")
+        # the page keeps refreshing; once the token has expired it exchanges the refresh token
+        renewed = browser.wait(f"sessionStorage.getItem('tbspark.token') !== {first!r} && "
+                               "sessionStorage.getItem('tbspark.token')", timeout_s=20)
+        assert renewed and browser.eval("document.getElementById('login').hidden") is True
+        loaded_at = browser.eval("document.getElementById('status').textContent")
+        browser.wait(f"document.getElementById('status').textContent !== {loaded_at!r}")  # still updating
+        assert "error" not in browser.eval("document.getElementById('status').className")
+    finally:
+        stop_platform(state)
