@@ -28,7 +28,7 @@ from tbspark.settings import (
 )
 from tbspark.platform.login_throttle import LoginPolicy
 from tbspark.platform.web import PUBLIC_PATHS as _UI_PATHS, UI_PATH
-from tbspark.platform.web.security import host_allowed, is_loopback
+from tbspark.platform.web.security import SAFE_METHODS, host_allowed, is_loopback, origin_allowed
 from tbspark.state import StateDir, private_dir, private_file, write_json_atomic
 
 log = logging.getLogger("tbspark.platform")
@@ -204,6 +204,11 @@ class Platform:
                 # DNS rebinding: a web page whose own name now points at 127.0.0.1 (docs/security.md).
                 return errors.json_error(403, "This platform listens on loopback and answers only to an IP "
                                               "address or localhost in the Host header", errors.PERMISSION_DENIED)
+            if request.method not in SAFE_METHODS and not origin_allowed(request.headers.get("Origin"),
+                                                                      request.headers.get("Host")):
+                # A write a browser sends for another site's page (CSRF), whatever its content type.
+                return errors.json_error(403, "Cross-site requests are not accepted: the Origin is not this "
+                                              "platform", errors.PERMISSION_DENIED)
             path = request.path
             if (path.startswith("/api/") and not path.startswith(_PUBLIC)) or (
                     path.startswith("/tbspark/") and path not in _TBSPARK_PUBLIC):

@@ -69,30 +69,41 @@ def test_controls_need_a_tenant_or_sysadmin_token_except_health(guarded):
 
 def test_cross_site_posts_cannot_reset_or_log_in(guarded):
     """What a web page can make a browser send to 127.0.0.1 without a CORS preflight: a POST with a
-    text/plain, form or no content type, no custom header. None of it changes anything."""
+    text/plain, form or no content type, no custom header. None of it changes anything. Two locks:
+    the browser's Origin header is refused on any write; without it (no browser sends a POST without
+    one, but if) the token and the JSON content type are still required."""
     u = guarded.url
     tenant = requests.Session()
     tenant.headers.update(bearer(login(u, *TENANT).json()["token"]))
     name = f"survivor {uuid.uuid4().hex[:6]}"
     assert tenant.post(f"{u}/api/device", json={"name": name, "type": "t"}, timeout=5).status_code == 200
-    cross_site = {"Origin": "http://evil.example", "Referer": "http://evil.example/"}
-    for ctype, body in (("text/plain", "{}"), ("application/x-www-form-urlencoded", "a=b"),
-                        ("multipart/form-data; boundary=x", "--x--"), (None, b"")):
-        headers = {**cross_site, **({"Content-Type": ctype} if ctype else {})}
-        r = requests.post(f"{u}/tbspark/reset", data=body, headers=headers, timeout=5)
-        assert r.status_code == 401 and "Access-Control-Allow-Origin" not in r.headers, ctype
-        # the login answer would be unreadable cross-site anyway, but it is not even given
-        creds = f'{{"username": "{TENANT[0]}", "password": "{TENANT[1]}"}}'
-        r = requests.post(f"{u}/api/auth/login", data=creds, headers=headers, timeout=5)
-        assert r.status_code == 415 and "token" not in r.text, ctype
+    creds = f'{{"username": "{TENANT[0]}", "password": "{TENANT[1]}"}}'
+    for origin in ({"Origin": "http://evil.example"}, {"Origin": "null"}, {}):
+        for ctype, body in (("text/plain", "{}"), ("application/x-www-form-urlencoded", "a=b"),
+                            ("multipart/form-data; boundary=x", "--x--"), (None, b"")):
+            headers = {**origin, **({"Content-Type": ctype} if ctype else {})}
+            r = requests.post(f"{u}/tbspark/reset", data=body, headers=headers, timeout=5)
+            assert r.status_code == (403 if origin else 401), (origin, ctype, r.status_code)
+            assert "Access-Control-Allow-Origin" not in r.headers
+            # the login answer would be unreadable cross-site anyway, but it is not even given
+            r = requests.post(f"{u}/api/auth/login", data=creds, headers=headers, timeout=5)
+            assert r.status_code == (403 if origin else 415) and "token" not in r.text, (origin, ctype)
+    # the Origin check alone: even a well-formed login from another site's page is refused
+    r = requests.post(f"{u}/api/auth/login", data=creds, timeout=5,
+                      headers={"Origin": "http://evil.example", "Content-Type": "application/json"})
+    assert tb_error(r)[0] == 403 and "token" not in r.text
     # the platform never grants a preflight, so the browser never sends the real request
-    pre = requests.options(f"{u}/tbspark/reset", headers={**cross_site, "Access-Control-Request-Method": "POST",
+    pre = requests.options(f"{u}/tbspark/reset", headers={"Origin": "http://evil.example",
+                                                          "Access-Control-Request-Method": "POST",
                                                           "Access-Control-Request-Headers": "x-authorization"},
                            timeout=5)
     assert "Access-Control-Allow-Origin" not in pre.headers
     assert tenant.get(f"{u}/api/tenant/devices", params={"deviceName": name}, timeout=5).status_code == 200
-    # with the token (a preflighted or non-browser call) the control works
-    assert tenant.post(f"{u}/tbspark/reset", timeout=5).json() == {"reset": True}
+    # the page's own origin may write (the live page logs in this way), and with the token the
+    # control works
+    own = {"Origin": u, "Content-Type": "application/json"}
+    assert requests.post(f"{u}/api/auth/login", data=creds, headers=own, timeout=30).status_code == 200
+    assert tenant.post(f"{u}/tbspark/reset", headers={"Origin": u}, timeout=5).json() == {"reset": True}
     assert tenant.get(f"{u}/api/tenant/devices", params={"deviceName": name}, timeout=5).status_code == 404
 
 

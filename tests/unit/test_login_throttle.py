@@ -7,7 +7,7 @@ import pytest
 
 from tbspark.platform.login_throttle import LOCKED_MESSAGE, LoginPolicy, LoginThrottle
 from tbspark.platform.rest.errors import TbHttpError
-from tbspark.platform.web.security import host_allowed, is_loopback
+from tbspark.platform.web.security import host_allowed, is_loopback, origin_allowed
 
 
 class Clock:
@@ -113,3 +113,16 @@ def test_host_header_check(host, allowed):
 def test_loopback_binding():
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.2")
+
+
+@pytest.mark.parametrize("origin, host, allowed", [
+    (None, "127.0.0.1:8080", True),                      # devices, SDKs, curl: no Origin
+    ("http://127.0.0.1:8080", "127.0.0.1:8080", True),   # the live page itself
+    ("http://LOCALHOST:8080", "localhost:8080", True),
+    ("http://evil.example", "127.0.0.1:8080", False),
+    ("http://127.0.0.1:9999", "127.0.0.1:8080", False),  # another local server's page
+    ("null", "127.0.0.1:8080", False),                   # sandboxed frame, file: page
+    ("http://127.0.0.1:8080", None, False),
+])
+def test_origin_check(origin, host, allowed):
+    assert origin_allowed(origin, host) is allowed

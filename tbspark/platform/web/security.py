@@ -1,6 +1,7 @@
 """What keeps the live page and the platform's HTTP side safe from other web pages: the page's
-response headers (a strict Content-Security-Policy among them) and the Host check that defeats DNS
-rebinding on a loopback-bound platform. docs/security.md says what each one stops."""
+response headers (a strict Content-Security-Policy among them), the Origin check that refuses any
+write a browser sends on behalf of another site, and the Host check that defeats DNS rebinding on a
+loopback-bound platform. docs/security.md says what each one stops."""
 
 from __future__ import annotations
 
@@ -56,3 +57,18 @@ def host_allowed(host_header: str | None) -> bool:
         return True
     except ValueError:
         return False
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def origin_allowed(origin: str | None, host_header: str | None) -> bool:
+    """May a state-changing request with this ``Origin`` go through? Browsers send Origin with every
+    POST, PUT, PATCH and DELETE, cross-site ones included (even the "simple" ones that need no CORS
+    preflight); devices, SDKs, curl and the CLI send none. So: no Origin, or the platform's own
+    (the live page), and nothing else; ``null`` (sandboxed frames, file: pages) is refused too."""
+    if origin is None:
+        return True
+    if not host_header or "://" not in origin:
+        return False
+    return origin.split("://", 1)[1].rstrip("/").lower() == host_header.strip().lower()
