@@ -307,10 +307,19 @@ def latency_split(p: Pipeline, start: dict[int, int], end: dict[int, int], batch
     }
 
 
+_OPERATOR: dict[str, dict[str, str]] = {}  # platform url -> X-Authorization header
+
+
 def platform_messages(p: Pipeline) -> int:
     import requests
 
-    stats = requests.get(f"{p.services['platform']['url']}/tbspark/stats", timeout=30).json()
+    url = p.services["platform"]["url"]
+    if url not in _OPERATOR:  # /tbspark/stats takes the tenant's JWT, like /api (one login per run)
+        login = requests.post(f"{url}/api/auth/login", json={"username": "tenant@thingsboard.org",
+                                                            "password": "tenant"}, timeout=30)
+        login.raise_for_status()
+        _OPERATOR[url] = {"X-Authorization": "Bearer " + login.json()["token"]}
+    stats = requests.get(f"{url}/tbspark/stats", headers=_OPERATOR[url], timeout=30).json()
     return int((stats.get("mqtt") or {}).get("messages", 0))
 
 

@@ -323,7 +323,8 @@ def platform_load(info, server, tokens, level, qos, args, broker=None) -> dict:
     """One row per run: the load runs ``window_s`` after warm-up, then stops, and the window closes
     only when the platform has processed everything it received (queue empty), so the messages
     counted and the CPU time measured belong together even though the platform works in batches."""
-    stats = lambda: requests.get(info["url"] + "/tbspark/stats", timeout=60).json()  # noqa: E731
+    operator = Rest(info["url"]).s  # /tbspark/stats takes the tenant's JWT, like /api
+    stats = lambda: operator.get(info["url"] + "/tbspark/stats", timeout=60).json()  # noqa: E731
     queued = lambda: stats()["mqtt"]["queued"]  # noqa: E731
     rows = []
     for _ in range(args.windows):

@@ -31,6 +31,9 @@ Environment variables read here and nowhere else:
     DEFAULT_INACTIVITY_TIMEOUT / DEFAULT_STATE_CHECK_INTERVAL / TB_TRANSPORT_SESSIONS_REPORT_TIMEOUT
                         the embedded platform's device state (ThingsBoard's names and defaults: 600 s,
                         60 s, 3000 ms; read by `tbspark platform serve`)
+    TBSPARK_MAX_FAILED_LOGIN_ATTEMPTS / TBSPARK_LOGIN_LOCKOUT_S / TBSPARK_LOGIN_MAX_LOCKOUT_S
+                        the embedded platform's failed-login lockout (default 5 / 60 / 3600;
+                        read by `platform serve`, docs/security.md)
 """
 
 from __future__ import annotations

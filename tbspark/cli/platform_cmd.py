@@ -70,6 +70,7 @@ def serve(
                 raise UsageError(f"{env_name}={value!r} is not a positive number of {unit}",
                                  f"set {env_name} to a number above 0, or unset it")
             device_state[key] = int(number) if key == "report_ms" else number
+    policy = _login_policy()
 
     def ready(info: dict) -> None:
         if as_json:
@@ -77,9 +78,41 @@ def serve(
                         "pid": info["pid"], "username": user})
             return
         console.print(f"REST  {info['url']}   (login {user})", highlight=False)
+        console.print(f"UI    {info['ui_url']}", highlight=False)
         if info["mqtt_port"]:
             console.print(f"MQTT  {info['url'].split('//')[1].rsplit(':', 1)[0]}:{info['mqtt_port']}", highlight=False)
         console.print(f"state {root}   pid {info['pid']}   — Ctrl-C to stop", highlight=False)
 
     run(root, host, http_port, mqtt_port, on_ready=ready, tenant_user=(user, password), device_state=device_state,
-        **lifetimes)
+        login_policy=policy, **lifetimes)
+
+
+def _login_policy():
+    """The failed-login lockout (docs/security.md): TBSPARK_MAX_FAILED_LOGIN_ATTEMPTS (default 5, 0 =
+    off), TBSPARK_LOGIN_LOCKOUT_S (first lock, default 60), TBSPARK_LOGIN_MAX_LOCKOUT_S (cap, 3600).
+    None when none is set: then the platform's saved security settings apply."""
+    from tbspark.platform.login_throttle import LoginPolicy
+
+    values: dict = {}
+    for key, env_name, kind, what in (
+            ("max_failed_attempts", "TBSPARK_MAX_FAILED_LOGIN_ATTEMPTS", int, "a whole number, 0 (no lockout) or more"),
+            ("lockout_s", "TBSPARK_LOGIN_LOCKOUT_S", float, "a number of seconds above 0"),
+            ("max_lockout_s", "TBSPARK_LOGIN_MAX_LOCKOUT_S", float, "a number of seconds above 0")):
+        raw = settings.env(env_name)
+        if raw is None:
+            continue
+        try:
+            value = kind(raw)
+        except ValueError:
+            value = -1
+        if value < 0 or (kind is float and not 0 < value < float("inf")):
+            raise UsageError(f"{env_name}={raw!r} is not {what}", f"set {env_name} to {what}, or unset it")
+        values[key] = value
+    if not values:
+        return None  # the platform's saved security settings, else the defaults
+    if "lockout_s" in values and "max_lockout_s" not in values:
+        values["max_lockout_s"] = max(values["lockout_s"], LoginPolicy.max_lockout_s)
+    if values.get("max_lockout_s", LoginPolicy.max_lockout_s) < values.get("lockout_s", LoginPolicy.lockout_s):
+        raise UsageError("TBSPARK_LOGIN_MAX_LOCKOUT_S is below TBSPARK_LOGIN_LOCKOUT_S",
+                         "the cap must be at least the first lock")
+    return LoginPolicy(**values)

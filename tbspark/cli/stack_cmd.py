@@ -47,6 +47,7 @@ def up(
     p = services.get("platform")
     if p:
         console.print(f"[green]✓[/green] Platform   {p['url']}  MQTT port {p['mqtt_port']}  (pid {p['pid']}, log {p['log']})")
+        console.print(f"  live page  {p['ui_url']}  (log in as the tenant)", highlight=False)
 
 
 @stack_app.command("down")
@@ -99,8 +100,9 @@ def status(
         state = _state(k["alive"], k.get("answers"))
         table.add_row("kafka", f"{k['bootstrap']} (controller :{k['controller_port']})", str(k["pid"]), state)
     if p:
-        state = _state(p["alive"], p.get("stats") is not None if p["alive"] else None)
+        state = _state(p["alive"], p.get("answers") if p["alive"] else None)
         table.add_row("platform", f"{p['url']} (MQTT :{p['mqtt_port']})", str(p["pid"]), state)
+        table.add_row("live page", p.get("ui_url", ""), "", "")
     if k or p:
         console.print(table)
     if p and p.get("stats"):

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import faulthandler
 import fcntl
 import importlib
 import logging
 import os
 import signal
+import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
 from aiohttp import web
 
-from tbspark.errors import PortInUseError, StackError
+from tbspark.errors import PortInUseError, StackError, UsageError
 from tbspark.platform import auth as auth_mod
 from tbspark.platform.limits import Limits
 from tbspark.platform.rest import common, errors
@@ -24,27 +27,39 @@ from tbspark.platform.store.models import new_id, now_ms
 from tbspark.settings import (
     DEFAULT_PASSWORD, DEFAULT_SYSADMIN_PASSWORD, DEFAULT_SYSADMIN_USERNAME, DEFAULT_USERNAME, platform_limits,
 )
-from tbspark.state import StateDir, write_json_atomic
+from tbspark.platform.login_throttle import LoginPolicy
+from tbspark.platform.web import PUBLIC_PATHS as _UI_PATHS, UI_PATH
+from tbspark.platform.web.security import SAFE_METHODS, host_allowed, is_loopback, origin_allowed
+from tbspark.state import StateDir, private_dir, private_file, write_json_atomic
 
 log = logging.getLogger("tbspark.platform")
 
 # Importing the resource modules registers their routes (and feeds the OpenAPI document).
-_REST_MODULES = ("auth", "devices", "profiles", "assets", "telemetry", "rulechains", "rpc", "control", "device_api")
+_REST_MODULES = ("auth", "security_settings", "devices", "profiles", "assets", "telemetry", "rulechains", "rpc",
+                 "control", "device_api")
 for _m in _REST_MODULES:
     importlib.import_module(f"tbspark.platform.rest.{_m}")
 from tbspark.platform import openapi  # noqa: E402,F401  (registers /tbspark/openapi.json)
+from tbspark.platform.rest import security_settings  # noqa: E402
 from tbspark.platform.rest.rulechains import root_chain_metadata  # noqa: E402
 
 # Paths under /api that need no token (ThingsBoard's NON_TOKEN_BASED_AUTH_ENTRY_POINTS we serve).
 _PUBLIC = ("/api/auth/login", "/api/auth/token", "/api/noauth/", "/api/v1/")
+# Under /tbspark/ everything needs a token except these: the liveness probe, the API description and
+# the live page's own files (a browser opening a URL sends no token; the page holds no data).
+_TBSPARK_PUBLIC = frozenset({"/tbspark/health", "/tbspark/openapi.json"}) | _UI_PATHS
 MAX_BODY_BYTES = 16 * 1024 * 1024
 TTL_SWEEP_S = 60.0  # how often points past their TTL are deleted (reads leave them out at once)
+# After SIGTERM/SIGINT the platform has this long to stop cleanly; then it exits anyway, even when its
+# event loop never gets a turn (a handler or rule chain that spins). Below `stack down`'s 15 s before
+# SIGKILL, so the stacks of a stuck platform reach its log. TBSPARK_PLATFORM_STOP_GRACE_S.
+STOP_GRACE_S = 10.0
 
 
 def _lock_state_dir(platform_dir: Path) -> int:
     """One platform per state directory: a second one would fight over the SQLite writer."""
     path = platform_dir / "platform.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -64,15 +79,27 @@ class Platform:
                  sysadmin: tuple[str, str] = (DEFAULT_SYSADMIN_USERNAME, DEFAULT_SYSADMIN_PASSWORD),
                  access_ttl_s: int = auth_mod.ACCESS_TTL_S, refresh_ttl_s: int = auth_mod.REFRESH_TTL_S,
                  limits: Limits | None = None,
-                 device_state: dict | None = None) -> None:
+                 device_state: dict | None = None,
+                 login_policy: LoginPolicy | None = None) -> None:
+        """``login_policy``: the failed-login lockout; None = the saved security settings
+        (POST /api/admin/securitySettings), else LoginPolicy()'s defaults."""
         # Connection deadlines and the half-open cap (platform/limits.py; TBSPARK_* overrides).
         self.limits = limits or Limits.from_overrides(platform_limits())
         self.state = StateDir(Path(state_dir)).ensure()
-        self.dir = self.state.platform_dir
-        self.dir.mkdir(parents=True, exist_ok=True)
+        # The database (password hashes, device tokens) and the JWT signing key: owner-only.
+        self.dir = private_dir(self.state.platform_dir)
         self._lock_fd = _lock_state_dir(self.dir)
-        self.store = Store(self.dir / "platform.db")
-        self.auth = auth_mod.Auth(self.store, auth_mod.load_or_create_key(self.dir), access_ttl_s, refresh_ttl_s)
+        db = self.dir / "platform.db"
+        for f in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+            if f == db or f.exists():
+                private_file(f)  # before SQLite opens it: its -wal/-shm copy the database file's mode
+        self.store = Store(db)
+        if login_policy is None:  # none given explicitly (TBSPARK_*LOGIN* unset): the saved settings' limit
+            saved = security_settings.load(self.dir)
+            login_policy = LoginPolicy() if saved is None else LoginPolicy(
+                max_failed_attempts=security_settings.max_failed_attempts(saved))
+        self.auth = auth_mod.Auth(self.store, auth_mod.load_or_create_key(self.dir), access_ttl_s, refresh_ttl_s,
+                                  login_policy=login_policy, revoked_file=self.dir / "revoked_sessions.json")
         self.tenant_id = self.auth.ensure_users(sysadmin, tenant_user)
         self._ensure_root_chain()
         self.engine: Any = None
@@ -84,6 +111,8 @@ class Platform:
         self.http_port: int | None = None
         self.mqtt_port: int | None = None
         self.requests = 0
+        self._check_host = False  # set by start(): on a loopback address, refuse foreign Host names
+        self._hosts: dict[str | None, bool] = {}
 
     def _ensure_root_chain(self) -> None:
         """A root chain like ThingsBoard's: message type switch → save time series / client attributes."""
@@ -113,6 +142,7 @@ class Platform:
 
         from tbspark.platform.devstate import DeviceStateService
 
+        self._check_host = is_loopback(host)
         self.engine = RuleEngine(self.store)
         await self.engine.start()
         self.devstate = DeviceStateService(self.store, self.engine, **self._device_state_options)
@@ -196,14 +226,33 @@ class Platform:
             self.devstate.clear()
         self._ensure_root_chain()
 
-    # -- the one middleware: auth for /api, ThingsBoard's error bodies for everything ------------
+    def _host_ok(self, host: str | None) -> bool:
+        """host_allowed, remembered: clients send the same few Host values on every request."""
+        known = self._hosts.get(host)
+        if known is None:
+            if len(self._hosts) > 256:
+                self._hosts.clear()
+            known = self._hosts[host] = host_allowed(host)
+        return known
+
+    # -- the one middleware: auth for /api and /tbspark, ThingsBoard's error bodies for everything -
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Callable) -> web.StreamResponse:
         self.requests += 1
         try:
+            if self._check_host and not self._host_ok(request.headers.get("Host")):
+                # DNS rebinding: a web page whose own name now points at 127.0.0.1 (docs/security.md).
+                return errors.json_error(403, "This platform listens on loopback and answers only to an IP "
+                                              "address or localhost in the Host header", errors.PERMISSION_DENIED)
+            if request.method not in SAFE_METHODS and not origin_allowed(request.headers.get("Origin"),
+                                                                      request.headers.get("Host")):
+                # A write a browser sends for another site's page (CSRF), whatever its content type.
+                return errors.json_error(403, "Cross-site requests are not accepted: the Origin is not this "
+                                              "platform", errors.PERMISSION_DENIED)
             path = request.path
-            if path.startswith("/api/") and not path.startswith(_PUBLIC):
+            if (path.startswith("/api/") and not path.startswith(_PUBLIC)) or (
+                    path.startswith("/tbspark/") and path not in _TBSPARK_PUBLIC):
                 header = request.headers.get("X-Authorization") or request.headers.get("Authorization")
                 request[common.PRINCIPAL_KEY] = self.auth.verify(header)
             return await handler(request)
@@ -230,21 +279,78 @@ def endpoint_file(state_dir: Path) -> Path:
     return StateDir(Path(state_dir)).platform_dir / "endpoint.json"
 
 
+def stop_grace_s() -> float:
+    raw = os.environ.get("TBSPARK_PLATFORM_STOP_GRACE_S", "").strip()
+    if not raw:
+        return STOP_GRACE_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise UsageError(f"TBSPARK_PLATFORM_STOP_GRACE_S={raw!r} is not a number of seconds in (0, 3600]",
+                         f"unset it (default {STOP_GRACE_S:g} s) or set e.g. 10")
+    return value
+
+
+def install_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, grace_s: float,
+                         at_once: Callable[[], None] = lambda: None) -> None:
+    """SIGTERM/SIGINT stop the platform cleanly, and always stop the process within ``grace_s``.
+
+    The handlers are Python-level (signal.signal), not loop.add_signal_handler: those only run when
+    the event loop gets a turn, which a spinning handler never gives it. A Python-level handler runs
+    in the main thread between two bytecodes, whatever the loop is doing. It asks the loop to stop
+    and arms faulthandler's watchdog, a C thread that needs neither the loop nor the GIL: if the
+    process is still alive ``grace_s`` later, it writes every thread's stack to the log (what was
+    stuck) and exits with status 1. A second signal exits at once. ``at_once`` runs in the handler
+    (it must be quick and safe anywhere: the endpoint record is removed this way)."""
+    fired = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if fired:
+            os._exit(128 + signum)
+        fired.append(signum)
+        try:
+            faulthandler.dump_traceback_later(grace_s, exit=True, file=sys.stderr)
+        except (AttributeError, ValueError, OSError):  # stderr without a file descriptor (embedded use)
+            timer = threading.Timer(grace_s, os._exit, (1,))  # needs the GIL: second best
+            timer.daemon = True
+            timer.start()
+        try:
+            at_once()
+        except OSError:
+            pass
+        try:
+            loop.call_soon_threadsafe(stop.set)
+        except RuntimeError:  # the loop is already closed: nothing left to stop cleanly
+            os._exit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+
+
 def serve(state_dir: Path, host: str = "127.0.0.1", http_port: int = 8080, mqtt_port: int = 1883,
           on_ready: Callable[[dict], None] | None = None, **platform_kwargs: Any) -> None:
     """Run the platform in the foreground until SIGTERM/SIGINT. When it listens, write
-    <state>/platform/endpoint.json {"url","http_port","mqtt_port","pid"} atomically and call ``on_ready``."""
+    <state>/platform/endpoint.json {"url","ui_url","http_port","mqtt_port","pid"} atomically and call
+    ``on_ready``. After a stop signal the process is gone within the grace period (stop_grace_s())."""
     endpoint = endpoint_file(state_dir)
+    grace_s = stop_grace_s()
 
     async def main() -> None:
+        stop = asyncio.Event()
+        # First: a signal during start (a slow database open) must stop the process too.
+        install_stop_signals(asyncio.get_running_loop(), stop, grace_s,
+                             at_once=lambda: endpoint.unlink(missing_ok=True))
         platform = Platform(state_dir, **platform_kwargs)  # takes the state dir's lock first
         endpoint.unlink(missing_ok=True)  # a stale record must never look like readiness
         http, mqtt = await platform.start(host, http_port, mqtt_port)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        info = {"url": f"http://{host}:{http}", "http_port": http, "mqtt_port": mqtt, "pid": os.getpid()}
+        await asyncio.sleep(0)  # lets a stop requested during start take effect
+        if stop.is_set():
+            await platform.stop()
+            return
+        url = f"http://{host}:{http}"
+        info = {"url": url, "ui_url": url + UI_PATH, "http_port": http, "mqtt_port": mqtt, "pid": os.getpid()}
         write_json_atomic(endpoint, info)
         if on_ready:
             on_ready(info)

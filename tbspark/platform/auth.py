@@ -1,6 +1,11 @@
 """JWT auth as ThingsBoard does it (§1): HS512 tokens with TB's claims, a per-install signing key
 kept in <state>/platform/, default lifetimes 9000 s (access) and 604800 s (refresh), scrypt-hashed
-passwords, and the demo users created on first start."""
+passwords, and the demo users created on first start.
+
+Hardening (docs/security.md, "Authentication"): failed logins lock the username for a while, longer
+each time (login_throttle.py); a failed login costs one scrypt whether or not the user exists, so
+timing does not tell which usernames exist; logout revokes the session's access and refresh tokens,
+and those of every pair refreshed from the same login (the ``chainId`` claim)."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from pathlib import Path
 
 import jwt
 
+from tbspark.platform.login_throttle import LoginPolicy, LoginThrottle
 from tbspark.platform.rest import errors
 from tbspark.platform.store import NULL_UUID, Store, User
 from tbspark.platform.store.models import new_id, now_ms
@@ -47,11 +53,43 @@ def load_or_create_key(platform_dir: Path) -> bytes:
     path = platform_dir / "jwt_signing_key.json"
     if path.exists():
         import json
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)  # a key file from an older install, written before it was private
         return base64.b64decode(json.loads(path.read_text())["signingKey"])
     key = secrets.token_bytes(64)
-    write_json_atomic(path, {"signingKey": base64.b64encode(key).decode()})
-    os.chmod(path, 0o600)
+    write_json_atomic(path, {"signingKey": base64.b64encode(key).decode()})  # 0600
     return key
+
+
+class RevokedSessions:
+    """Session ids ended by ``POST /api/auth/logout`` until their refresh tokens would expire, kept
+    in <state>/platform/revoked_sessions.json (0600) so a restart does not bring them back. The ids
+    are login chains (``chainId``: the session id of the login a pair descends from)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._until: dict[str, float] = {}
+        if path is not None and path.exists():
+            import json
+            try:
+                raw = json.loads(path.read_text())
+                self._until = {str(k): float(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+            except (OSError, ValueError, TypeError):
+                self._until = {}  # unreadable: tokens issued before it stay valid until they expire
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._until
+
+    MAX_ENTRIES = 100_000  # ~100k logins (35 ms of scrypt each) within one refresh lifetime to reach it
+
+    def add(self, session_id: str, until_s: float) -> None:
+        now = time.time()
+        self._until = {k: v for k, v in self._until.items() if v > now}  # expired tokens need no entry
+        while len(self._until) >= self.MAX_ENTRIES:  # bounded: the oldest logout is forgotten first
+            del self._until[next(iter(self._until))]
+        self._until[session_id] = until_s
+        if self.path is not None:
+            write_json_atomic(self.path, self._until)
 
 
 @dataclass(frozen=True)
@@ -62,17 +100,30 @@ class Principal:
     authority: str
     tenant_id: str
     customer_id: str
+    chain_id: str = ""  # the login this token descends from, through refreshes
+
+
+def _chain(claims: dict) -> str:
+    """The login chain of a token: its ``chainId``, or its session id for a token without one."""
+    chain = claims.get("chainId") or claims.get("sessionId")
+    return chain if isinstance(chain, str) else ""
 
 
 class Auth:
     def __init__(self, store: Store, key: bytes, access_ttl_s: int = ACCESS_TTL_S,
-                 refresh_ttl_s: int = REFRESH_TTL_S) -> None:
+                 refresh_ttl_s: int = REFRESH_TTL_S, login_policy: LoginPolicy | None = None,
+                 revoked_file: Path | None = None) -> None:
         self.store = store
         self.key = key
         self.access_ttl_s = access_ttl_s
         self.refresh_ttl_s = refresh_ttl_s
-        # Verified tokens → (principal, exp): the telemetry hot path skips the HMAC after the first call.
-        self._verified: dict[str, tuple[Principal, float]] = {}
+        self.throttle = LoginThrottle(login_policy or LoginPolicy())
+        # Checked when the username is unknown, so that answer costs the same scrypt as a wrong password.
+        self._dummy_hash = hash_password(secrets.token_urlsafe(16))
+        self.revoked = RevokedSessions(revoked_file)
+        # Verified tokens → (principal, exp, chain id): the telemetry hot path skips the HMAC after
+        # the first call; logout drops its chain's entries.
+        self._verified: dict[str, tuple[Principal, float, str]] = {}
 
     # -- bootstrap -------------------------------------------------------------------------------
 
@@ -92,10 +143,14 @@ class Auth:
 
     # -- tokens ----------------------------------------------------------------------------------
 
-    def _pair(self, user: User) -> dict[str, str]:
+    def _pair(self, user: User, chain: str | None = None) -> dict[str, str]:
+        """A new pair with a new session id (as TB, also on refresh). ``chainId`` (not TB's) names the
+        login it descends from, so logout also ends the pairs refreshed before it."""
         now = int(time.time())
         session = str(uuid.uuid4())
+        chain = chain or session
         access = {"sub": user.email, "userId": user.id, "scopes": [user.authority], "sessionId": session,
+                  "chainId": chain,
                   "iss": ISSUER, "iat": now, "exp": now + self.access_ttl_s,
                   "firstName": user.first_name, "lastName": user.last_name, "enabled": user.enabled,
                   "isPublic": False}
@@ -104,17 +159,24 @@ class Auth:
         if user.customer_id != NULL_UUID:
             access["customerId"] = user.customer_id
         refresh = {"sub": user.email, "userId": user.id, "scopes": ["REFRESH_TOKEN"], "sessionId": session,
+                   "chainId": chain,
                    "isPublic": False, "jti": str(uuid.uuid4()), "iss": ISSUER, "iat": now,
                    "exp": now + self.refresh_ttl_s}
         return {"token": jwt.encode(access, self.key, algorithm="HS512"),
                 "refreshToken": jwt.encode(refresh, self.key, algorithm="HS512")}
 
     def login(self, username: object, password: object) -> dict[str, str]:
+        """A JWT pair, or TB's 401. Runs off the event loop (scrypt). Every failure path for a
+        well-formed request costs one scrypt, known user or not; a locked username costs none and
+        answers the same whether it exists or not (the throttle counts unknown names too)."""
         if not isinstance(username, str) or not isinstance(password, str) or not username.strip() or not password:
             raise errors.auth_failed("Authentication failed")
+        self.throttle.attempt(username)  # raises TB's "locked" 401 while the name is locked
         user = self.store.user_by_email(username)
-        if user is None or not check_password(password, user.password_hash):
+        matches = check_password(password, user.password_hash if user is not None else self._dummy_hash)
+        if user is None or not matches:
             raise errors.auth_failed("Invalid username or password")
+        self.throttle.succeeded(username)
         if not user.enabled:
             raise errors.auth_failed("User account is not active")
         return self._pair(user)
@@ -135,12 +197,15 @@ class Auth:
         claims = self._decode(refresh_token)
         if claims.get("scopes") != ["REFRESH_TOKEN"]:  # ThingsBoard: a 500, errorCode 2 (checked live)
             raise errors.TbHttpError(500, "Invalid Refresh Token scope", errors.GENERAL)
+        chain = _chain(claims)
+        if chain in self.revoked:
+            raise errors.token_expired()  # TB: a token of an invalidated session is "outdated"
         user = self.store.users.get(claims.get("userId", ""))
         if user is None:
             raise errors.auth_failed("User not found")
         if not user.enabled:
             raise errors.auth_failed("User account is not active")
-        return self._pair(user)
+        return self._pair(user, chain or None)
 
     def verify(self, header_value: str | None) -> Principal:
         """Principal of an ``X-Authorization``/``Authorization`` header value ``Bearer <jwt>``."""
@@ -154,16 +219,29 @@ class Auth:
         scopes = claims.get("scopes") or []
         if scopes == ["REFRESH_TOKEN"] or not scopes:
             raise errors.auth_failed("Invalid username or password")
+        chain = _chain(claims)
+        if chain in self.revoked:
+            raise errors.token_expired()
         user = self.store.users.get(claims.get("userId", ""))
         if user is None or user.email != claims.get("sub"):
             raise errors.auth_failed("Invalid username or password")
         if not user.enabled:
             raise errors.auth_failed("User account is not active")
-        principal = Principal(user, scopes[0], user.tenant_id, user.customer_id)
+        principal = Principal(user, scopes[0], user.tenant_id, user.customer_id, chain)
         if len(self._verified) > 10000:
             self._verified.clear()
-        self._verified[token] = (principal, float(claims["exp"]))
+        self._verified[token] = (principal, float(claims["exp"]), chain)
         return principal
+
+    def logout(self, principal: Principal) -> None:
+        """End the caller's session, as ThingsBoard's logout does (UserSessionInvalidationEvent): the
+        access token and the refresh token issued with it stop working, and (beyond TB) so do the
+        pairs of the same login refreshed before; other logins do not."""
+        if not principal.chain_id:
+            return
+        # Every token of the chain expires by now + refresh_ttl_s at the latest.
+        self.revoked.add(principal.chain_id, time.time() + self.refresh_ttl_s)
+        self._verified = {t: v for t, v in self._verified.items() if v[2] != principal.chain_id}
 
     def forget_tokens(self) -> None:
         self._verified.clear()

@@ -16,6 +16,7 @@ from tbspark.stack import kafka, procs
 from tbspark.state import StateDir, read_json, write_json_atomic
 
 DEFAULT_TOPIC = "weather-stations-data"
+UI_PATH = "/tbspark/ui"  # the platform's live page (tbspark/platform/web; not imported: it pulls aiohttp)
 PLATFORM_READY_TIMEOUT_S = 90.0  # generous for busy machines; an exited platform is seen at once
 PLATFORM_STOP_TIMEOUT_S = 15.0
 
@@ -25,7 +26,8 @@ def stack_up(state_dir: Path, kafka_port: int = 9092, http_port: int = 8080, mqt
              host: str = "127.0.0.1", die_with_parent: bool = False) -> dict:
     """Start Kafka (and the embedded platform), create ``topic``, record and return services.json:
     {"kafka": {"bootstrap", "port", "controller_port", "pid", "log", "config", "topics"},
-     "platform": {"url", "http_port", "mqtt_port", "pid", "log"} | absent}.
+     "platform": {"url", "ui_url", "http_port", "mqtt_port", "pid", "log"} | absent}
+    (``ui_url``: the live page; it asks for the tenant's login, no password travels in the URL).
     If anything fails, what was started is stopped again before the error propagates.
     ``die_with_parent``: the services get SIGTERM if this process dies (test sessions use it)."""
     state = StateDir(Path(state_dir)).ensure()
@@ -63,7 +65,9 @@ def stack_down(state_dir: Path) -> dict:
 
 def stack_status(state_dir: Path, probe: bool = True) -> dict:
     """What services.json says runs, with "alive" for each process, and (``probe``) whether Kafka
-    answers a metadata request and the platform's counters from GET <url>/tbspark/stats."""
+    answers a metadata request, whether the platform answers its health check and its counters from
+    GET <url>/tbspark/stats (as the tenant administrator: TBSPARK_TENANT_USERNAME/PASSWORD, the
+    logins the platform was started with, or the defaults; None when that login is refused)."""
     state = StateDir(Path(state_dir))
     try:
         services = json.loads(state.services_file.read_text())
@@ -80,8 +84,11 @@ def stack_status(state_dir: Path, probe: bool = True) -> dict:
     if p:
         alive = procs.is_ours(int(p.get("pid") or 0), str(state.root)) if p.get("pid") else False
         out["platform"] = {**p, "alive": alive}
+        if p.get("url"):
+            out["platform"].setdefault("ui_url", p["url"] + UI_PATH)
         if probe and alive:
-            out["platform"]["stats"] = _platform_stats(p["url"])
+            out["platform"]["answers"] = _platform_answers(p["url"])
+            out["platform"]["stats"] = _platform_stats(p["url"]) if out["platform"]["answers"] else None
     orphans = [pid for pid in kafka.find_broker_pids(state) if not k or pid != k.get("pid")]
     if orphans:
         out["orphans"] = orphans  # brokers of this state dir that services.json does not know about
@@ -158,7 +165,8 @@ def start_platform(state: StateDir, http_port: int = 8080, mqtt_port: int = 1883
         procs.terminate(proc.pid, PLATFORM_STOP_TIMEOUT_S, proc)
         paths["pid"].unlink(missing_ok=True)
         raise
-    return {"url": endpoint["url"], "http_port": endpoint["http_port"], "mqtt_port": endpoint["mqtt_port"],
+    return {"url": endpoint["url"], "ui_url": endpoint.get("ui_url") or endpoint["url"] + UI_PATH,
+            "http_port": endpoint["http_port"], "mqtt_port": endpoint["mqtt_port"],
             "pid": proc.pid, "log": str(paths["log"])}
 
 
@@ -209,11 +217,30 @@ def _kafka_answers(bootstrap: str) -> bool:
         return False
 
 
-def _platform_stats(url: str) -> dict | None:
+def _platform_answers(url: str) -> bool:
     try:
-        resp = requests.get(f"{url}/tbspark/stats", timeout=2)
+        return requests.get(f"{url}/tbspark/health", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _platform_stats(url: str) -> dict | None:
+    """GET /tbspark/stats with a tenant JWT (every control but health needs one)."""
+    from tbspark import settings
+
+    username = settings.env("TBSPARK_TENANT_USERNAME") or settings.DEFAULT_USERNAME
+    password = settings.env("TBSPARK_TENANT_PASSWORD") or settings.DEFAULT_PASSWORD
+    try:
+        login = requests.post(f"{url}/api/auth/login", json={"username": username, "password": password},
+                              timeout=5)
+        if login.status_code != 200:
+            return None
+        headers = {"X-Authorization": "Bearer " + login.json()["token"]}
+        # No logout afterwards: the token never leaves this process, and each logout is a record the
+        # platform keeps for a week (a status loop would pile them up).
+        resp = requests.get(f"{url}/tbspark/stats", headers=headers, timeout=2)
         return resp.json() if resp.status_code == 200 else None
-    except (requests.RequestException, ValueError):
+    except (requests.RequestException, ValueError, KeyError, TypeError):
         return None
 
 

@@ -197,7 +197,7 @@ def test_garbage_from_hundreds_of_connections_leaves_healthy_sessions_untouched(
     _wait(lambda: all(h.acked == h.sent for h in healthy), 30,
           f"not every QoS 1 message of the healthy devices was acknowledged (seed {SEED}): "
           f"{[(h.sent, h.acked, h.disconnects) for h in healthy]}; platform: "
-          f"{requests.get(f'{p.url}/tbspark/stats', timeout=5).json().get('mqtt')}")
+          f"{p.session().get(f'{p.url}/tbspark/stats', timeout=5).json().get('mqtt')}")
     for h in healthy:
         h.stop()
 

@@ -348,7 +348,7 @@ def test_pingreq_and_keepalive_expiry(mqtt_platform, rest):
 def test_stats_count_refusals_and_messages(mqtt_platform, rest):
     """The counters a user reads under /tbspark/stats move with what the transport saw."""
     def stats():
-        return requests.get(mqtt_platform.url + "/tbspark/stats", timeout=5).json()
+        return requests.get(mqtt_platform.url + "/tbspark/stats", headers=rest.h, timeout=5).json()
     before = stats()
     read_packets(raw_connect(mqtt_platform, "not-a-token", 4), 4, until_closed=True)
     token = uuid.uuid4().hex

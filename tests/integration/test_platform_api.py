@@ -21,10 +21,10 @@ def test_openapi_describes_the_api_routes(platform):
 
 def test_stats_count_what_was_stored(platform, tenant_http):
     dev = tenant_http.post(f"{platform.url}/api/device", json={"name": "stats-dev", "type": "default"}).json()
-    before = requests.get(platform.url + "/tbspark/stats").json()["store"]["ts_points_written"]
+    before = tenant_http.get(platform.url + "/tbspark/stats").json()["store"]["ts_points_written"]
     tenant_http.post(f"{platform.url}/api/plugins/telemetry/DEVICE/{dev['id']['id']}/timeseries/ANY",
                      data='{"a": 1, "b": 2}')
-    stats = requests.get(platform.url + "/tbspark/stats").json()
+    stats = tenant_http.get(platform.url + "/tbspark/stats").json()
     assert stats["store"]["ts_points_written"] == before + 2
     assert {"http", "store", "engine", "mqtt"} <= set(stats)
 

@@ -34,7 +34,7 @@ def test_in_process_start_write_stop_and_reopen(tmp_path):
                     assert r.status == 200
                 p.store.flush()
                 snapshot = {d.name for d in p.store.devices(p.tenant_id)}
-                async with s.post(base + "/tbspark/reset") as r:
+                async with s.post(base + "/tbspark/reset", headers=h) as r:
                     assert r.status == 200
                 async with s.get(base + "/api/tenant/devices?pageSize=10&page=0", headers=h) as r:
                     assert (await r.json())["totalElements"] == 0

@@ -25,6 +25,7 @@ def test_endpoint_record_and_clean_sigterm(tmp_path):
     assert not endpoint.exists()  # a stale record must never look like a running platform
     out = p.log.read_text()
     assert f"REST  {p.url}" in out and "Traceback" not in out
+    assert f"UI    {p.url}/tbspark/ui" in out and info["ui_url"] == p.url + "/tbspark/ui"
 
 
 @pytest.mark.parametrize("flag", ["--http-port", "--mqtt-port"])

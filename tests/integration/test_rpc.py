@@ -152,7 +152,7 @@ def test_rpc_sent_before_the_device_connects_is_delivered_when_it_subscribes(ep,
 
     t = threading.Thread(target=call)
     t.start()
-    wait_for(lambda: requests.get(ep.url + "/tbspark/stats").json()["mqtt"]["rpc"]["pending"] >= 1,
+    wait_for(lambda: requests.get(ep.url + "/tbspark/stats", headers=rest.h).json()["mqtt"]["rpc"]["pending"] >= 1,
              what="the request to be pending")
     cl = paho_client(ep, token)
     try:

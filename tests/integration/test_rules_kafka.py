@@ -126,7 +126,7 @@ def test_forwarding_chain_delivers_the_tutorial_records(mqtt_platform, rest, kaf
     assert rest.latest_values(dev_id, "windSpeed,temperature")["temperature"] == 20
     # the chain has no Success connection out of the Kafka node: deliveries are counted, not routed
     def kafka_stats():
-        stats = requests.get(mqtt_platform.url + "/tbspark/stats", timeout=5).json()["engine"]
+        stats = requests.get(mqtt_platform.url + "/tbspark/stats", headers=rest.h, timeout=5).json()["engine"]
         nodes = [n for n in stats["nodes"] if n["type"] == "TbKafkaNode" and n["chain"] == chain_id]
         return stats, nodes[0]
     wait_for(lambda: kafka_stats()[1]["delivered"] == 2, 10, "two deliveries counted")
@@ -160,7 +160,7 @@ def test_killed_broker_routes_to_failure_and_platform_keeps_serving(mqtt_platfor
     error = wait_for(lambda: rest.latest_values(dev_id, "error").get("error"), 20, "the Failure route to store the error")
     assert "KafkaException" in error and "timed out" in error.lower()
     assert rest.latest_values(dev_id, "windSpeed")["windSpeed"] == 2
-    stats = requests.get(mqtt_platform.url + "/tbspark/stats", timeout=5).json()["engine"]
+    stats = requests.get(mqtt_platform.url + "/tbspark/stats", headers=rest.h, timeout=5).json()["engine"]
     assert stats["failed"] >= 1
     assert any(n["type"] == "TbKafkaNode" and n.get("failed", 0) >= 1 for n in stats["nodes"])
     # and the platform still serves MQTT

@@ -50,6 +50,7 @@ def test_up_json_status_down_from_a_crashed_state_dir(tmp_path):
     assert k["topics"] == {"weather-stations-data": 2}
     assert k["log"] == str(tmp_path / "kafka" / "kafka.log")
     assert p["url"] == f"http://127.0.0.1:{p['http_port']}"
+    assert p["ui_url"] == p["url"] + "/tbspark/ui"  # the live page (it asks for a login)
     assert p["log"] == str(tmp_path / "platform" / "platform.log")
     assert json.loads((tmp_path / "services.json").read_text()) == services
 
@@ -63,8 +64,11 @@ def test_up_json_status_down_from_a_crashed_state_dir(tmp_path):
     assert status["kafka"]["pid"] == k["pid"] and status["platform"]["pid"] == p["pid"]
     assert status["kafka"]["alive"] is True and status["kafka"]["answers"] is True
     assert status["platform"]["alive"] is True
-    assert status["platform"]["stats"]["http"]["port"] == p["http_port"]  # the platform's own counters
+    # the platform's own counters (status logs in for them: /tbspark/stats takes a JWT)
+    assert status["platform"]["stats"]["http"]["port"] == p["http_port"]
+    assert status["platform"]["answers"] is True and status["platform"]["ui_url"] == p["ui_url"]
     shown = runner.invoke(app, ["stack", "status", "--state-dir", str(tmp_path)]).stdout
+    assert p["ui_url"] in shown
     assert f"{k['bootstrap']} (controller :{k['controller_port']})" in shown
     assert f"http.port={p['http_port']}" in shown
 

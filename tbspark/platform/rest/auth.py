@@ -1,4 +1,8 @@
-"""/api/auth: login, refresh, current user (§1)."""
+"""/api/auth: login, refresh, current user, logout (§1).
+
+Login and refresh take no token, so they insist on ``Content-Type: application/json``: a browser
+sends that cross-site only after a CORS preflight, which the platform never grants, so no web page
+can log in (or lock a username with failed guesses) through a visitor's browser (docs/security.md)."""
 
 from __future__ import annotations
 
@@ -12,7 +16,18 @@ from tbspark.platform.rest.common import PRINCIPAL_KEY, eid, ok_json, platform, 
 from tbspark.platform.store import NULL_UUID
 
 
+def require_json(request: web.Request) -> None:
+    """415 unless the body is declared JSON: text/plain, form encodings and a missing type are what
+    a cross-site page can send without a preflight."""
+    ctype = request.content_type.lower()  # aiohttp: application/octet-stream when absent
+    if ctype != "application/json" and not (ctype.startswith("application/") and ctype.endswith("+json")):
+        shown = request.headers.get("Content-Type", "")
+        raise errors.TbHttpError(415, f"Content-Type '{shown}' is not supported" if shown else
+                                 "Content-Type 'application/json' is required", errors.GENERAL)
+
+
 async def _body(request: web.Request) -> dict:
+    require_json(request)
     try:
         body = json.loads(await request.text() or "null")
     except (ValueError, RecursionError):  # not UTF-8 / nested thousands deep (tests/fuzz)
@@ -56,6 +71,7 @@ async def current_user(request: web.Request) -> web.Response:
     })
 
 
-@route("POST", "/api/auth/logout", "Log out (tokens stay valid until they expire)", "auth")
+@route("POST", "/api/auth/logout", "Log out: this session's access and refresh tokens stop working", "auth")
 async def logout(request: web.Request) -> web.Response:
+    platform(request).auth.logout(request[PRINCIPAL_KEY])
     return web.Response(status=200)
