@@ -13,7 +13,7 @@ import re
 import string
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -195,9 +195,15 @@ class DeviceGroup(_Model):
         return list(self.zones or [])
 
     def device_names(self) -> list[str]:
+        return list(self.iter_device_names())
+
+    def iter_device_names(self) -> Iterator[str]:
         if self.count == 1 and "{i" not in self.name:
-            return [self.name]
-        return [self.name.format(i=i) for i in range(self.start, self.start + self.count)]
+            yield self.name
+            return
+        fmt = self.name.format
+        for i in range(self.start, self.start + self.count):
+            yield fmt(i=i)
 
 
 class DeviceSpec(_Model):
@@ -376,21 +382,27 @@ def _no_duplicate_names(groups: list[DeviceGroup]) -> None:
     if len(groups) < 2:
         return
     largest = max(range(len(groups)), key=lambda k: groups[k].count)
-    seen: set[str] = set()
-    for k, g in enumerate(groups):
-        if k == largest:
-            continue
-        for n in g.device_names():
-            if n in seen:
+    others = [g for k, g in enumerate(groups) if k != largest]
+    seen: set[int] = set()  # hashes, not the names: a third of the memory
+    for g in others:
+        for n in g.iter_device_names():
+            h = hash(n)
+            if h in seen and _names_of(others, n) > 1:
                 raise ValueError(f"device name {n!r} appears twice")
-            seen.add(n)
-    for n in groups[largest].device_names():
-        if n in seen:
+            seen.add(h)
+    for n in groups[largest].iter_device_names():
+        if hash(n) in seen and _names_of(others, n):
             raise ValueError(f"device name {n!r} appears twice")
+
+
+def _names_of(groups: list[DeviceGroup], name: str) -> int:
+    """How often ``name`` occurs in ``groups`` (only asked on a hash match: rare)."""
+    return sum(n == name for g in groups for n in g.iter_device_names())
 
 
 # --------------------------------------------------------------------------- loading
 
+_WRONG_BRANCH = ("list_type", "model_type")  # a union's other branch refusing the input's type
 _MESSAGES = {
     "extra_forbidden": "unknown key",
     "missing": "required key missing",
@@ -514,8 +526,11 @@ def parse_scenario(text: str, source: str | Path = "<string>") -> Scenario:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
         issues: list[tuple[int, str]] = []
-        for err in exc.errors():
-            path = _clean_loc(err["loc"], data)
+        errors = [(err, _clean_loc(err["loc"], data)) for err in exc.errors()]
+        for err, path in errors:
+            if err["type"] in _WRONG_BRANCH and any(
+                    p[:len(path)] == path and e["type"] not in _WRONG_BRANCH for e, p in errors):
+                continue  # `zones` is a list or a pattern: a pattern's error, not "should be a list"
             line = None
             probe = path
             while line is None and True:
