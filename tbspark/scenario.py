@@ -290,7 +290,8 @@ class AggregationSection(_Model):
     window_s: float = Field(default=10.0, gt=0)
     watermark_s: float = Field(default=5.0, ge=0)
     value_key: str = Field(default="windSpeed", min_length=1)
-    zone_key: str = Field(default="geoZone", min_length=1)
+    # no ' (the job reads the key with a JSON path) and no control characters
+    zone_key: str = Field(default="geoZone", min_length=1, pattern=r"^[^'\x00-\x1f]+$")
     sink: Literal["rest", "gateway"] = "rest"
     asset_type: str = Field(default="WeatherStation", min_length=1)
     gateway_device: str = Field(default="Analytics Gateway", min_length=1)
