@@ -80,7 +80,8 @@ def parse(df: DataFrame, spec: ParseSpec, watermark_ms: int | None, now_ms: int 
     """Kafka source rows (key, value, partition, offset, timestamp) → the same rows plus
     ``zone``, ``speed`` (double), ``event_ms``, ``win`` (window start ms) and ``reason`` (null = usable).
 
-    Event time is the record's ``ts`` (ms, as a number or a numeric string), else the Kafka record
+    Event time is the record's ``ts`` (ms, as a number or a numeric string; one outside
+    MIN_TS_MS..MAX_TS_MS or unreadable is a dead letter), else (no ``ts``, or null) the Kafka record
     timestamp. ``watermark_ms`` is the watermark from earlier batches: records of windows it has
     closed get the reason ``late``. ``now_ms`` None (``parse_stable``): no future check, and in
     processing-time mode event time 0."""
