@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 from tbspark.aggregate.parse import (TS_KEY, ParseSpec, batch_partials, classify_groups, dead_letters,
                                      parse, parse_stable)
-from tbspark.aggregate.sinks import GatewaySink, RestSink, Sink, StopRequested, write_until_done
+from tbspark.aggregate.sinks import (GatewaySink, RestSink, Sink, StopRequested, produce_letters,
+                                     refusal_letters, write_until_done)
 from tbspark.aggregate.store import WindowStore
 from tbspark.aggregate.windows import WindowState, ZoneWindow
 from tbspark.errors import AggregationError, TbsparkError
@@ -225,7 +226,12 @@ class _Batcher:
         def waiting(exc: Exception, delay: float) -> None:
             self.status.waiting = f"{exc} (retrying in {delay:g} s)"
 
-        written = write_until_done(self.sink, out, self.stopping.is_set, waiting)
+        def refused(refusals: list) -> None:  # stored before the batch commits: at least once
+            letters = refusal_letters(refusals)
+            produce_letters(self.bootstrap, self.dlq_topic, letters)
+            self.status.dead_letters += len(letters)
+
+        written = write_until_done(self.sink, out, self.stopping.is_set, waiting, refused)
         self.status.waiting = None
         return written
 
@@ -267,7 +273,8 @@ def aggregate(scenario: Any, conn: Connection, state: StateDir, master: str = "l
     window_ms = int(round(agg.window_s * 1000))
     checkpoint = Path(checkpoint) if checkpoint else state.checkpoint_dir(scenario.name)
     checkpoint.mkdir(parents=True, exist_ok=True)
-    spec = ParseSpec(agg.zone_key, agg.value_key, window_ms, agg.mode == "event_time")
+    spec = ParseSpec(agg.zone_key, agg.value_key, window_ms, agg.mode == "event_time",
+                     agg.value_range.min, agg.value_range.max)
     store = WindowStore(checkpoint, window_ms, int(round(agg.watermark_s * 1000)))
     store.before(1 << 62)  # fail now, not in the first batch, on a checkpoint of other settings
     from tbspark.stack.kafka import ensure_topic

@@ -1,6 +1,10 @@
 """Parsing of the forwarding chain's Kafka records ({"geoZone","windSpeed","ts"}) into typed columns,
 as Spark expressions (no Python UDF: every record stays in the JVM), with a reason for each record
-that cannot be used. The window and lateness formulas mirror ``windows.window_start_ms``/``is_late``."""
+that cannot be used. The window and lateness formulas mirror ``windows.window_start_ms``/``is_late``.
+
+A record becomes (zone, value, event time) only when each part is one ThingsBoard and the window
+arithmetic can take: anything else is a dead letter with its reason, never a failed batch (a batch
+that fails is replayed, fails again, and stops every zone's windows for good)."""
 
 from __future__ import annotations
 
@@ -19,9 +23,32 @@ MISSING_ZONE = "missing {zone}"
 EMPTY_ZONE = "empty {zone}"
 MISSING_VALUE = "missing {value}"
 NON_NUMERIC = "non-numeric {value}"
+ZONE_NOT_STRING = "{zone} not a string"
+ZONE_TOO_LONG = "{zone} longer than 255 characters"
+ZONE_CONTROL = "{zone} has control characters"
+OUT_OF_RANGE = "{value} outside [{min:g}, {max:g}]"
+BAD_TS = "ts not a time in epoch ms from 2000 to 3000"
 LATE = "late: window already closed by the watermark"
 FUTURE = "ts more than an hour ahead of the clock"
 FUTURE_TOLERANCE_MS = 3_600_000  # one clock far ahead would otherwise drag the watermark along
+
+# ThingsBoard's limit for entity names, counted as Java does (UTF-16 units): a longer zone is refused
+# by the asset lookup (and a 500 KB one overflows the request line of every server).
+NAME_MAX = 255
+# A ts outside these is no epoch-ms time (seconds or microseconds, a sign error, a 0): taking it
+# would open windows at -10000 or in the year 50,000 and move the watermark there.
+MIN_TS_MS = 946_684_800_000  # 2000-01-01
+MAX_TS_MS = 32_503_680_000_000  # 3000-01-01
+# The zone text Spark's from_json makes of a non-string JSON value starts with one of these (an
+# object, an array, a number, true/false, or a quoted "NaN"/"Infinity"): only such zones pay for
+# the second look at the record's JSON that tells a string "123" from the number 123.
+_MAYBE_NOT_STRING = '^[-0-9{\\["tf]'
+_CONTROL = "\\p{Cc}"  # Java regex: U+0000-U+001F and U+007F-U+009F, as scenario.check_name
+_BLANK = " \t\r\n\f\u000b"
+# The dead letter keeps this much of the original record: JSON escaping can make a control
+# character six bytes, and the letter must stay below the broker's 1 MB message limit.
+DLQ_VALUE_CHARS = 100_000
+DLQ_KEY_BYTES = 4_096
 
 
 @dataclass(frozen=True)
@@ -30,12 +57,18 @@ class ParseSpec:
     value_key: str = "windSpeed"
     window_ms: int = 10_000
     event_time: bool = True  # False: the tutorial's processing time (the batch's wall clock)
+    value_min: float = -1e9  # the scenario's aggregation.value_range
+    value_max: float = 1e9
 
     def reason_texts(self) -> dict[str, str]:
-        names = {"zone": self.zone_key, "value": self.value_key}
+        names = {"zone": self.zone_key, "value": self.value_key, "min": self.value_min,
+                 "max": self.value_max}
         return {"bad_json": BAD_JSON, "missing_zone": MISSING_ZONE.format(**names),
-                "empty_zone": EMPTY_ZONE.format(**names), "missing_value": MISSING_VALUE.format(**names),
-                "non_numeric": NON_NUMERIC.format(**names), "late": LATE, "future": FUTURE}
+                "zone_not_string": ZONE_NOT_STRING.format(**names),
+                "empty_zone": EMPTY_ZONE.format(**names), "zone_too_long": ZONE_TOO_LONG.format(**names),
+                "zone_control": ZONE_CONTROL.format(**names), "missing_value": MISSING_VALUE.format(**names),
+                "non_numeric": NON_NUMERIC.format(**names), "out_of_range": OUT_OF_RANGE.format(**names),
+                "bad_ts": BAD_TS, "late": LATE, "future": FUTURE}
 
 
 def window_start_col(event_ms: Column, window_ms: int) -> Column:
@@ -47,7 +80,8 @@ def parse(df: DataFrame, spec: ParseSpec, watermark_ms: int | None, now_ms: int 
     """Kafka source rows (key, value, partition, offset, timestamp) → the same rows plus
     ``zone``, ``speed`` (double), ``event_ms``, ``win`` (window start ms) and ``reason`` (null = usable).
 
-    Event time is the record's ``ts`` (ms, as a number or a numeric string), else the Kafka record
+    Event time is the record's ``ts`` (ms, as a number or a numeric string; one outside
+    MIN_TS_MS..MAX_TS_MS or unreadable is a dead letter), else (no ``ts``, or null) the Kafka record
     timestamp. ``watermark_ms`` is the watermark from earlier batches: records of windows it has
     closed get the reason ``late``. ``now_ms`` None (``parse_stable``): no future check, and in
     processing-time mode event time 0."""
@@ -64,23 +98,35 @@ def parse(df: DataFrame, spec: ParseSpec, watermark_ms: int | None, now_ms: int 
     zone = j[spec.zone_key]
     raw_value = j[spec.value_key]
     speed = raw_value.try_cast("double")
+    ts_ms = j[TS_KEY].try_cast("double")
     if spec.event_time:
-        record_ts = j[TS_KEY].try_cast("double").try_cast("bigint")
-        event_ms = F.coalesce(record_ts, F.unix_millis(F.col("timestamp")))
+        # a ts given (not null) must be a plausible time; only a record without one takes Kafka's
+        bad_ts = j[TS_KEY].isNotNull() & ~F.coalesce(ts_ms.between(MIN_TS_MS, MAX_TS_MS), F.lit(False))
+        event_ms = F.when(bad_ts, F.lit(None)).otherwise(
+            F.coalesce(ts_ms.try_cast("bigint"), F.unix_millis(F.col("timestamp"))))
     else:
+        bad_ts = F.lit(False)
         event_ms = F.lit(int(now_ms or 0)).cast("bigint")
     typed = base.select("key", "value", "partition", "offset", "timestamp", "_j",
                         zone.alias("zone"), raw_value.isNull().alias("_no_value"),
-                        speed.alias("speed"), event_ms.alias("event_ms"))
+                        speed.alias("speed"), event_ms.alias("event_ms"), bad_ts.alias("_bad_ts"))
     s = F.col("speed")
     finite = s.isNotNull() & ~F.isnan(s) & (F.abs(s) != F.lit(float("inf")))
+    z = F.col("zone")
     r = spec.reason_texts()
     reason = (F.when(F.col("value").isNull() | j.isNull() | j[CORRUPT].isNotNull(), F.lit(r["bad_json"]))
-              .when(F.col("zone").isNull(), F.lit(r["missing_zone"]))
+              .when(z.isNull(), F.lit(r["missing_zone"]))
+              .when(z.rlike(_MAYBE_NOT_STRING) & ~_is_json_string(spec.zone_key), F.lit(r["zone_not_string"]))
               # all whitespace, not only spaces: ThingsBoard refuses a blank asset name (Java isBlank)
-              .when(F.trim(F.col("zone"), F.lit(" \t\r\n\f\u000b")) == "", F.lit(r["empty_zone"]))
+              .when(F.btrim(z, F.lit(_BLANK)) == "", F.lit(r["empty_zone"]))
+              # Java counts UTF-16 units: a character outside the BMP counts twice
+              .when((F.length(z) > NAME_MAX) | ((F.length(z) > NAME_MAX // 2)
+                    & (F.octet_length(F.encode(z, "UTF-16BE")) > 2 * NAME_MAX)), F.lit(r["zone_too_long"]))
+              .when(z.rlike(_CONTROL), F.lit(r["zone_control"]))
               .when(F.col("_no_value"), F.lit(r["missing_value"]))
-              .when(~finite, F.lit(r["non_numeric"])))
+              .when(~finite, F.lit(r["non_numeric"]))
+              .when(~s.between(float(spec.value_min), float(spec.value_max)), F.lit(r["out_of_range"]))
+              .when(F.col("_bad_ts"), F.lit(r["bad_ts"])))
     if now_ms is not None:
         reason = reason.when(F.col("event_ms") > F.lit(int(now_ms) + FUTURE_TOLERANCE_MS),
                              F.lit(r["future"]))
@@ -89,7 +135,17 @@ def parse(df: DataFrame, spec: ParseSpec, watermark_ms: int | None, now_ms: int 
                              F.lit(r["late"]))
     return (typed.withColumn("win", window_start_col(F.col("event_ms"), spec.window_ms))
                  .withColumn("reason", reason)
-                 .drop("_j", "_no_value"))
+                 .drop("_j", "_no_value", "_bad_ts"))
+
+
+def _is_json_string(key: str) -> Column:
+    """Whether the record's field ``key`` is a JSON string. A second parse of the record (as a
+    variant), so only asked of zones whose text could have come from another JSON type; a record
+    the variant parser refuses (duplicate keys, a lone surrogate) counts as not a string."""
+    path = "$['" + key.replace("'", "") + "']"  # scenario.py refuses a ' in zone_key
+    field_type = F.schema_of_variant(F.try_variant_get(F.try_parse_json(F.col("value").cast("string")),
+                                                       path, "variant"))
+    return F.coalesce(field_type == "STRING", F.lit(False))
 
 
 def parse_stable(df: DataFrame, spec: ParseSpec) -> DataFrame:
@@ -124,10 +180,14 @@ def dead_letters(parsed: DataFrame, topic: str) -> DataFrame:
     """The rejected records as Kafka rows for ``<topic>.dlq``: key kept, value = JSON with the reason,
     the original text and where it came from."""
     bad = parsed.filter(F.col("reason").isNotNull())
-    body = F.to_json(F.struct(F.col("reason"), F.col("value").cast("string").alias("value"),
+    text = F.col("value").cast("string")
+    # cut, so that a letter is never refused by the broker (that would fail the batch for good)
+    body = F.to_json(F.struct(F.col("reason"), F.substring(text, 1, DLQ_VALUE_CHARS).alias("value"),
                               F.lit(topic).alias("topic"), F.col("partition"), F.col("offset"),
-                              F.unix_millis(F.col("timestamp")).alias("timestamp")))
-    return bad.select(F.col("key"), body.alias("value"))
+                              F.unix_millis(F.col("timestamp")).alias("timestamp"),
+                              F.when(F.length(text) > DLQ_VALUE_CHARS, F.length(text))
+                               .alias("value_chars")))
+    return bad.select(F.substring(F.col("key"), 1, DLQ_KEY_BYTES).alias("key"), body.alias("value"))
 
 
 @dataclass

@@ -1,11 +1,15 @@
 """Where the job's windows go: zone assets over REST, or virtual devices of one MQTT gateway session.
 Both write each point at ts = window start, so a replayed batch overwrites instead of duplicating,
-and both retry with backoff while ThingsBoard is down, until written or until a stop is requested."""
+and both retry with backoff while ThingsBoard is down, until written or until a stop is requested.
+A zone ThingsBoard refuses for good (a 4xx for its asset or its telemetry) does not hold the others
+back: its windows become dead letters with the answer as the reason (``ZonesRefused``)."""
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from tbspark.aggregate.windows import ZoneWindow, to_points
@@ -29,6 +33,26 @@ class StopRequested(Exception):
     is then not committed, and a restart replays it."""
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A zone's points (one per window: ts = window start, values) ThingsBoard refused for good,
+    and its answer."""
+
+    zone: str
+    points: tuple[dict, ...]
+    reason: str
+
+
+class ZonesRefused(Exception):
+    """Raised by a sink's ``write`` when every zone was written except these, which ThingsBoard
+    refused for good: not retried (the same request gets the same answer), but dead-lettered."""
+
+    def __init__(self, written: int, refused: list[Refusal]):
+        super().__init__(f"{len(refused)} zone(s) refused: " + "; ".join(r.reason for r in refused[:3]))
+        self.written = written
+        self.refused = refused
+
+
 class Sink(Protocol):
     def write(self, windows: list[ZoneWindow]) -> int: ...  # points written; raises to retry
     def close(self) -> None: ...
@@ -41,14 +65,29 @@ def _retryable(exc: Exception) -> bool:
         exc.status >= 500 or exc.status == 429)
 
 
+def _permanent(exc: Exception) -> bool:
+    """A refusal of this zone's request itself (4xx), not of every request (auth, rate limit)."""
+    return (isinstance(exc, TbApiError) and 400 <= exc.status < 500
+            and not isinstance(exc, (TbAuthError, TbNotFoundError)) and exc.status not in (408, 429))
+
+
 def write_until_done(sink: Sink, windows: list[ZoneWindow], should_stop: Callable[[], bool],
-                     on_retry: Callable[[Exception, float], None] | None = None) -> int:
+                     on_retry: Callable[[Exception, float], None] | None = None,
+                     on_refused: Callable[[list[Refusal]], None] | None = None) -> int:
     """Write the batch, retrying (backoff 0.5 s doubling to 5 s) while ThingsBoard is unreachable.
-    Never gives up on its own — dropping a batch would lose windows; only a stop request ends it."""
+    Never gives up on its own — dropping a batch would lose windows; only a stop request ends it.
+    Zones refused for good go to ``on_refused`` (which must store them before returning: the batch
+    is committed after this) and the others count as written; without ``on_refused`` a refusal
+    fails the batch."""
     delay = 0.5
     while True:
         try:
             return sink.write(windows)
+        except ZonesRefused as exc:
+            if on_refused is None:
+                raise
+            on_refused(exc.refused)
+            return exc.written
         except Exception as exc:  # noqa: BLE001 - classified just below
             if not _retryable(exc):
                 raise
@@ -98,20 +137,77 @@ class RestSink:
     def write(self, windows: list[ZoneWindow]) -> int:
         per_zone = to_points(windows, self.keys)
         if len(per_zone) <= 2:
-            return sum(self._write_zone(z, p) for z, p in per_zone.items())
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="tbspark-sink")
-        futures = [self._pool.submit(self._write_zone, zone, points) for zone, points in per_zone.items()]
-        # Every write ends before this returns or raises (as the pool's `with` did): a slow write of
-        # this attempt must not land after a retry's, or after the next batch's, newer value.
-        wait(futures)
-        return sum(f.result() for f in futures)
+            outcomes = [_outcome(self._write_zone, z, p) for z, p in per_zone.items()]
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="tbspark-sink")
+            futures = [self._pool.submit(_outcome, self._write_zone, zone, points)
+                       for zone, points in per_zone.items()]
+            # Every write ends before this returns or raises (as the pool's `with` did): a slow write
+            # of this attempt must not land after a retry's, or after the next batch's, newer value.
+            wait(futures)
+            outcomes = [f.result() for f in futures]
+        for result in outcomes:  # anything else than a refusal (ThingsBoard down): retry the batch
+            if isinstance(result, Exception) and not _permanent(result):
+                raise result
+        refused = [Refusal(zone, tuple(per_zone[zone]), _reason(result))
+                   for zone, result in zip(per_zone, outcomes) if isinstance(result, Exception)]
+        written = sum(r for r in outcomes if isinstance(r, int))
+        if refused:
+            raise ZonesRefused(written, refused)
+        return written
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
         self.client.close()
+
+
+def _outcome(fn: Callable[..., int], *args: object) -> int | Exception:
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - sorted by the caller: refusal, or retry
+        return exc
+
+
+def _reason(exc: Exception) -> str:
+    api = exc.api_message if isinstance(exc, TbApiError) else str(exc)
+    status = exc.status if isinstance(exc, TbApiError) else "?"
+    return f"sink refused: HTTP {status}: {' '.join(str(api).split())[:500]}"
+
+
+def refusal_letters(refused: list[Refusal]) -> list[tuple[bytes, bytes]]:
+    """The dead letters (key = zone, value = JSON) of windows ThingsBoard refused, one per window:
+    the reason, the zone (cut to 1,000 characters) and the point that was refused (``ts`` = window
+    start, ``values`` = the aggregates), so that nothing counted is lost without a trace."""
+    out = []
+    for r in refused:
+        zone = r.zone[:1000]
+        for point in r.points:
+            body = {"reason": r.reason, "zone": zone, "ts": point["ts"], "values": point["values"]}
+            out.append((zone.encode("utf-8", "replace"), json.dumps(body).encode()))
+    return out
+
+
+def produce_letters(bootstrap: str, topic: str, letters: list[tuple[bytes, bytes]],
+                    timeout_s: float = 30) -> None:
+    """Produce dead letters and wait until the broker has them all (raises KafkaError otherwise)."""
+    from confluent_kafka import KafkaException, Producer
+
+    from tbspark.errors import KafkaError
+
+    failed: list = []
+    try:
+        p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+        for key, value in letters:
+            p.produce(topic, value, key=key, on_delivery=lambda err, _msg: err and failed.append(err))
+        left = p.flush(timeout_s)
+    except KafkaException as exc:
+        raise KafkaError(f"dead letters not written to {topic}: {exc}", "check the Kafka broker") from exc
+    if left or failed:
+        raise KafkaError(f"dead letters not written to {topic}: {failed[0] if failed else 'timed out'}",
+                         "check the Kafka broker; the batch is replayed")
 
 
 class GatewaySink:

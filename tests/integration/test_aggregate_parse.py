@@ -22,7 +22,8 @@ def _kafka_rows(spark, values: list[str | None]):
 
 
 def test_window_and_lateness_columns_agree_with_the_pure_functions(spark):
-    stamps = [0, 1, 9_999, 10_000, 1_700_000_009_999, 1_700_000_010_000, 1_700_000_019_500]
+    stamps = [946_684_800_000, 946_684_800_001, 946_684_809_999, 946_684_810_000, 1_700_000_009_999,
+              1_700_000_010_000, 1_700_000_019_500]
     watermark = 1_700_000_010_000
     values = ['{"geoZone":"Z","windSpeed":1,"ts":"%d"}' % t for t in stamps]
     got = parse(_kafka_rows(spark, values), ParseSpec(), watermark, watermark).orderBy("offset").collect()
@@ -35,7 +36,7 @@ def test_each_bad_record_gets_its_reason_and_good_spellings_parse(spark):
         '{"geoZone":"Zone A","windSpeed":"33","ts":"1700000001000"}',
         '{"geoZone":"Zone A","windSpeed":33.5,"ts":1700000001000}',
         '{"geoZone":"Zone A","windSpeed":7}',                       # no ts: Kafka timestamp
-        '{"geoZone":"Zone A","windSpeed":7,"ts":"yesterday"}',      # unreadable ts: Kafka timestamp
+        '{"geoZone":"Zone A","windSpeed":7,"ts":null}',            # null ts: Kafka timestamp
         "{not json", "[1,2]", None, '{"windSpeed":1}', '{"geoZone":"  ","windSpeed":1}',
         '{"geoZone":"Zone A"}', '{"geoZone":"Zone A","windSpeed":"NaN"}',
         '{"geoZone":"Zone A","windSpeed":{"a":1}}',
@@ -111,3 +112,68 @@ def test_priming_runs_usable_records_through_the_batch_query_once_per_jvm(spark,
     spec = ParseSpec(zone_key="region", value_key="gust")
     assert job.prime(spark, spec, records=3_000, rounds=2) == 6_000
     assert job.prime(spark, spec, records=3_000, rounds=2) == 0
+
+
+POISON = [  # (record, the reason it must get); None: usable
+    ('{"geoZone":"Zone A","windSpeed":1,"ts":1700000001000}', None),
+    ('{"geoZone":"123","windSpeed":1,"ts":1700000001000}', None),          # a string of digits is a name
+    ('{"geoZone":"true north","windSpeed":1,"ts":1700000001000}', None),
+    ('{"geoZone":"' + "\U0001F32C" * 127 + '","windSpeed":1,"ts":1700000001000}', None),  # 254 UTF-16
+    ('{"geoZone":"' + "z" * 255 + '","windSpeed":1,"ts":1700000001000}', None),
+    ('{"geoZone":"Zone A","windSpeed":1e9,"ts":1700000001000}', None),     # the range's bound
+    ('{"geoZone":{"a":1},"windSpeed":1,"ts":1700000001000}', "geoZone not a string"),
+    ('{"geoZone":123,"windSpeed":1,"ts":1700000001000}', "geoZone not a string"),
+    ('{"geoZone":-1.5,"windSpeed":1,"ts":1700000001000}', "geoZone not a string"),
+    ('{"geoZone":[1],"windSpeed":1,"ts":1700000001000}', "geoZone not a string"),
+    ('{"geoZone":true,"windSpeed":1,"ts":1700000001000}', "geoZone not a string"),
+    ('{"geoZone":1e400,"windSpeed":1,"ts":1700000001000}', "geoZone not a string"),
+    ('{"geoZone":"' + "z" * 256 + '","windSpeed":1,"ts":1700000001000}', "geoZone longer than 255 characters"),
+    ('{"geoZone":"' + "z" * 500_000 + '","windSpeed":1,"ts":1700000001000}', "geoZone longer than 255 characters"),
+    ('{"geoZone":"' + "\U0001F32C" * 128 + '","windSpeed":1,"ts":1700000001000}',
+     "geoZone longer than 255 characters"),
+    ('{"geoZone":"Zone\\u0000A","windSpeed":1,"ts":1700000001000}', "geoZone has control characters"),
+    ('{"geoZone":"Zone A\\u0085","windSpeed":1,"ts":1700000001000}', "geoZone has control characters"),
+    ('{"geoZone":" \\t ","windSpeed":1,"ts":1700000001000}', "empty geoZone"),
+    ('{"geoZone":"Zone A","windSpeed":1e308,"ts":1700000001000}', "windSpeed outside [-1e+09, 1e+09]"),
+    ('{"geoZone":"Zone A","windSpeed":"-1000000001","ts":1700000001000}', "windSpeed outside [-1e+09, 1e+09]"),
+    ('{"geoZone":"Zone A","windSpeed":NaN,"ts":1700000001000}', "non-numeric windSpeed"),
+    ('{"geoZone":"Zone A","windSpeed":"Infinity","ts":1700000001000}', "non-numeric windSpeed"),
+    ('{"geoZone":"Zone A","windSpeed":1,"ts":"abc"}', "ts not a time in epoch ms from 2000 to 3000"),
+    ('{"geoZone":"Zone A","windSpeed":1,"ts":-1}', "ts not a time in epoch ms from 2000 to 3000"),
+    ('{"geoZone":"Zone A","windSpeed":1,"ts":1700000001}', "ts not a time in epoch ms from 2000 to 3000"),
+    ('{"geoZone":"Zone A","windSpeed":1,"ts":1e300}', "ts not a time in epoch ms from 2000 to 3000"),
+    ('{"geoZone":"Zone A","windSpeed":1,"ts":{"a":1}}', "ts not a time in epoch ms from 2000 to 3000"),
+    ('{"geoZone":"Zone A","windSpeed":1,"ts":true}', "ts not a time in epoch ms from 2000 to 3000"),
+]
+
+
+def test_poison_records_get_their_reason_and_good_ones_stay_usable(spark):
+    """Every record that cannot become (zone, value, event time) as ThingsBoard and the windows can
+    take it is a dead letter with its reason; the odd-but-valid ones are kept."""
+    values = [v for v, _ in POISON]
+    got = parse(_kafka_rows(spark, values), ParseSpec(), None, 1_700_000_000_000).orderBy("offset").collect()
+    assert [(r["offset"], r["reason"]) for r in got] == [(i, want) for i, (_, want) in enumerate(POISON)]
+    usable = [r for r in got if r["reason"] is None]
+    assert {r["event_ms"] for r in usable} == {1_700_000_001_000}
+    assert usable[1]["zone"] == "123" and usable[3]["zone"] == "\U0001F32C" * 127
+
+
+def test_value_range_and_ts_in_processing_time(spark):
+    """The scenario's value range is the bound; in processing-time mode ts is not read at all."""
+    values = ['{"geoZone":"Z","windSpeed":%s,"ts":"abc"}' % v for v in ("0", "120", "120.5", "-0.1")]
+    spec = ParseSpec(value_min=0, value_max=120, event_time=False)
+    got = parse(_kafka_rows(spark, values), spec, None, 1_700_000_000_000).orderBy("offset").collect()
+    assert [r["reason"] for r in got] == [None, None, "windSpeed outside [0, 120]", "windSpeed outside [0, 120]"]
+
+
+def test_dead_letters_of_huge_records_stay_below_the_broker_limit(spark):
+    from tbspark.aggregate.parse import DLQ_VALUE_CHARS, dead_letters
+
+    huge = '{"geoZone":"' + "\\u0001" * 150_000 + '","windSpeed":1}'
+    rows = dead_letters(parse(_kafka_rows(spark, [huge]), ParseSpec(), None, None), "t").collect()
+    import json
+
+    (letter,) = [json.loads(r["value"]) for r in rows]
+    assert letter["reason"] == "geoZone longer than 255 characters"
+    assert letter["value"] == huge[:DLQ_VALUE_CHARS] and letter["value_chars"] == len(huge)
+    assert len(rows[0]["value"]) < 1_000_000

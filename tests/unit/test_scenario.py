@@ -113,8 +113,9 @@ def test_duplicate_key() -> None:
 
 
 def test_yaml_syntax_error_names_the_line() -> None:
-    (issue,) = errors_of(GOOD_DEVICE + "aggregation: {window_s: 10\n")
-    assert issue.startswith("scenarios/x.yaml:8 (YAML): ")
+    assert errors_of(GOOD_DEVICE + "aggregation: {window_s: 10\n") == [
+        "scenarios/x.yaml:8: while parsing a flow mapping: did not find expected ',' or '}' — "
+        "fix the YAML syntax at that line"]
 
 
 def test_duplicate_device_names_and_unknown_expected_zone() -> None:
