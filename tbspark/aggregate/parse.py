@@ -14,6 +14,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from tbspark.delivery import PROBE_ZONE
+
 CORRUPT = "_corrupt_record"
 TS_KEY = "ts"
 
@@ -133,7 +135,10 @@ def parse(df: DataFrame, spec: ParseSpec, watermark_ms: int | None, now_ms: int 
     if spec.event_time and watermark_ms is not None:
         reason = reason.when(F.col("win") + F.lit(spec.window_ms) <= F.lit(int(watermark_ms)),
                              F.lit(r["late"]))
-    return (typed.withColumn("win", window_start_col(F.col("event_ms"), spec.window_ms))
+    # `tbspark provision`'s delivery probe (tbspark/delivery.py) is not data: dropped, not dead-lettered.
+    not_probe = ~F.col("zone").eqNullSafe(F.lit(PROBE_ZONE))
+    return (typed.filter(not_probe)
+                 .withColumn("win", window_start_col(F.col("event_ms"), spec.window_ms))
                  .withColumn("reason", reason)
                  .drop("_j", "_no_value", "_bad_ts"))
 

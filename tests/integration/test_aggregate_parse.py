@@ -177,3 +177,15 @@ def test_dead_letters_of_huge_records_stay_below_the_broker_limit(spark):
     assert letter["reason"] == "geoZone longer than 255 characters"
     assert letter["value"] == huge[:DLQ_VALUE_CHARS] and letter["value_chars"] == len(huge)
     assert len(rows[0]["value"]) < 1_000_000
+
+
+def test_the_delivery_probe_is_dropped_not_dead_lettered(spark):
+    """`tbspark provision` sends one probe record through the chain (tbspark/delivery.py): it must not
+    become a zone's window, nor a dead letter a user would have to explain."""
+    from tbspark.delivery import PROBE_KEY, PROBE_ZONE
+
+    values = ['{"geoZone":"Zone A","windSpeed":30,"ts":"1700000001000"}',
+              '{"geoZone":"%s","windSpeed":0,"%s":"ab12","ts":"1700000001000"}' % (PROBE_ZONE, PROBE_KEY),
+              '{"geoZone":"Zone B","windSpeed":40,"ts":"1700000002000"}']
+    got = parse(_kafka_rows(spark, values), ParseSpec(), None, 1_700_000_000_000).orderBy("offset").collect()
+    assert [(r["zone"], r["reason"]) for r in got] == [("Zone A", None), ("Zone B", None)]
