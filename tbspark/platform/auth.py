@@ -242,6 +242,3 @@ class Auth:
         # Every token of the chain expires by now + refresh_ttl_s at the latest.
         self.revoked.add(principal.chain_id, time.time() + self.refresh_ttl_s)
         self._verified = {t: v for t, v in self._verified.items() if v[2] != principal.chain_id}
-
-    def forget_tokens(self) -> None:
-        self._verified.clear()

@@ -188,12 +188,12 @@ class MessageStream:
                 return out, (nums if value_pos == 0 else [None] * n)
             for _ in range(n):
                 v = fn(elapsed_s)
-                out.append(f"{prefix}{_json_value(v)}{end}".encode())
+                out.append(f"{prefix}{json_value(v)}{end}".encode())
                 nums.append(numeric(v) if value_pos == 0 else None)
             return out, nums
         for _ in range(n):
             vals = [fn(elapsed_s) for fn in fns]
-            out.append((",".join(p + _json_value(v) for p, v in zip(prefixes, vals)) + end).encode())
+            out.append((",".join(p + json_value(v) for p, v in zip(prefixes, vals)) + end).encode())
             nums.append(numeric(vals[value_pos]) if value_pos >= 0 else None)
         return out, nums
 
@@ -205,7 +205,7 @@ class MessageStream:
         return {k: fn(elapsed_s) for k, fn in zip(self.keys, self.fns)}
 
 
-def _json_value(v: Any) -> str:
+def json_value(v: Any) -> str:
     # Generators only produce numbers or numbers rendered as text, so no escaping is needed.
     if isinstance(v, str):
         return f'"{v}"'

@@ -29,7 +29,7 @@ from typing import Any
 
 from tbspark.errors import UsageError
 from tbspark.simulate.fleet import TELEMETRY_TOPIC, Fleet
-from tbspark.simulate.generators import MessageStream, _json_value, numeric
+from tbspark.simulate.generators import MessageStream, json_value, numeric
 from tbspark.simulate.groundtruth import NEAR_EDGE_MS
 
 try:
@@ -100,7 +100,7 @@ def stream_plan(stream: MessageStream, value_pos: int, scale: int = 0) -> tuple 
                     (kind == "uniform_float" and fb < fa):
                 return f"a {kind} range too large for the C path's 64-bit integers"
         elif kind == "constant":
-            parts.append(prefix + _json_value(fn(0.0)))
+            parts.append(prefix + json_value(fn(0.0)))
         else:
             return f"generator kind {kind!r}"
     num_mode, const_num = 0, 0

@@ -61,7 +61,7 @@ def test_numeric_follows_the_platforms_typing():
 def test_values_drawn_in_blocks_are_the_values_drawn_one_by_one():
     # The engines draw a stream's messages ahead in blocks; --seed must give the same values
     # (and the same text on the wire) as asking the generators message by message.
-    from tbspark.simulate.generators import MessageStream, _json_value
+    from tbspark.simulate.generators import MessageStream, json_value
 
     gens = [G(kind="uniform_int", min=30, max=60, send_as="string"),
             G(kind="uniform_int", min=-3, max=1 << 40),
@@ -79,7 +79,7 @@ def test_values_drawn_in_blocks_are_the_values_drawn_one_by_one():
             b, v = stream.bodies(n, 0.0, 0, "}}")
             bodies += b
             nums += v
-        assert bodies == [f'"k":{_json_value(v)}}}}}'.encode() for v in expected], gen
+        assert bodies == [f'"k":{json_value(v)}}}}}'.encode() for v in expected], gen
         assert nums == [numeric(v) for v in expected], gen
     # Two keys in one stream: drawn message by message, in key order, as before.
     tel = {"windSpeed": G(kind="uniform_int", min=0, max=9, rate_hz=1, send_as="string"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,11 +64,6 @@ class TbMsg:
     # Node executions so far of this message and every copy made of it, one shared box ([count]);
     # only kept on chains whose static bound exceeds the per-message cap (engine.Chain.counted).
     execs: list | None = None
-
-    def msg_id(self) -> str:
-        if self.id is None:
-            self.id = str(uuid.uuid4())
-        return self.id
 
     def copy(self) -> "TbMsg":
         data = self.data

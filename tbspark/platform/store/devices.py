@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from tbspark.platform.rest.errors import bad_request, conflict
-from tbspark.platform.store.entities import _put
+from tbspark.platform.store.entities import put
 from tbspark.platform.store.models import NULL_UUID, Asset, Device, DeviceProfile, new_id, now_ms, random_token
 
 
@@ -35,7 +35,7 @@ class DeviceStore:
     def _device_write(self, d: Device, token_changed: bool) -> Callable[[sqlite3.Connection], None]:
         def fn(conn: sqlite3.Connection) -> None:
             try:
-                _put(conn, d, d.name)
+                put(conn, d, d.name)
             except sqlite3.IntegrityError as exc:
                 raise bad_request("Device with such name already exists!") from exc
             if token_changed:
@@ -105,7 +105,7 @@ class DeviceStore:
             if expected_version is not None and expected_version != old.version:
                 raise conflict("Asset")
             a = replace(a, version=old.version + 1)
-        await self._write(self._unique(lambda c: _put(c, a, a.name), "Asset with such name already exists!"))
+        await self._write(self._unique(lambda c: put(c, a, a.name), "Asset with such name already exists!"))
         self._cache_asset(a)
         return a
 

@@ -22,7 +22,7 @@ KIND_OF = {Tenant: "tenant", User: "user", DeviceProfile: "device_profile", Asse
            Device: "device", Asset: "asset"}
 
 
-def _put(conn: sqlite3.Connection, obj: Any, name: str) -> None:
+def put(conn: sqlite3.Connection, obj: Any, name: str) -> None:
     conn.execute(
         "INSERT INTO entity(id, kind, tenant_id, name, doc) VALUES (?,?,?,?,?) "
         "ON CONFLICT(id) DO UPDATE SET name=excluded.name, doc=excluded.doc",
@@ -120,8 +120,8 @@ class EntityStore:
         def fn(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT INTO entity(id, kind, tenant_id, name, doc) VALUES (?,?,?,?,?)",
                          (t.id, "tenant", NULL_UUID, t.id, json.dumps(t.to_doc())))
-            _put(conn, dp, dp.name)
-            _put(conn, ap, ap.name)
+            put(conn, dp, dp.name)
+            put(conn, ap, ap.name)
         self._write_sync(fn)
         self._cache_tenant(t)
         self._cache_device_profile(dp)
@@ -129,7 +129,7 @@ class EntityStore:
         return t
 
     def save_user(self, user: User) -> User:
-        self._write_sync(self._unique(lambda c: _put(c, user, user.email), "User with email already exists!"))
+        self._write_sync(self._unique(lambda c: put(c, user, user.email), "User with email already exists!"))
         self._cache_user(user)
         return user
 
@@ -144,7 +144,7 @@ class EntityStore:
 
         def fn(conn: sqlite3.Connection) -> None:
             for p in changed:
-                _put(conn, p, p.name)
+                put(conn, p, p.name)
         await self._write(fn)
         for p in changed:
             cache(p)
@@ -189,7 +189,7 @@ class EntityStore:
                                (tenant_id, name)).fetchone()
             if row:
                 return DeviceProfile.from_doc(json.loads(row[0]))
-            _put(conn, p, name)
+            put(conn, p, name)
             return p
         saved = self._write_sync(fn)
         self._cache_device_profile(saved)
@@ -199,7 +199,7 @@ class EntityStore:
         old = self._device_profiles.get(p.id)
         if old and old.tenant_id != p.tenant_id:
             raise not_found(f"Device profile with id [{p.id}] is not found")
-        await self._write(self._unique(lambda c: _put(c, p, p.name), "Device profile with such name already exists!"))
+        await self._write(self._unique(lambda c: put(c, p, p.name), "Device profile with such name already exists!"))
         self._cache_device_profile(p)
         if old is None or old.default_rule_chain_id != p.default_rule_chain_id:
             self._notify_chains(None)
@@ -226,7 +226,7 @@ class EntityStore:
             if p.name == name:
                 return p
         p = AssetProfile(new_id(), tenant_id, name, now_ms(), description="Default asset profile")
-        self._write_sync(lambda c: _put(c, p, name))
+        self._write_sync(lambda c: put(c, p, name))
         self._cache_asset_profile(p)
         return p
 
@@ -237,7 +237,7 @@ class EntityStore:
         return self.find_or_create_asset_profile(tenant_id, "default")
 
     async def save_asset_profile(self, p: AssetProfile) -> AssetProfile:
-        await self._write(self._unique(lambda c: _put(c, p, p.name), "Asset profile with such name already exists!"))
+        await self._write(self._unique(lambda c: put(c, p, p.name), "Asset profile with such name already exists!"))
         self._cache_asset_profile(p)
         return p
 

@@ -293,10 +293,6 @@ class TelemetryStore:
         else:
             await asyncio.wrap_future(cf)
 
-    def save_timeseries_sync(self, entity_type: str, entity_id: str, entries: list) -> None:
-        if entries:
-            self._writer.run(self._ts_write_fn(entity_type, entity_id, entries))
-
     def _attr_write_fn(self, entity_type: str, entity_id: str, scope: str, values: dict, ts: int):
         def fn(conn: sqlite3.Connection) -> None:
             conn.executemany(
