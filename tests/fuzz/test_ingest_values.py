@@ -171,6 +171,10 @@ def test_qos2_publish_is_stored_once_with_pubrec_pubrel_pubcomp(platform, tenant
     # Released: the id carries a new message now.
     m.publish(TELEMETRY, b'{"ts": 2000, "values": {"q": 3}}', qos=2, packet_id=9)
     assert m.recv()[0] == c.PUBREC
+    # A PUBREL for an id never received: PUBCOMP all the same (MQTT 5: reason 0x92, not found).
+    m.send(c.encode_puback(33, 0, level, kind=c.PUBREL))
+    ptype, _f, body = m.recv()
+    assert (ptype, body[:2], reason(body, level)) == (c.PUBCOMP, b"\x00\x21", 0x92 if level == c.MQTT_5 else 0)
     m.close()
     r = tenant_http.get(f"{platform.url}/api/plugins/telemetry/DEVICE/{dev}/values/timeseries/history"
                         "?keys=q&startTs=0&endTs=10000&orderBy=ASC", timeout=10)

@@ -126,15 +126,16 @@ def _closed_within(sock: socket.socket, timeout_s: float) -> tuple[bool, bytes]:
     return False, got
 
 
-def _http(p) -> socket.socket:
+def _http(p) -> tuple[socket.socket, bytes]:
+    """A raw connection to the platform's HTTP port, and the Host header it answers to."""
     host, port = p.url.removeprefix("http://").rsplit(":", 1)
-    return socket.create_connection((host, int(port)), timeout=10)
+    return socket.create_connection((host, int(port)), timeout=10), f"Host: {host}:{port}\r\n".encode()
 
 
 def test_rest_headers_that_never_end_are_closed(limited):
-    sock = _http(limited)
+    sock, host = _http(limited)
     try:
-        sock.sendall(b"GET /tbspark/health HTTP/1.1\r\nHost: x\r\n")
+        sock.sendall(b"GET /tbspark/health HTTP/1.1\r\n" + host)
         t0 = time.monotonic()
         for _ in range(int((HEADER_TIMEOUT_S + SWEEP_SLACK_S) / 0.25)):  # one header byte every 0.25 s
             try:
@@ -153,9 +154,9 @@ def test_rest_headers_that_never_end_are_closed(limited):
 
 
 def test_rest_body_that_never_comes_is_a_408_and_closed(limited):
-    sock = _http(limited)
+    sock, host = _http(limited)
     try:
-        sock.sendall(b"POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST /api/auth/login HTTP/1.1\r\n" + host + b"Content-Type: application/json\r\n"
                      b"Content-Length: 100\r\n\r\n{\"user")
         closed, got = _closed_within(sock, BODY_TIMEOUT_S + SWEEP_SLACK_S)
         assert closed, "a request whose body never comes is still open"

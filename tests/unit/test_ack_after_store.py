@@ -82,3 +82,28 @@ def test_the_writer_logs_an_outage_once_and_its_end(tmp_path, caplog):
     assert sum("store writes fail: OperationalError: database or disk is full" in m for m in messages) == 1
     assert sum("store writes succeed again after 5 failed transactions" in m for m in messages) == 1
     assert all(r.exc_info is None for r in caplog.records)  # the cause, no traceback
+
+
+def test_a_value_the_store_cannot_hold_fails_its_own_write_only(tmp_path):
+    """Text with a lone surrogate (which a rule chain's script could make) cannot be encoded for
+    SQLite: that device's write fails, the others' are stored, and the batch's acknowledgements do
+    not wait for it (a resend would fail again: holding them back would stall every device)."""
+    from tbspark.platform.store import Store
+
+    store = Store(tmp_path / "platform.db")
+    try:
+        async def run():
+            return await store.save_timeseries_many([
+                ("DEVICE", "good-1", [(1000, "v", "LONG", 1)]),
+                ("DEVICE", "poison", [(1000, "v", "STRING", "a\udfffb")]),
+                ("DEVICE", "good-2", [(1000, "v", "LONG", 2)])])
+
+        results = asyncio.run(run())
+        assert [r is None for r in results] == [True, False, True]
+        assert isinstance(results[1], UnicodeEncodeError)
+        assert store.write_failures == 0
+        assert store.latest("good-1") == {"v": (1000, "LONG", 1)}
+        assert store.latest("good-2") == {"v": (1000, "LONG", 2)}
+        assert store.latest("poison") == {}
+    finally:
+        store.close()

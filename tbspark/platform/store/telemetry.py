@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable
 
 from tbspark.platform.store.intervals import CALENDAR_TYPES, calendar_buckets
 from tbspark.platform.store.schema import KIND_CODES, KIND_NAMES
+from tbspark.platform.store.writer import storage_trouble
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,9 @@ class TelemetryStore:
         self._flush_scheduled = False
         self.ts_points_written = 0
         self.attr_values_written = 0
-        # Loop-side writes (time series, attributes) that failed, whatever the cause. The MQTT
-        # transport acknowledges a batch only when this did not move while the batch ran.
+        # Loop-side writes (time series, attributes) that failed for a storage reason (disk full,
+        # database locked: see storage_trouble). The MQTT transport acknowledges a batch only when
+        # this did not move while the batch ran.
         self.write_failures = 0
 
     def add_attribute_listener(self, cb: AttrListener) -> None:
@@ -116,7 +118,7 @@ class TelemetryStore:
             exc = cf.exception()
             results = [exc] * len(batch) if exc is not None else cf.result()
             for (_, fut), res in zip(batch, results):
-                if res is not None:
+                if res is not None and storage_trouble(res):
                     self.write_failures += 1
                 if fut.done():
                     continue
@@ -269,7 +271,7 @@ class TelemetryStore:
         await self._enqueue(fn, sum(len(it[2]) for it in items))
         if len(outcome) != len(items):
             return [None] * len(items)
-        failed = len(items) - outcome.count(None)
+        failed = sum(1 for res in outcome if res is not None and storage_trouble(res))
         if failed:
             self.write_failures += failed
         return list(outcome)

@@ -32,6 +32,16 @@ _STOP = object()
 _MAX_BATCH = 5000
 
 
+def storage_trouble(exc: BaseException) -> bool:
+    """Whether a failed write failed for the storage's sake (disk full, I/O, locked, corrupt): then
+    nothing of its batch may be acknowledged, and it will succeed once the cause is gone. A write
+    that failed for its own values (an integer SQLite cannot hold, text it cannot encode) would fail
+    again on every resend: it takes its node's Failure route, and the others' acknowledgements do
+    not wait for it. Device payloads never get that far (values.py refuses such values at the door);
+    only a rule chain's own transformations can."""
+    return isinstance(exc, (sqlite3.OperationalError, sqlite3.InternalError)) or type(exc) is sqlite3.DatabaseError
+
+
 class Writer:
     def __init__(self, path) -> None:
         self.path = path
@@ -88,11 +98,11 @@ class Writer:
         return {"failing": self._failing, "failed_transactions": self.failed_transactions}
 
     def failed(self, exc: BaseException, always: bool = False) -> None:
-        """A write failed. Storage trouble (sqlite3.OperationalError: disk full, I/O, locked; or
-        ``always``: the commit itself) is counted and logged once per outage, with its cause and no
-        traceback (the same one would follow every write); a write's own error (a constraint, a
-        bad value) is its caller's business."""
-        if not (always or isinstance(exc, sqlite3.OperationalError)):
+        """A write failed. Storage trouble (storage_trouble: disk full, I/O, locked; or ``always``:
+        the commit itself) is counted and logged once per outage, with its cause and no traceback
+        (the same one would follow every write); a write's own error (a constraint, a bad value) is
+        its caller's business."""
+        if not (always or storage_trouble(exc)):
             return
         self.failed_transactions += 1
         if self._failing is None:

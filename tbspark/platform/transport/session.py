@@ -91,9 +91,12 @@ class MqttSession(asyncio.Protocol):
                     pass  # we only publish QoS 0; tolerate acks anyway
                 elif ptype == c.PUBREL:  # QoS 2, step 3: the id may be used again
                     packet_id = int.from_bytes(body[:2], "big")
-                    if self.qos2:
+                    known = bool(self.qos2) and packet_id in self.qos2
+                    if known:
                         self.qos2.discard(packet_id)
-                    out.append(c.encode_puback(packet_id, 0, self.level, kind=c.PUBCOMP))
+                    # MQTT 5 §3.7.2.1: an id this session does not hold is 0x92 (Packet Identifier
+                    # not found); 3.1.1 has no reason codes.
+                    out.append(c.encode_puback(packet_id, 0 if known else 0x92, self.level, kind=c.PUBCOMP))
                 else:
                     raise c.MqttProtocolError(f"unexpected packet type {ptype}", c.RC_PROTOCOL_ERROR)
             except c.MqttProtocolError as exc:
