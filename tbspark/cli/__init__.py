@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from tbspark.cli import _common
-from tbspark.errors import EXIT_CODES_HELP, EXIT_USAGE
+from tbspark.errors import EXIT_CODES_HELP, EXIT_UNAVAILABLE, EXIT_USAGE, TbsparkError
 
 
 def take_debug(args: list[str]) -> tuple[list[str], bool]:
@@ -61,6 +61,13 @@ class _Root(TyperGroup):
                 raise
             _common.err_console.print("Interrupted.", markup=False)
             sys.exit(130)
+        except Exception as exc:  # only with --debug / TB_DEBUG: handle_errors let it through
+            if not standalone_mode:
+                raise
+            import traceback
+
+            traceback.print_exc()
+            sys.exit(exc.exit_code if isinstance(exc, TbsparkError) else EXIT_UNAVAILABLE)
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)

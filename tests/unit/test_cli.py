@@ -100,10 +100,12 @@ def test_debug_is_taken_from_anywhere_before_a_double_dash():
 
 
 @pytest.mark.parametrize("how", [["--debug"], []])
-def test_debug_anywhere_or_tb_debug_shows_the_traceback(tmp_path, how):
+def test_debug_anywhere_or_tb_debug_shows_the_traceback_and_keeps_the_exit_code(tmp_path, how):
     missing = str(tmp_path / "nope.yaml")
     res = invoke(["scenario", "check", missing, *how], **({} if how else {"TB_DEBUG": "1"}))
-    assert isinstance(res.exception, ScenarioError)  # raised through: the traceback is printed
+    assert res.exit_code == 2  # a scenario error, as without --debug
+    assert "Traceback (most recent call last)" in res.stderr
+    assert f"{ScenarioError.__module__}.ScenarioError" in res.stderr
 
 
 def test_without_debug_an_error_is_one_line_and_exit_2(tmp_path):
