@@ -219,7 +219,7 @@ def _kafka_answers(bootstrap: str) -> bool:
 
 def _platform_answers(url: str) -> bool:
     try:
-        return requests.get(f"{url}/tbspark/health", timeout=2).status_code == 200
+        return requests.get(f"{url}/tbspark/health", timeout=5).status_code == 200
     except requests.RequestException:
         return False
 
@@ -238,7 +238,7 @@ def _platform_stats(url: str) -> dict | None:
         headers = {"X-Authorization": "Bearer " + login.json()["token"]}
         # No logout afterwards: the token never leaves this process, and each logout is a record the
         # platform keeps for a week (a status loop would pile them up).
-        resp = requests.get(f"{url}/tbspark/stats", headers=headers, timeout=2)
+        resp = requests.get(f"{url}/tbspark/stats", headers=headers, timeout=5)
         return resp.json() if resp.status_code == 200 else None
     except (requests.RequestException, ValueError, KeyError, TypeError):
         return None
