@@ -223,6 +223,8 @@ async def _history(request: web.Request, eid: str, keys: list[str] | None) -> we
     strict = q_bool(request, "useStrictDataTypes")
     if keys is not None and not keys:
         return ok_json({})
+    if agg != "NONE" and interval > 0:
+        order = "ASC"  # ThingsBoard returns buckets oldest-first whatever orderBy says (checked live)
     data = await platform(request).store.history(eid, keys, start, end, interval, agg, limit, order)
     return ok_json({k: [{"ts": ts, "value": values.render(kind, v, strict)} for ts, kind, v in pts]
                     for k, pts in data.items()})
