@@ -27,7 +27,4 @@ KNOWN: list[Known] = [
     Known("attributes_rest", "server scope state keys/*",
           "ThingsBoard keeps device state (active, lastConnectTime, …) as SERVER_SCOPE attributes of every "
           "device; the embedded platform does not yet", "devstate helper (issue 16 item 5)"),
-    Known("telemetry_rest", "agg AVG default order/*",
-          "Aggregated history without orderBy: ThingsBoard returns buckets oldest-first, the embedded platform "
-          "newest-first", "telemetry queries (issue 16 list)"),
 ]

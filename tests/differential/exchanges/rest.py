@@ -214,6 +214,9 @@ def telemetry_rest(t: Target, tr: Transcript) -> None:
         tr.http(f"agg {agg}", s.get(hist, params={**q, "keys": "n", "interval": 10_000, "agg": agg,
                                                   "orderBy": "ASC"}, timeout=30))
     tr.http("agg AVG default order", s.get(hist, params={**q, "interval": 10_000, "agg": "AVG"}, timeout=30))
+    tr.http("agg AVG DESC", s.get(hist, params={**q, "interval": 10_000, "agg": "AVG", "orderBy": "DESC"},
+                                  timeout=30))
+    tr.http("agg MAX limit 2", s.get(hist, params={**q, "interval": 10_000, "agg": "MAX", "limit": 2}, timeout=30))
     tr.http("agg without interval", s.get(hist, params={**q, "agg": "AVG"}, timeout=30))
     tr.http("range missing endTs", s.get(hist, params={"keys": "w", "startTs": T0}, timeout=30))
     tr.http("same ts overwrites", s.post(f"{url}/timeseries/ANY", json={"ts": T0, "values": {"w": 99.5}},
