@@ -28,7 +28,12 @@ def embedded(platform) -> Target:
 
 @pytest.fixture(scope="session")
 def live() -> Target | None:
-    return live_target()
+    t = live_target()
+    yield t
+    if t is not None:  # leave the shared server as we found it: only the suite's own tbdiff-* entities
+        from tests.differential.exchanges.helpers import sweep
+
+        sweep(t)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -24,6 +24,19 @@ KNOWN: list[Known] = [
           "An unreadable entity body gets ThingsBoard's status (500) and errorCode (2) and the start of its "
           "message (\"JSON parse error: …\", \"Required request body is missing\"), not the text of Jackson's "
           "parser or of Spring's method signature that follows", "nobody (by design)"),
+    Known("rule_chains", "script nodes saved/*",
+          "ThingsBoard saves any node type (script nodes included); the embedded platform refuses script "
+          "nodes (JS filter, TBEL log) with a 400", "rule-chain/script helper (issue 16 items 2-3)"),
+    Known("rule_chains", "cycle refused/body/message",
+          "Both refuse the chain with 400/31, the embedded platform for its script node before it sees the "
+          "cycle (\"Can't create circling relations in rule chain.\" on ThingsBoard)",
+          "rule-chain/script helper (issue 16 items 3-4)"),
+    Known("rule_chains", "self loop refused/*",
+          "ThingsBoard refuses a connection from a node to itself (400 \"Can't create the relation to "
+          "yourself.\"); the embedded platform saves it", "rule-chain helper (issue 16 item 4)"),
+    Known("rule_chains", "delete a chain a profile uses/*",
+          "ThingsBoard refuses to delete a chain a device profile uses (400); the embedded platform deletes it "
+          "and detaches the profile", "rule-chain helper (issue 16 list)"),
     Known("attributes_rest", "server scope state keys/*",
           "ThingsBoard keeps device state (active, lastConnectTime, …) as SERVER_SCOPE attributes of every "
           "device; the embedded platform does not yet", "devstate helper (issue 16 item 5)"),

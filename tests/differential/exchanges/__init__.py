@@ -4,7 +4,7 @@ records, step by step, what a user of that server would see. Entities are named 
 
 ``rest`` (auth, devices, paging, bodies, credentials, assets, telemetry, attributes), ``mqtt`` (device
 and gateway API over MQTT 3.1.1 and 5, server-side RPC), ``http`` (the HTTP device API), ``chain``
-(tbspark's forwarding chain to Kafka).
+(tbspark's forwarding chain to Kafka), ``chains`` (what rule chains ThingsBoard saves).
 """
 
 from __future__ import annotations
@@ -22,4 +22,4 @@ def exchange(fn):
     return fn
 
 
-from tests.differential.exchanges import chain, http, mqtt, rest  # noqa: E402,F401  (they register)
+from tests.differential.exchanges import chain, chains, http, mqtt, rest  # noqa: E402,F401  (they register)

@@ -60,3 +60,18 @@ def attributes(t: Target, s: requests.Session, dev: dict, scope: str, keys: str 
 def without(items: list, *keys: str) -> list:
     """Attribute lists minus the keys ThingsBoard adds on its own (device state: ``active`` …)."""
     return [a for a in items if a["key"] not in keys] if isinstance(items, list) else items
+
+
+def sweep(t: Target, prefix: str = "tbdiff-") -> int:
+    """Delete what the suite made and an interrupted exchange may have left (devices, assets, device
+    and asset profiles made for their types, rule chains): only names with the suite's prefix."""
+    s = t.session()
+    gone = 0
+    for listing, item in (("/api/tenant/devices", "/api/device/"), ("/api/tenant/assets", "/api/asset/"),
+                          ("/api/deviceProfiles", "/api/deviceProfile/"), ("/api/assetProfiles", "/api/assetProfile/"),
+                          ("/api/ruleChains", "/api/ruleChain/")):
+        r = s.get(t.url + listing, params={"pageSize": 1000, "page": 0, "textSearch": prefix}, timeout=30)
+        for e in r.json().get("data", []) if r.ok else []:
+            if e.get("name", "").startswith(prefix):
+                gone += s.delete(f"{t.url}{item}{e['id']['id']}", timeout=30).ok
+    return gone
