@@ -107,8 +107,8 @@ async def save_timeseries_ttl(request: web.Request) -> web.Response:
     try:
         int(m["ttl"])
     except ValueError:
-        raise errors.bad_request(f"Failed to convert value of type 'java.lang.String' to required type 'long'; "
-                                 f"For input string: \"{m['ttl']}\"") from None
+        raise errors.bad_request(f"Method parameter 'ttl': Failed to convert value of type 'java.lang.String' to "
+                                 f"required type 'java.lang.Long'; For input string: \"{m['ttl']}\"") from None
     # TTL is accepted for compatibility; the embedded platform keeps points until reset.
     return await _save_timeseries(request, m["entityType"], m["entityId"])
 
