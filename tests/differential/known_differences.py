@@ -37,6 +37,17 @@ KNOWN: list[Known] = [
     Known("rule_chains", "delete a chain a profile uses/*",
           "ThingsBoard refuses to delete a chain a device profile uses (400); the embedded platform deletes it "
           "and detaches the profile", "rule-chain helper (issue 16 list)"),
+    Known("telemetry_extras", "calendar */*",
+          "Calendar aggregation intervals (intervalType WEEK, WEEK_ISO, MONTH, QUARTER with timeZone) are "
+          "answered by ThingsBoard; the embedded platform refuses them with a 400",
+          "missing behaviours (issue 16 item 6)"),
+    Known("telemetry_extras", "*key* of 256 characters/*", "ThingsBoard refuses keys longer than 255 characters "
+          "(400 \"Validation error: key length must be equal or less than 255\"); the embedded platform "
+          "stores them", "missing behaviours (issue 16 item 6)"),
+    Known("telemetry_extras", "*key of 1000 characters/*", "as for 256 characters",
+          "missing behaviours (issue 16 item 6)"),
+    Known("telemetry_extras", "long keys stored/*", "follows from the key-length limit above",
+          "missing behaviours (issue 16 item 6)"),
     Known("attributes_rest", "server scope state keys/*",
           "ThingsBoard keeps device state (active, lastConnectTime, …) as SERVER_SCOPE attributes of every "
           "device; the embedded platform does not yet", "devstate helper (issue 16 item 5)"),

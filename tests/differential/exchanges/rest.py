@@ -278,3 +278,32 @@ def attributes_rest(t: Target, tr: Transcript) -> None:
     tr.http("delete", s.delete(f"{url}/SERVER_SCOPE", params={"keys": "threshold,ratio"}, timeout=30))
     tr.add("after delete", body=attributes(t, s, dev, "SERVER_SCOPE", "threshold,ratio,on"))
     delete_devices(t, s, f"tbdiff-{u}-")
+
+
+@exchange
+def telemetry_extras(t: Target, tr: Transcript) -> None:
+    s = t.session()
+    u = tr.unique
+    dev = make_device(t, s, f"tbdiff-{u}-tsx")
+    url = ts_url(t, dev)
+    day = 86_400_000
+    points = [{"ts": T0 + i * day, "values": {"d": i}} for i in range(10)]
+    tr.http("with TTL", s.post(f"{url}/timeseries/ANY/3600", json=points, timeout=30))
+    tr.http("TTL not a number", s.post(f"{url}/timeseries/ANY/soon", json={"x": 1}, timeout=30))
+    hist = f"{url}/values/timeseries"
+    q = {"keys": "d", "startTs": T0, "endTs": T0 + 10 * day, "agg": "SUM", "useStrictDataTypes": True}
+    tr.http("calendar week UTC", s.get(hist, params={**q, "intervalType": "WEEK", "timeZone": "UTC"}, timeout=30))
+    tr.http("calendar week ISO Berlin", s.get(hist, params={**q, "intervalType": "WEEK_ISO",
+                                                            "timeZone": "Europe/Berlin"}, timeout=30))
+    tr.http("calendar month", s.get(hist, params={**q, "intervalType": "MONTH", "timeZone": "UTC"}, timeout=30))
+    tr.http("interval type milliseconds", s.get(hist, params={**q, "intervalType": "MILLISECONDS",
+                                                              "interval": 5 * day}, timeout=30))
+    tr.http("latest without keys", s.get(hist, params={"useStrictDataTypes": True}, timeout=30),
+            lambda b: {k: [p["value"] for p in v] for k, v in b.items()})
+    for n in (255, 256, 1000):
+        tr.http(f"key of {n} characters", s.post(f"{url}/timeseries/ANY", json={"k" * n: 1}, timeout=30))
+    tr.http("attribute key of 1000 characters", s.post(f"{url}/attributes/SERVER_SCOPE", json={"a" * 1000: 1},
+                                                        timeout=30))
+    tr.add("long keys stored", body=sorted(len(k) for k in (s.get(f"{url}/keys/timeseries", timeout=30).json())
+                                            if k.startswith("kkk")))
+    delete_devices(t, s, f"tbdiff-{u}-")
