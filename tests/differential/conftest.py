@@ -49,4 +49,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     for name, r in sorted(RESULTS.items()):
         verdict = "passed" if not r["differences"] and not r["stale"] else "FAILED"
         terminalreporter.write_line(f"{name:28s} {verdict:7s} against {r['against']}: {r['differences']} "
-                                    f"undocumented, {r['known']} known, {r['stale']} stale")
+                                    f"undocumented, {r['known']} known, {r['stale']} stale"
+                                    + (f" (first: {r['first']})" if r["first"] else ""))

@@ -114,7 +114,7 @@ def _mqtt_gateway(level: int):
         tr.add("attributes read back", body=got)
         s.post(f"{ts_url(t, created)}/attributes/SHARED_SCOPE", json={"sp": 1, "sq": "two"}, timeout=30)
         # ThingsBoard subscribes a connected sub-device to its attribute updates on its own.
-        tr.add("shared update pushed unsubscribed", message=g.next_message("v1/gateway/attributes", timeout_s=5))
+        tr.add("shared update pushed unsubscribed", message=g.next_message("v1/gateway/attributes"))
         g.subscribe("v1/gateway/attributes/response")
         g.publish("v1/gateway/attributes/request", json.dumps({"id": 1, "device": sub, "client": False,
                                                                "key": "sp"}))
