@@ -67,6 +67,23 @@ def http_device_api(t: Target, tr: Transcript) -> None:
     if len(holder) > 1:
         tr.http("rpc reply posted", holder[1])
     tr.http("rpc caller got reply", r)
+    tr.http("attribute updates poll timeout", requests.get(f"{base}/attributes/updates", params={"timeout": 1000},
+                                                           timeout=30))
+    upd: list = []
+    th = threading.Thread(target=lambda: upd.append(requests.get(f"{base}/attributes/updates",
+                                                                 params={"timeout": 20_000}, timeout=40)), daemon=True)
+    th.start()
+    # The update must come after the poll is registered; ThingsBoard gives no sign of that, so the
+    # poll is retried below with an update per attempt until one is answered (normally the first).
+    for i in range(10):
+        s.post(f"{ts_url(t, dev)}/attributes/SHARED_SCOPE", json={"hsh": i}, timeout=30)
+        th.join(2)
+        if upd:
+            break
+    if upd and upd[0].ok:
+        tr.add("attribute updates poll got", status=upd[0].status_code, keys=sorted(upd[0].json()))
+    elif upd:
+        tr.http("attribute updates poll got", upd[0])
     tr.http("rpc reply bad id", requests.post(f"{base}/rpc/abc", json={}, timeout=30))
     tr.http("rpc poll bad timeout", requests.get(f"{base}/rpc", params={"timeout": "soon"}, timeout=30))
     tr.http("client rpc unknown token", requests.post(f"{t.url}/api/v1/nope{u}/rpc", json={"method": "m", "params": {}},
