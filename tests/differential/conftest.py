@@ -28,7 +28,12 @@ def embedded(platform) -> Target:
 
 @pytest.fixture(scope="session")
 def live() -> Target | None:
-    return live_target()
+    t = live_target()
+    yield t
+    if t is not None:  # leave the shared server as we found it: only the suite's own tbdiff-* entities
+        from tests.differential.exchanges.helpers import sweep
+
+        sweep(t)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -44,4 +49,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     for name, r in sorted(RESULTS.items()):
         verdict = "passed" if not r["differences"] and not r["stale"] else "FAILED"
         terminalreporter.write_line(f"{name:28s} {verdict:7s} against {r['against']}: {r['differences']} "
-                                    f"undocumented, {r['known']} known, {r['stale']} stale")
+                                    f"undocumented, {r['known']} known, {r['stale']} stale"
+                                    + (f" (first: {r['first']})" if r["first"] else ""))

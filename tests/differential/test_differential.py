@@ -70,7 +70,7 @@ def test_embedded_platform_answers_as_thingsboard(name, embedded, live, request)
     left, used = split_known(diffs, name, KNOWN)
     stale = [k for i, k in enumerate(KNOWN) if k.exchange == name and i not in used]
     RESULTS[name] = {"differences": len(left), "known": len(diffs) - len(left), "stale": len(stale),
-                     "against": "live" if live else "recording"}
+                     "against": "live" if live else "recording", "first": left[0][0] if left else None}
     assert not left, f"{name}: {len(left)} undocumented difference(s) from ThingsBoard\n{render(left)}"
     assert not stale, f"{name}: known differences that no longer occur (remove them): {stale}"
 

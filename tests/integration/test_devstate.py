@@ -176,7 +176,7 @@ def test_event_messages_reach_the_devices_chain(own_platform):
             "Attributes Updated", "Timeseries Updated", "Inactivity Event"}
 
     def relations():
-        stats = requests.get(ep.url + "/tbspark/stats", timeout=5).json()
+        stats = requests.get(ep.url + "/tbspark/stats", headers=rest.h, timeout=5).json()
         outs = [n["out"] for n in stats["engine"]["nodes"] if n["chain"] == chain]
         return outs[0] if outs and want <= set(outs[0]) else None
 

@@ -8,7 +8,8 @@ read is a 500 whose plain body is Gson's message, one JsonConverter refuses a 50
 (``Can't parse value: 1``); a null value is skipped as on MQTT;
 ``GET …/attributes`` answers ``{"client": {…}, "shared": {…}}`` (empty sections left out);
 ``GET …/rpc`` long-polls for a server-side RPC ``{"id", "method", "params"}`` and answers an empty 408
-when ``timeout`` ms (below 30 s) pass without one, a 503 after 30 s (Spring's async timeout) otherwise; ``POST …/rpc/{requestId}`` is the device's reply; ``POST …/rpc``
+when ``timeout`` ms (below 30 s) pass without one, a 503 after 30 s (Spring's async timeout) otherwise
+(``GET …/attributes/updates`` long-polls the same way for a shared-attribute change); ``POST …/rpc/{requestId}`` is the device's reply; ``POST …/rpc``
 sends a client-side RPC into the rule chain and waits for a reply the same way.
 """
 
@@ -121,28 +122,28 @@ async def get_attributes(request: web.Request) -> web.Response:
     if device is None:
         return _empty(401)
     req = {k: request.query[k] for k in ("clientKeys", "sharedKeys") if request.query.get(k)}
-    answer = api.attribute_response(platform(request).store, device.id, api.dumps(req))
-    return web.Response(text=json.dumps(answer, separators=(",", ":")), content_type="application/json")
+    return _json(api.attribute_response(platform(request).store, device.id, api.dumps(req)))
 
 
 class _LongPoll:
     """A device's HTTP long poll, registered with the MQTT server like a session subscribed to RPC
-    requests: the RPC service publishes the request to it and the poll answers with it."""
+    requests or attribute updates: the first thing published to it answers the poll."""
 
-    subs = api.SUB_RPC_REQUEST
     gateway = None
 
-    def __init__(self, device) -> None:
+    def __init__(self, device, subs: int) -> None:
         self.device = device
+        self.subs = subs
         self.answer: asyncio.Future = asyncio.get_running_loop().create_future()
 
     def publish(self, topic: str, payload: bytes) -> None:
         if not self.answer.done():
-            self.answer.set_result((int(topic.rsplit("/", 1)[1]), payload))
+            self.answer.set_result((topic, payload))
 
 
-@route("GET", P + "/rpc", "Long-poll for a server-side RPC request", TAG, params=[TIMEOUT_PARAM], auth=False)
-async def subscribe_rpc(request: web.Request) -> web.Response:
+async def _long_poll(request: web.Request, subs: int) -> tuple[str, bytes] | web.Response:
+    """Wait, as a session with ``subs``, for the first message; a Response when none comes (or the
+    request is refused)."""
     device = _device(request)
     if device is None:
         return _empty(401)
@@ -150,14 +151,13 @@ async def subscribe_rpc(request: web.Request) -> web.Response:
     if timeout_ms is None:
         return _conversion_error("timeout", request.query["timeout"], "long")
     mqtt = platform(request).mqtt
-    poll = _LongPoll(device)
-    sessions = mqtt.by_device.setdefault(device.id, [])
-    sessions.append(poll)
+    poll = _LongPoll(device, subs)
+    mqtt.by_device.setdefault(device.id, []).append(poll)
     try:
-        mqtt.rpc.on_subscribed(poll, ["v1/devices/me/rpc/request/+"])  # sends what was waiting
+        if subs & api.SUB_RPC_REQUEST:
+            mqtt.rpc.on_subscribed(poll, ["v1/devices/me/rpc/request/+"])  # sends what was waiting
         try:
-            rid, payload = await asyncio.wait_for(asyncio.shield(poll.answer),
-                                                  min(timeout_ms, ASYNC_TIMEOUT_MS) / 1000)
+            return await asyncio.wait_for(asyncio.shield(poll.answer), min(timeout_ms, ASYNC_TIMEOUT_MS) / 1000)
         except asyncio.TimeoutError:
             return await _expired(timeout_ms)
     finally:
@@ -166,8 +166,28 @@ async def subscribe_rpc(request: web.Request) -> web.Response:
             sessions.remove(poll)
             if not sessions:
                 del mqtt.by_device[device.id]
-    body = {"id": rid, **json.loads(payload)}
+
+
+def _json(body) -> web.Response:
     return web.Response(text=json.dumps(body, separators=(",", ":")), content_type="application/json")
+
+
+@route("GET", P + "/rpc", "Long-poll for a server-side RPC request", TAG, params=[TIMEOUT_PARAM], auth=False)
+async def subscribe_rpc(request: web.Request) -> web.Response:
+    got = await _long_poll(request, api.SUB_RPC_REQUEST)
+    if isinstance(got, web.Response):
+        return got
+    topic, payload = got
+    return _json({"id": int(topic.rsplit("/", 1)[1]), **json.loads(payload)})
+
+
+@route("GET", P + "/attributes/updates", "Long-poll for shared-attribute updates", TAG, params=[TIMEOUT_PARAM],
+       auth=False)
+async def subscribe_attributes(request: web.Request) -> web.Response:
+    got = await _long_poll(request, api.SUB_ATTRIBUTES)
+    if isinstance(got, web.Response):
+        return got
+    return _json(json.loads(got[1]))  # {"key": value, …} or {"deleted": [...]}, as over MQTT
 
 
 @route("POST", P + "/rpc/{requestId}", "Reply to a server-side RPC request", TAG, body="text", auth=False)

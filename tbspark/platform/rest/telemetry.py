@@ -125,8 +125,8 @@ async def save_timeseries_ttl(request: web.Request) -> web.Response:
     try:
         ttl_s = int(m["ttl"])
     except ValueError:
-        raise errors.bad_request(f"Failed to convert value of type 'java.lang.String' to required type 'long'; "
-                                 f"For input string: \"{m['ttl']}\"") from None
+        raise errors.bad_request(f"Method parameter 'ttl': Failed to convert value of type 'java.lang.String' to "
+                                 f"required type 'java.lang.Long'; For input string: \"{m['ttl']}\"") from None
     # Points expire ttl seconds after the save, as on ThingsBoard with Cassandra (0: kept).
     return await _save_timeseries(request, m["entityType"], m["entityId"], max(ttl_s, 0))
 
