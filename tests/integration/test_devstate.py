@@ -145,43 +145,75 @@ def test_default_inactivity_timeout_is_configurable(tmp_path):
         p.stop()
 
 
-def test_event_messages_reach_the_devices_chain(own_platform):
-    """A chain whose message type switch is the only node: its counters show which events arrived."""
+SWITCH = "org.thingsboard.rule.engine.filter.TbMsgTypeSwitchNode"
+EVENTS = ("ENTITY_CREATED", "CONNECT_EVENT", "ACTIVITY_EVENT", "POST_TELEMETRY_REQUEST", "DISCONNECT_EVENT",
+          "ATTRIBUTES_UPDATED", "TIMESERIES_UPDATED", "INACTIVITY_EVENT")
+RELATION = {"ENTITY_CREATED": "Entity Created", "CONNECT_EVENT": "Connect Event", "ACTIVITY_EVENT": "Activity Event",
+            "POST_TELEMETRY_REQUEST": "Post telemetry", "DISCONNECT_EVENT": "Disconnect Event",
+            "ATTRIBUTES_UPDATED": "Attributes Updated", "TIMESERIES_UPDATED": "Timeseries Updated",
+            "INACTIVITY_EVENT": "Inactivity Event"}
+
+
+def _switch_chain(rest: Rest) -> tuple[str, str, dict]:
+    """A chain whose only node is a message type switch, in debug mode; (chain id, node id, chain)."""
+    chain = rest.post("/api/ruleChain", {"name": _name("events"), "type": "CORE"}).json()
+    meta = {"ruleChainId": chain["id"], "firstNodeIndex": 0,
+            "nodes": [{"type": SWITCH, "name": "switch", "configuration": {"version": 0},
+                       "debugSettings": {"failuresEnabled": True, "allEnabled": True, "allEnabledUntil": 0}}],
+            "connections": []}
+    r = rest.post("/api/ruleChain/metadata", meta)
+    assert r.status_code == 200, r.text
+    return chain["id"]["id"], r.json()["nodes"][0]["id"]["id"], chain
+
+
+def _arrived(ep: Endpoint, rest: Rest, embedded: bool, chain_id: str, node_id: str, tenant_id: str) -> dict:
+    """Message type → how many reached the switch with the device as originator: from the platform's
+    chain counters (by relation), or from ThingsBoard's debug events of the node."""
     import requests
 
-    ep = Endpoint(own_platform.url, "127.0.0.1", own_platform.mqtt_port)
+    if embedded:
+        stats = requests.get(ep.url + "/tbspark/stats", timeout=5).json()
+        outs = [n["out"] for n in stats["engine"]["nodes"] if n["chain"] == chain_id]
+        out = outs[0] if outs else {}
+        return {t: out[rel] for t, rel in RELATION.items() if rel in out}
+    r = requests.get(f"{ep.url}/api/events/RULE_NODE/{node_id}/DEBUG_RULE_NODE",
+                     params={"pageSize": 100, "page": 0, "tenantId": tenant_id}, headers=rest.h, timeout=10)
+    counts: dict = {}
+    for e in r.json()["data"]:
+        body = e["body"]
+        if body.get("type") == "IN" and body.get("entityType") == "DEVICE":
+            counts[body["msgType"]] = counts.get(body["msgType"], 0) + 1
+    return counts
+
+
+def test_event_messages_reach_the_devices_chain(target):
+    """Entity created, connect, activity, telemetry, disconnect, attributes and time series saved
+    through the API, inactivity: each reaches the device profile's chain."""
+    ep, wait_s, embedded = target
     rest = Rest(ep.url)
-    chain = rest.post("/api/ruleChain", {"name": _name("events"), "type": "CORE"}).json()["id"]["id"]
-    meta = {"ruleChainId": {"entityType": "RULE_CHAIN", "id": chain}, "firstNodeIndex": 0,
-            "nodes": [{"type": "org.thingsboard.rule.engine.filter.TbMsgTypeSwitchNode", "name": "switch",
-                       "configuration": {"version": 0}}], "connections": []}
-    assert rest.post("/api/ruleChain/metadata", meta).status_code == 200
-    profile = rest.post("/api/deviceProfile", {"name": _name("profile"), "type": "DEFAULT",
-                                               "defaultRuleChainId": {"entityType": "RULE_CHAIN", "id": chain},
-                                               "profileData": {"configuration": {"type": "DEFAULT"}}})
+    chain_id, node_id, chain = _switch_chain(rest)
+    profile = rest.post("/api/deviceProfile", {"name": _name("profile"), "type": "DEFAULT", "transportType": "DEFAULT",
+                                               "defaultRuleChainId": chain["id"],
+                                               "profileData": {"configuration": {"type": "DEFAULT"},
+                                                               "transportConfiguration": {"type": "DEFAULT"}}})
     assert profile.status_code == 200, profile.text
     token = uuid.uuid4().hex
-    r = rest.post("/api/device", {"name": _name("evented"), "type": profile.json()["name"]},
+    r = rest.post("/api/device", {"name": _name("evented"), "deviceProfileId": profile.json()["id"]},
                   params={"accessToken": token})
+    assert r.status_code == 200, r.text
     dev_id = r.json()["id"]["id"]
     s = _connected(ep, token)
     try:
         _publish(s, {"temperature": 20})
     finally:
         s.close()
+    wait_for(lambda: _server_attrs(rest, dev_id).get("lastDisconnectTime"), wait_s, "the disconnect")
     assert rest.post(f"/api/plugins/telemetry/DEVICE/{dev_id}/SERVER_SCOPE", {"inactivityTimeout": 500}).ok
     assert rest.post(f"/api/plugins/telemetry/DEVICE/{dev_id}/timeseries/ANY", {"x": 1}).ok
 
-    want = {"Entity Created", "Connect Event", "Activity Event", "Post telemetry", "Disconnect Event",
-            "Attributes Updated", "Timeseries Updated", "Inactivity Event"}
-
-    def relations():
-        stats = requests.get(ep.url + "/tbspark/stats", timeout=5).json()
-        outs = [n["out"] for n in stats["engine"]["nodes"] if n["chain"] == chain]
-        return outs[0] if outs and want <= set(outs[0]) else None
-
-    out = wait_for(relations, what="every event type at the chain's switch")
-    assert out["Entity Created"] == 1 and out["Connect Event"] == 1 and out["Disconnect Event"] == 1
+    got = wait_for(lambda: (a := _arrived(ep, rest, embedded, chain_id, node_id, chain["tenantId"]["id"]))
+                   and set(EVENTS) <= set(a) and a, wait_s, "every event type at the chain's switch")
+    assert got["ENTITY_CREATED"] == 1 and got["CONNECT_EVENT"] == 1 and got["DISCONNECT_EVENT"] == 1
 
 
 def test_gateway_attribute_response_with_several_keys(target):
