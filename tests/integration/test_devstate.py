@@ -172,7 +172,7 @@ def _arrived(ep: Endpoint, rest: Rest, embedded: bool, chain_id: str, node_id: s
     import requests
 
     if embedded:
-        stats = requests.get(ep.url + "/tbspark/stats", timeout=5).json()
+        stats = requests.get(ep.url + "/tbspark/stats", headers=rest.h, timeout=5).json()
         outs = [n["out"] for n in stats["engine"]["nodes"] if n["chain"] == chain_id]
         out = outs[0] if outs else {}
         return {t: out[rel] for t, rel in RELATION.items() if rel in out}
