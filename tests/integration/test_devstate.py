@@ -255,3 +255,42 @@ def _device_id(rest: Rest, name: str) -> str | None:
 
     r = requests.get(rest.url + "/api/tenant/devices", params={"deviceName": name}, headers=rest.h, timeout=10)
     return r.json()["id"]["id"] if r.status_code == 200 else None
+
+
+@pytest.mark.parametrize("name,value", [("DEFAULT_INACTIVITY_TIMEOUT", "abc"), ("DEFAULT_STATE_CHECK_INTERVAL", "0"),
+                                        ("TB_TRANSPORT_SESSIONS_REPORT_TIMEOUT", "-5")])
+def test_bad_state_settings_are_refused_at_start(tmp_path, name, value):
+    import subprocess
+    import sys
+
+    env = {**os.environ, name: value}
+    r = subprocess.run([sys.executable, "-m", "tbspark", "platform", "serve", "--http-port", "0", "--mqtt-port", "0",
+                        "--state-dir", str(tmp_path)], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert f"Error: {name}={value!r} is not a positive number" in r.stderr + r.stdout
+
+
+def test_activity_is_written_per_round_not_per_message(own_platform):
+    """A burst of publishes moves lastActivityTime with a few state writes, not one per message."""
+    import requests
+
+    ep = Endpoint(own_platform.url, "127.0.0.1", own_platform.mqtt_port)
+    rest = Rest(ep.url)
+    token = uuid.uuid4().hex
+    dev_id = rest.device(_name("burst"), "devstate", token)
+    s = _connected(ep, token)
+    try:
+        first = wait_for(lambda: _server_attrs(rest, dev_id).get("lastActivityTime"), what="lastActivityTime")
+
+        def written() -> int:
+            return requests.get(ep.url + "/tbspark/stats", headers=rest.h, timeout=5).json()["store"][
+                "attr_values_written"]
+
+        before = written()
+        for i in range(300):
+            s.sendall(c.encode_publish("v1/devices/me/telemetry", b'{"n":%d}' % i, 0))
+        _publish(s, {"n": -1})  # QoS 1: its PUBACK says all 300 before it were read
+        wait_for(lambda: _server_attrs(rest, dev_id).get("lastActivityTime", 0) > first, what="lastActivityTime")
+        assert written() - before < 30  # ~1 value per 200 ms round here (3 s on ThingsBoard's default)
+    finally:
+        s.close()
