@@ -226,17 +226,39 @@ def test_gateway_attribute_response_with_several_keys(target):
         s.sendall(c.encode_publish("v1/gateway/connect", json.dumps({"device": sub}).encode(), 1, 1))
         read_packets(s, 4)
         sub_id = wait_for(lambda: _device_id(rest, sub), wait_s, "the sub-device")
-        assert rest.post(f"/api/plugins/telemetry/DEVICE/{sub_id}/SHARED_SCOPE", {"mode": "eco", "level": 3}).ok
-        # The gateway gets the change without having subscribed to v1/gateway/attributes.
-        (push,), closed = read_packets(s, 4)
-        assert not closed and push.topic == "v1/gateway/attributes"
-        assert json.loads(push.payload) == {"device": sub, "data": {"mode": "eco", "level": 3}}
+        dec = c.StreamDecoder()
+
+        def next_publish(topic: str, timeout_s: float):
+            """The next PUBLISH on ``topic`` (others skipped), or None after ``timeout_s``."""
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                s.settimeout(max(0.05, deadline - time.monotonic()))
+                try:
+                    data = s.recv(65536)
+                except socket.timeout:
+                    return None
+                assert data, "the gateway's session was closed"
+                for t, f, b in dec.feed(data):
+                    pkt = c.decode_packet(t, f, b, 4)
+                    if t == c.PUBLISH and pkt.topic == topic:
+                        return pkt
+            return None
+
+        # The gateway gets the change without having subscribed to v1/gateway/attributes. ThingsBoard
+        # subscribes the sub-device's session a moment after the connect: save again until it is.
+        push = None
+        for _ in range(10):
+            assert rest.post(f"/api/plugins/telemetry/DEVICE/{sub_id}/SHARED_SCOPE", {"mode": "eco", "level": 3}).ok
+            push = next_publish("v1/gateway/attributes", 2.0)
+            if push is not None:
+                break
+        assert push is not None and json.loads(push.payload) == {"device": sub, "data": {"mode": "eco", "level": 3}}
 
         def ask(request: dict) -> dict:
             s.sendall(c.encode_publish("v1/gateway/attributes/request",
                                        json.dumps({"device": sub, **request}).encode(), 0))
-            (pub,), _ = read_packets(s, 4)
-            assert pub.topic == "v1/gateway/attributes/response"
+            pub = next_publish("v1/gateway/attributes/response", wait_s)
+            assert pub is not None, "no attribute response"
             return json.loads(pub.payload)
 
         assert ask({"id": 1, "client": False, "key": "mode"}) == {"id": 1, "device": sub, "value": "eco"}
