@@ -268,8 +268,21 @@ def test_gateway_attribute_response_with_several_keys(target):
         assert ask({"id": 3, "client": False, "keys": ["mode", "level"]}) == \
             {"id": 3, "device": sub, "values": {"mode": "eco", "level": 3}}
         assert ask({"id": 4, "client": False, "keys": ["level"]}) == {"id": 4, "device": sub, "value": 3}
+        assert ask({"id": 5, "client": False, "keys": ["mode", "mode"]}) == {"id": 5, "device": sub, "value": "eco"}
+        assert ask({"id": 6, "client": False, "key": "nothere"}) == {"id": 6, "device": sub}
+        s.sendall(c.encode_publish("v1/gateway/attributes", json.dumps({sub: {"fw": "1.0", "cc": 7}}).encode(), 0))
+        wait_for(lambda: _client_attrs(rest, sub_id) == {"fw": 1.0, "cc": 7}, wait_s, "the client attributes")
+        assert ask({"id": 7, "client": True, "keys": ["fw", "cc"]}) == \
+            {"id": 7, "device": sub, "values": {"fw": 1.0, "cc": 7}}
+        # No key named: every client and every shared attribute (ThingsBoard merges them in "values").
+        assert ask({"id": 8, "client": False, "keys": []}) == \
+            {"id": 8, "device": sub, "values": {"fw": 1.0, "cc": 7, "mode": "eco", "level": 3}}
     finally:
         s.close()
+
+
+def _client_attrs(rest: Rest, dev_id: str) -> dict:
+    return rest.attrs(dev_id, "CLIENT_SCOPE")
 
 
 def _device_id(rest: Rest, name: str) -> str | None:
