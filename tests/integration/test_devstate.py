@@ -145,43 +145,75 @@ def test_default_inactivity_timeout_is_configurable(tmp_path):
         p.stop()
 
 
-def test_event_messages_reach_the_devices_chain(own_platform):
-    """A chain whose message type switch is the only node: its counters show which events arrived."""
+SWITCH = "org.thingsboard.rule.engine.filter.TbMsgTypeSwitchNode"
+EVENTS = ("ENTITY_CREATED", "CONNECT_EVENT", "ACTIVITY_EVENT", "POST_TELEMETRY_REQUEST", "DISCONNECT_EVENT",
+          "ATTRIBUTES_UPDATED", "TIMESERIES_UPDATED", "INACTIVITY_EVENT")
+RELATION = {"ENTITY_CREATED": "Entity Created", "CONNECT_EVENT": "Connect Event", "ACTIVITY_EVENT": "Activity Event",
+            "POST_TELEMETRY_REQUEST": "Post telemetry", "DISCONNECT_EVENT": "Disconnect Event",
+            "ATTRIBUTES_UPDATED": "Attributes Updated", "TIMESERIES_UPDATED": "Timeseries Updated",
+            "INACTIVITY_EVENT": "Inactivity Event"}
+
+
+def _switch_chain(rest: Rest) -> tuple[str, str, dict]:
+    """A chain whose only node is a message type switch, in debug mode; (chain id, node id, chain)."""
+    chain = rest.post("/api/ruleChain", {"name": _name("events"), "type": "CORE"}).json()
+    meta = {"ruleChainId": chain["id"], "firstNodeIndex": 0,
+            "nodes": [{"type": SWITCH, "name": "switch", "configuration": {"version": 0},
+                       "debugSettings": {"failuresEnabled": True, "allEnabled": True, "allEnabledUntil": 0}}],
+            "connections": []}
+    r = rest.post("/api/ruleChain/metadata", meta)
+    assert r.status_code == 200, r.text
+    return chain["id"]["id"], r.json()["nodes"][0]["id"]["id"], chain
+
+
+def _arrived(ep: Endpoint, rest: Rest, embedded: bool, chain_id: str, node_id: str, tenant_id: str) -> dict:
+    """Message type → how many reached the switch with the device as originator: from the platform's
+    chain counters (by relation), or from ThingsBoard's debug events of the node."""
     import requests
 
-    ep = Endpoint(own_platform.url, "127.0.0.1", own_platform.mqtt_port)
+    if embedded:
+        stats = requests.get(ep.url + "/tbspark/stats", headers=rest.h, timeout=5).json()
+        outs = [n["out"] for n in stats["engine"]["nodes"] if n["chain"] == chain_id]
+        out = outs[0] if outs else {}
+        return {t: out[rel] for t, rel in RELATION.items() if rel in out}
+    r = requests.get(f"{ep.url}/api/events/RULE_NODE/{node_id}/DEBUG_RULE_NODE",
+                     params={"pageSize": 100, "page": 0, "tenantId": tenant_id}, headers=rest.h, timeout=10)
+    counts: dict = {}
+    for e in r.json()["data"]:
+        body = e["body"]
+        if body.get("type") == "IN" and body.get("entityType") == "DEVICE":
+            counts[body["msgType"]] = counts.get(body["msgType"], 0) + 1
+    return counts
+
+
+def test_event_messages_reach_the_devices_chain(target):
+    """Entity created, connect, activity, telemetry, disconnect, attributes and time series saved
+    through the API, inactivity: each reaches the device profile's chain."""
+    ep, wait_s, embedded = target
     rest = Rest(ep.url)
-    chain = rest.post("/api/ruleChain", {"name": _name("events"), "type": "CORE"}).json()["id"]["id"]
-    meta = {"ruleChainId": {"entityType": "RULE_CHAIN", "id": chain}, "firstNodeIndex": 0,
-            "nodes": [{"type": "org.thingsboard.rule.engine.filter.TbMsgTypeSwitchNode", "name": "switch",
-                       "configuration": {"version": 0}}], "connections": []}
-    assert rest.post("/api/ruleChain/metadata", meta).status_code == 200
-    profile = rest.post("/api/deviceProfile", {"name": _name("profile"), "type": "DEFAULT",
-                                               "defaultRuleChainId": {"entityType": "RULE_CHAIN", "id": chain},
-                                               "profileData": {"configuration": {"type": "DEFAULT"}}})
+    chain_id, node_id, chain = _switch_chain(rest)
+    profile = rest.post("/api/deviceProfile", {"name": _name("profile"), "type": "DEFAULT", "transportType": "DEFAULT",
+                                               "defaultRuleChainId": chain["id"],
+                                               "profileData": {"configuration": {"type": "DEFAULT"},
+                                                               "transportConfiguration": {"type": "DEFAULT"}}})
     assert profile.status_code == 200, profile.text
     token = uuid.uuid4().hex
-    r = rest.post("/api/device", {"name": _name("evented"), "type": profile.json()["name"]},
+    r = rest.post("/api/device", {"name": _name("evented"), "deviceProfileId": profile.json()["id"]},
                   params={"accessToken": token})
+    assert r.status_code == 200, r.text
     dev_id = r.json()["id"]["id"]
     s = _connected(ep, token)
     try:
         _publish(s, {"temperature": 20})
     finally:
         s.close()
+    wait_for(lambda: _server_attrs(rest, dev_id).get("lastDisconnectTime"), wait_s, "the disconnect")
     assert rest.post(f"/api/plugins/telemetry/DEVICE/{dev_id}/SERVER_SCOPE", {"inactivityTimeout": 500}).ok
     assert rest.post(f"/api/plugins/telemetry/DEVICE/{dev_id}/timeseries/ANY", {"x": 1}).ok
 
-    want = {"Entity Created", "Connect Event", "Activity Event", "Post telemetry", "Disconnect Event",
-            "Attributes Updated", "Timeseries Updated", "Inactivity Event"}
-
-    def relations():
-        stats = requests.get(ep.url + "/tbspark/stats", headers=rest.h, timeout=5).json()
-        outs = [n["out"] for n in stats["engine"]["nodes"] if n["chain"] == chain]
-        return outs[0] if outs and want <= set(outs[0]) else None
-
-    out = wait_for(relations, what="every event type at the chain's switch")
-    assert out["Entity Created"] == 1 and out["Connect Event"] == 1 and out["Disconnect Event"] == 1
+    got = wait_for(lambda: (a := _arrived(ep, rest, embedded, chain_id, node_id, chain["tenantId"]["id"]))
+                   and set(EVENTS) <= set(a) and a, wait_s, "every event type at the chain's switch")
+    assert got["ENTITY_CREATED"] == 1 and got["CONNECT_EVENT"] == 1 and got["DISCONNECT_EVENT"] == 1
 
 
 def test_gateway_attribute_response_with_several_keys(target):
@@ -194,17 +226,39 @@ def test_gateway_attribute_response_with_several_keys(target):
         s.sendall(c.encode_publish("v1/gateway/connect", json.dumps({"device": sub}).encode(), 1, 1))
         read_packets(s, 4)
         sub_id = wait_for(lambda: _device_id(rest, sub), wait_s, "the sub-device")
-        assert rest.post(f"/api/plugins/telemetry/DEVICE/{sub_id}/SHARED_SCOPE", {"mode": "eco", "level": 3}).ok
-        # The gateway gets the change without having subscribed to v1/gateway/attributes.
-        (push,), closed = read_packets(s, 4)
-        assert not closed and push.topic == "v1/gateway/attributes"
-        assert json.loads(push.payload) == {"device": sub, "data": {"mode": "eco", "level": 3}}
+        dec = c.StreamDecoder()
+
+        def next_publish(topic: str, timeout_s: float):
+            """The next PUBLISH on ``topic`` (others skipped), or None after ``timeout_s``."""
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                s.settimeout(max(0.05, deadline - time.monotonic()))
+                try:
+                    data = s.recv(65536)
+                except socket.timeout:
+                    return None
+                assert data, "the gateway's session was closed"
+                for t, f, b in dec.feed(data):
+                    pkt = c.decode_packet(t, f, b, 4)
+                    if t == c.PUBLISH and pkt.topic == topic:
+                        return pkt
+            return None
+
+        # The gateway gets the change without having subscribed to v1/gateway/attributes. ThingsBoard
+        # subscribes the sub-device's session a moment after the connect: save again until it is.
+        push = None
+        for _ in range(10):
+            assert rest.post(f"/api/plugins/telemetry/DEVICE/{sub_id}/SHARED_SCOPE", {"mode": "eco", "level": 3}).ok
+            push = next_publish("v1/gateway/attributes", 2.0)
+            if push is not None:
+                break
+        assert push is not None and json.loads(push.payload) == {"device": sub, "data": {"mode": "eco", "level": 3}}
 
         def ask(request: dict) -> dict:
             s.sendall(c.encode_publish("v1/gateway/attributes/request",
                                        json.dumps({"device": sub, **request}).encode(), 0))
-            (pub,), _ = read_packets(s, 4)
-            assert pub.topic == "v1/gateway/attributes/response"
+            pub = next_publish("v1/gateway/attributes/response", wait_s)
+            assert pub is not None, "no attribute response"
             return json.loads(pub.payload)
 
         assert ask({"id": 1, "client": False, "key": "mode"}) == {"id": 1, "device": sub, "value": "eco"}
@@ -214,8 +268,21 @@ def test_gateway_attribute_response_with_several_keys(target):
         assert ask({"id": 3, "client": False, "keys": ["mode", "level"]}) == \
             {"id": 3, "device": sub, "values": {"mode": "eco", "level": 3}}
         assert ask({"id": 4, "client": False, "keys": ["level"]}) == {"id": 4, "device": sub, "value": 3}
+        assert ask({"id": 5, "client": False, "keys": ["mode", "mode"]}) == {"id": 5, "device": sub, "value": "eco"}
+        assert ask({"id": 6, "client": False, "key": "nothere"}) == {"id": 6, "device": sub}
+        s.sendall(c.encode_publish("v1/gateway/attributes", json.dumps({sub: {"fw": "1.0", "cc": 7}}).encode(), 0))
+        wait_for(lambda: _client_attrs(rest, sub_id) == {"fw": 1.0, "cc": 7}, wait_s, "the client attributes")
+        assert ask({"id": 7, "client": True, "keys": ["fw", "cc"]}) == \
+            {"id": 7, "device": sub, "values": {"fw": 1.0, "cc": 7}}
+        # No key named: every client and every shared attribute (ThingsBoard merges them in "values").
+        assert ask({"id": 8, "client": False, "keys": []}) == \
+            {"id": 8, "device": sub, "values": {"fw": 1.0, "cc": 7, "mode": "eco", "level": 3}}
     finally:
         s.close()
+
+
+def _client_attrs(rest: Rest, dev_id: str) -> dict:
+    return rest.attrs(dev_id, "CLIENT_SCOPE")
 
 
 def _device_id(rest: Rest, name: str) -> str | None:
@@ -223,3 +290,42 @@ def _device_id(rest: Rest, name: str) -> str | None:
 
     r = requests.get(rest.url + "/api/tenant/devices", params={"deviceName": name}, headers=rest.h, timeout=10)
     return r.json()["id"]["id"] if r.status_code == 200 else None
+
+
+@pytest.mark.parametrize("name,value", [("DEFAULT_INACTIVITY_TIMEOUT", "abc"), ("DEFAULT_STATE_CHECK_INTERVAL", "0"),
+                                        ("TB_TRANSPORT_SESSIONS_REPORT_TIMEOUT", "-5")])
+def test_bad_state_settings_are_refused_at_start(tmp_path, name, value):
+    import subprocess
+    import sys
+
+    env = {**os.environ, name: value}
+    r = subprocess.run([sys.executable, "-m", "tbspark", "platform", "serve", "--http-port", "0", "--mqtt-port", "0",
+                        "--state-dir", str(tmp_path)], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert f"Error: {name}={value!r} is not a positive number" in r.stderr + r.stdout
+
+
+def test_activity_is_written_per_round_not_per_message(own_platform):
+    """A burst of publishes moves lastActivityTime with a few state writes, not one per message."""
+    import requests
+
+    ep = Endpoint(own_platform.url, "127.0.0.1", own_platform.mqtt_port)
+    rest = Rest(ep.url)
+    token = uuid.uuid4().hex
+    dev_id = rest.device(_name("burst"), "devstate", token)
+    s = _connected(ep, token)
+    try:
+        first = wait_for(lambda: _server_attrs(rest, dev_id).get("lastActivityTime"), what="lastActivityTime")
+
+        def written() -> int:
+            return requests.get(ep.url + "/tbspark/stats", headers=rest.h, timeout=5).json()["store"][
+                "attr_values_written"]
+
+        before = written()
+        for i in range(300):
+            s.sendall(c.encode_publish("v1/devices/me/telemetry", b'{"n":%d}' % i, 0))
+        _publish(s, {"n": -1})  # QoS 1: its PUBACK says all 300 before it were read
+        wait_for(lambda: _server_attrs(rest, dev_id).get("lastActivityTime", 0) > first, what="lastActivityTime")
+        assert written() - before < 30  # ~1 value per 200 ms round here (3 s on ThingsBoard's default)
+    finally:
+        s.close()
