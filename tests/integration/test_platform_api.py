@@ -67,3 +67,25 @@ def test_hostile_requests_never_500(platform, tenant_http):
         r = tenant_http.post(u + "/api/device", data=body, headers={"Content-Type": ctype})
         assert (r.status_code, r.json()["errorCode"]) == (500, 2), r.text[:200]
         assert "Traceback" not in r.text
+
+
+def test_http_device_api_request_is_device_activity(platform, tenant_http):
+    """A device that only speaks the HTTP device API becomes active (SERVER_SCOPE `active`,
+    `lastActivityTime`) as on ThingsBoard, whose HTTP transport reports its activity."""
+    import time
+    import uuid
+
+    u = platform.url
+    dev = tenant_http.post(f"{u}/api/device", json={"name": f"http-active-{uuid.uuid4().hex[:8]}"}).json()
+    token = tenant_http.get(f"{u}/api/device/{dev['id']['id']}/credentials").json()["credentialsId"]
+    t0 = int(time.time() * 1000)
+    assert requests.post(f"{u}/api/v1/{token}/telemetry", json={"t": 1}, timeout=10).status_code == 200
+    deadline = time.monotonic() + 15  # the state is reported every 3 s (ThingsBoard's default)
+    while True:
+        attrs = {a["key"]: a["value"] for a in tenant_http.get(
+            f"{u}/api/plugins/telemetry/DEVICE/{dev['id']['id']}/values/attributes/SERVER_SCOPE").json()}
+        if attrs.get("active") is True:
+            break
+        assert time.monotonic() < deadline, attrs
+        time.sleep(0.5)  # the next read of the device's state; bounded by the deadline
+    assert attrs["lastActivityTime"] >= t0

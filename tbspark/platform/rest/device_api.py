@@ -39,7 +39,13 @@ def _empty(status: int) -> web.Response:
 
 
 def _device(request: web.Request):
-    return platform(request).store.device_by_token(request.match_info["deviceToken"])
+    """The device whose token is in the path, or None; a request of a known device is its activity
+    (device state, as ThingsBoard's HTTP transport reports it)."""
+    p = platform(request)
+    device = p.store.device_by_token(request.match_info["deviceToken"])
+    if device is not None and p.devstate is not None:
+        p.devstate.touch(device.id, int(time.time() * 1000))
+    return device
 
 
 def _timeout_ms(request: web.Request) -> int | None:
