@@ -78,7 +78,8 @@ class Proc:
         starts = [i for i, line in enumerate(lines) if line == "{"]
         if not starts:
             raise RuntimeError(f"{self.name} printed no JSON report:\n{self.tail()}")
-        return json.loads("\n".join(lines[starts[-1]:]))
+        # raw_decode: an error line the verb wrote to stderr after its report may follow it in the log
+        return json.JSONDecoder().raw_decode("\n".join(lines[starts[-1]:]))[0]
 
     def tail(self, n: int = 30) -> str:
         try:

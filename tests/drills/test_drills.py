@@ -62,16 +62,17 @@ def _until(cond, timeout_s: float, what: str) -> None:
         time.sleep(0.2)  # poll interval on a condition another thread changes
 
 
-def _run(p: Pipeline, fault, settle=None) -> tuple:
+def _run(p: Pipeline, fault, settle=None, sim_exit: tuple = (0,)) -> tuple:
     """Aggregator up, simulator for RUN_S, ``fault(p)`` at FAULT_AT_S, then wait for the verdict
-    (``settle(p)`` instead of waiting for verify to hold, when given; its result is returned)."""
+    (``settle(p)`` instead of waiting for verify to hold, when given; its result is returned).
+    ``sim_exit``: the simulator's accepted exit codes (3: it saw acknowledged messages missing in Kafka)."""
     job = p.aggregator()
     try:
         p.wait_job_running(job)
         sim = p.simulator(RUN_S)
         time.sleep(FAULT_AT_S)  # the drill's schedule: the fault strikes mid-run, not a readiness wait
         fault(p)
-        assert sim.popen.wait(RUN_S + 120) == 0, sim.tail()
+        assert sim.popen.wait(RUN_S + 120) in sim_exit, sim.tail()
         result = sim.json_output()
         report = settle(p) if settle else p.wait_verified(SETTLE_S)[0]
         return report, result, job
@@ -276,7 +277,9 @@ def test_platform_sigkill_and_restart_keeps_what_it_acknowledged(stack, tmp_path
             last_n = len(recs)
             time.sleep(1.0)  # poll interval: the job writes a window about one trigger after its records
 
-    (recs, found, bad), sim, _ = _run(p, kill_platform, settle)
+    # A SIGKILL can catch acknowledged records in the platform's Kafka producer queue (checked below):
+    # then `tbspark simulate` says so and exits 3, which is the truth, not a failure of the drill.
+    (recs, found, bad), sim, _ = _run(p, kill_platform, settle, sim_exit=(0, 3))
     gt = p.groundtruth()
     assert sim.get("reconnects", 0) >= DEVICES, f"devices did not reconnect: {sim}"
     # 1. the Spark side is exact through the kill: zone windows = the aggregate of the topic's records
@@ -305,6 +308,9 @@ def test_platform_sigkill_and_restart_keeps_what_it_acknowledged(stack, tmp_path
     # 4. stored but never forwarded: only what the kill caught in flight, at the moment of the kill
     lost = sorted(k for k in stored if k not in in_kafka)
     far = [k for k in lost if not killed_at["ms"] - 5000 <= k[1] <= killed_at["ms"]]
+    # simulate's delivery check counted exactly the topic's records, and failed iff acked ones are missing
+    assert sim["delivery"]["in_kafka"] == len(recs), sim["delivery"]
+    assert sim["delivery"]["ok"] is (len(recs) >= sim["delivery"]["acked"]), sim["delivery"]
     assert not far and len(lost) <= DEVICES * RATE_HZ, (
         f"{len(lost)} stored records never reached Kafka, {len(far)} of them not from the kill "
         f"(killed at {killed_at['ms']}): {far[:10]}")
