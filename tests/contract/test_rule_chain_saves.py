@@ -8,17 +8,16 @@ from __future__ import annotations
 import copy
 import json
 import uuid
-from pathlib import Path
 
 import pytest
 
-CHAINS = Path(__file__).resolve().parents[1] / "fixtures" / "tb_chains"  # ThingsBoard 4.3.1.3's shipped JSON
-SHIPPED = ["root_rule_chain.json", "edge_root_rule_chain.json", "rule_chain_template.json"]
+from tests.fixtures.tb_chains import SHIPPED, shipped_chain
+
 SWITCH = "org.thingsboard.rule.engine.filter.TbMsgTypeSwitchNode"
 
 
 def shipped(name: str) -> dict:
-    return json.loads((CHAINS / name).read_text())
+    return shipped_chain(name)  # ThingsBoard's own file with TB_SOURCE, else one of the same shape
 
 
 def save_chain(http, url, rule_chain: dict, unique: str) -> str:

@@ -9,7 +9,6 @@ import copy
 import json
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
@@ -19,7 +18,8 @@ from tests.integration.test_rpc import close, paho_client, subscribe
 
 pytest.importorskip("py_mini_racer")
 
-CHAINS = Path(__file__).resolve().parents[1] / "fixtures" / "tb_chains"  # ThingsBoard 4.3.1.3's shipped JSON
+from tests.fixtures.tb_chains import shipped_chain  # ThingsBoard's files with TB_SOURCE, else the same shape
+
 PKG = "org.thingsboard.rule.engine."
 
 
@@ -65,7 +65,7 @@ def twoway(rest: Rest, dev_id: str, ms: int):
 
 @pytest.mark.parametrize("name", ["root_rule_chain.json", "edge_root_rule_chain.json", "rule_chain_template.json"])
 def test_thingsboards_shipped_chain_carries_telemetry_attributes_and_rpc(ep, rest, name):
-    data = json.loads((CHAINS / name).read_text())
+    data = shipped_chain(name)
     dev_id, token = device_on(rest, chain_from(rest, data["ruleChain"], data["metadata"]))
     cl = paho_client(ep, token)
     try:
@@ -83,7 +83,7 @@ def test_thingsboards_shipped_chain_carries_telemetry_attributes_and_rpc(ep, res
 
 
 def test_rpc_goes_through_the_chain_and_a_chain_without_the_rpc_node_drops_it(ep, rest):
-    data = json.loads((CHAINS / "rule_chain_template.json").read_text())
+    data = shipped_chain("rule_chain_template.json")
     meta = copy.deepcopy(data["metadata"])
     meta["connections"] = [c for c in meta["connections"] if c["type"] != "RPC Request to Device"]
     dev_id, token = device_on(rest, chain_from(rest, data["ruleChain"], meta))
