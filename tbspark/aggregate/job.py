@@ -16,7 +16,8 @@ from typing import Any, Callable
 from tbspark.aggregate.parse import (TS_KEY, ParseSpec, batch_partials, classify_groups, dead_letters,
                                      parse, parse_stable)
 from tbspark.aggregate.sinks import GatewaySink, RestSink, Sink, StopRequested, write_until_done
-from tbspark.aggregate.store import WindowStore
+from tbspark.aggregate.location import location_uri
+from tbspark.aggregate.store import WindowStore, open_store
 from tbspark.aggregate.windows import WindowState, ZoneWindow
 from tbspark.errors import AggregationError, TbsparkError
 from tbspark.settings import Connection
@@ -72,7 +73,7 @@ class AggregateStatus:
 @dataclass
 class AggregateReport:
     scenario: str
-    checkpoint: Path
+    checkpoint: str  # the checkpoint's URI
     batches: int
     records: int
     dead_letters: int
@@ -234,8 +235,8 @@ def make_sink(scenario: Any, conn: Connection, state: StateDir) -> Sink:
     return RestSink(conn, agg.asset_type, keys)
 
 
-def aggregate(scenario: Any, conn: Connection, state: StateDir, master: str = "local[2]",
-              checkpoint: Path | None = None, starting_offsets: str = "earliest", once: bool = False,
+def aggregate(scenario: Any, conn: Connection, state: StateDir, master: str | None = "local[2]",
+              checkpoint: str | Path | None = None, starting_offsets: str = "earliest", once: bool = False,
               progress: Callable[[AggregateStatus], None] | None = None,
               stop_event: threading.Event | None = None, *, sink: Sink | None = None,
               spark: Any = None, nice: int = 0) -> AggregateReport:
@@ -252,12 +253,11 @@ def aggregate(scenario: Any, conn: Connection, state: StateDir, master: str = "l
                                "pass --nice 10 to let the platform have the CPU first, or 0")
     agg = scenario.aggregation
     window_ms = int(round(agg.window_s * 1000))
-    checkpoint = Path(checkpoint) if checkpoint else state.checkpoint_dir(scenario.name)
-    checkpoint.mkdir(parents=True, exist_ok=True)
+    # A URI (file://, hdfs://, s3a:// …) or a plain local path; Spark and the window store both
+    # reach it through Hadoop's FileSystem, so a driver elsewhere finds the same state.
+    checkpoint_uri = location_uri(checkpoint or state.checkpoint_dir(scenario.name))
     spec = ParseSpec(agg.zone_key, agg.value_key, window_ms, agg.mode == "event_time")
-    store = WindowStore(checkpoint, window_ms, int(round(agg.watermark_s * 1000)))
-    store.before(1 << 62)  # fail now, not in the first batch, on a checkpoint of other settings
-    from tbspark.stack.kafka import ensure_topic
+    from tbspark.kafka_topics import ensure_topic
 
     # Up front: a broker that is down fails here in seconds with a clear line, and the dead-letter
     # topic exists even where the broker does not auto-create topics.
@@ -265,17 +265,19 @@ def aggregate(scenario: Any, conn: Connection, state: StateDir, master: str = "l
     status = AggregateStatus()
     own_sink = sink is None
     sink = sink or make_sink(scenario, conn, state)
-    batcher = _Batcher(spec, store, sink, conn.kafka_bootstrap, scenario.kafka.topic,
-                       scenario.kafka.dlq_topic, agg.output_mode, status)
     if nice:
         os.nice(nice)  # before the JVM starts, so that it inherits the priority
     spark = spark or build_session(master, agg.shuffle_partitions)
+    store = open_store(spark, checkpoint_uri, window_ms, int(round(agg.watermark_s * 1000)))
+    store.before(1 << 62)  # fail now, not in the first batch, on a checkpoint of other settings
+    batcher = _Batcher(spec, store, sink, conn.kafka_bootstrap, scenario.kafka.topic,
+                       scenario.kafka.dlq_topic, agg.output_mode, status)
     started = time.monotonic()
     try:
         # (a --once run is one backlog: it warms the JVM up itself)
         if not once and scenario.expected_rate_hz() >= PRIME_FROM_RATE:
             prime(spark, spec, stop_event=stop_event)
-        query = _start(spark, scenario, conn, checkpoint, starting_offsets, once, batcher)
+        query = _start(spark, scenario, conn, checkpoint_uri, starting_offsets, once, batcher)
         stopped = _watch(query, batcher, status, progress, stop_event, once)
         if once and stopped == "caught up":
             status.windows_written += batcher.flush_open()
@@ -283,7 +285,7 @@ def aggregate(scenario: Any, conn: Connection, state: StateDir, master: str = "l
         if own_sink:
             sink.close()
     duration = time.monotonic() - started
-    return AggregateReport(scenario.name, checkpoint, status.batches, status.records,
+    return AggregateReport(scenario.name, checkpoint_uri, status.batches, status.records,
                            status.dead_letters, status.late, status.windows_written,
                            sorted(status.zones), duration,
                            status.records / duration if duration > 0 else 0.0, stopped)
@@ -333,7 +335,7 @@ def prime(spark: Any, spec: ParseSpec, records: int | None = None, rounds: int |
     return done
 
 
-def _start(spark: Any, scenario: Any, conn: Connection, checkpoint: Path, starting_offsets: str,
+def _start(spark: Any, scenario: Any, conn: Connection, checkpoint: str, starting_offsets: str,
            once: bool, batcher: _Batcher) -> Any:
     agg = scenario.aggregation
     reader = (spark.readStream.format("kafka")
@@ -350,7 +352,7 @@ def _start(spark: Any, scenario: Any, conn: Connection, checkpoint: Path, starti
     for key, value in SOURCE_OPTIONS.items():
         reader = reader.option(key, value)
     writer = (reader.load().writeStream.foreachBatch(batcher)
-              .option("checkpointLocation", str(checkpoint))
+              .option("checkpointLocation", checkpoint)
               .queryName(f"tbspark-{scenario.name}"))
     writer = writer.trigger(availableNow=True) if once else writer.trigger(
         processingTime=f"{int(agg.trigger_s * 1000)} milliseconds")
