@@ -32,9 +32,12 @@ def _status_text(st: Any) -> Text:
 @handle_errors
 def aggregate_cmd(
     scenario: Path = typer.Argument(..., help="Scenario YAML file."),
-    master: str = typer.Option("local[2]", "--master", help="Spark master URL."),
-    checkpoint: Path | None = typer.Option(None, "--checkpoint",
-                                           help="Checkpoint directory (default: <state>/checkpoints/<scenario>)."),
+    master: str = typer.Option("local[2]", "--master",
+                               help="Spark master URL: local[N], or spark://HOST:PORT of a standalone "
+                                    "cluster (`tbspark stack up --spark-workers M` starts one)."),
+    checkpoint: str | None = typer.Option(None, "--checkpoint",
+                                          help="Checkpoint location: a directory or a URI (file://, hdfs://, "
+                                               "s3a:// …; default: <state>/checkpoints/<scenario>)."),
     starting_offsets: str = typer.Option("earliest", "--starting-offsets",
                                          help="Where a new checkpoint starts reading: earliest or latest."),
     once: bool = typer.Option(False, "--once", help="Process the topic's backlog, then exit."),
