@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -85,10 +86,41 @@ class AggregateReport:
     stopped: str  # "caught up" (--once) | "stop requested"
 
 
+def spark_properties(path: str | Path) -> dict[str, str]:
+    """A Spark properties file (``key value`` lines, as spark-defaults.conf) as a dict: the one
+    `tbspark stack up --spark-workers M` writes holds its cluster's shared secret."""
+    conf: dict[str, str] = {}
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, value = (re.split(r"\s*[=\s]\s*", line, maxsplit=1) + [""])[:2]
+            conf[key] = value
+    return conf
+
+
+def cluster_conf(master: str | None, stack: dict | None) -> dict[str, str]:
+    """Settings for a ``spark://`` master: the local stack's properties (secret, executor memory)
+    when it is that stack's cluster, and a driver on loopback when the master is on loopback (the
+    executors connect back to it; by default it would listen on the host's public address)."""
+    if not master or not master.startswith("spark://"):
+        return {}
+    conf: dict[str, str] = {}
+    sp = (stack or {}).get("spark") or {}
+    if sp.get("master") == master and sp.get("conf"):
+        conf.update(spark_properties(sp["conf"]))
+    host = master[len("spark://"):].split(",")[0].rsplit(":", 1)[0]
+    if host in ("127.0.0.1", "localhost"):
+        conf.setdefault("spark.driver.host", "127.0.0.1")
+        conf.setdefault("spark.driver.bindAddress", "127.0.0.1")
+    return conf
+
+
 def build_session(master: str | None = "local[2]", shuffle_partitions: int | None = None,
-                  jars: list[Path] | None = None, app_name: str = "tbspark-aggregate") -> Any:
+                  jars: list[Path] | None = None, app_name: str = "tbspark-aggregate",
+                  conf: dict[str, str] | None = None) -> Any:
     """A SparkSession for the job (or the running one): UI off, WARN logs, shuffle partitions sized
-    to the cores (Spark's default 200 cannot keep up with a 10 s window at 50K rows/s)."""
+    to the cores (Spark's default 200 cannot keep up with a 10 s window at 50K rows/s). ``conf``:
+    further settings (``cluster_conf`` for a standalone cluster)."""
     from pyspark.sql import SparkSession
 
     builder = (SparkSession.builder.appName(app_name)
@@ -106,7 +138,7 @@ def build_session(master: str | None = "local[2]", shuffle_partitions: int | Non
         builder = builder.config("spark.jars", ",".join(str(j) for j in jars))
     # A deeper thread stack on the driver: py4j callbacks of foreachBatch recurse deeply.
     builder = builder.config("spark.driver.extraJavaOptions", " ".join(DRIVER_JAVA_OPTIONS))
-    for key, value in SESSION_CONF.items():
+    for key, value in {**SESSION_CONF, **(conf or {})}.items():
         builder = builder.config(key, value)
     # pyspark installs a SIGINT handler that cancels jobs over py4j from inside the signal handler,
     # which breaks a py4j call the main thread is in; keep the caller's handler (the CLI's clean stop).
@@ -173,8 +205,11 @@ class _Batcher:
             # same clock and watermark, so it rejects exactly the records counted above.
             if parsed is None:
                 parsed = parse(df, self.spec, state.watermark_ms, now_ms)
+            # acks=all and idempotence (the Java client's defaults, said here): on a replicated
+            # topic a dead letter is on min.insync.replicas brokers before the batch commits.
             (dead_letters(parsed, self.topic).write.format("kafka")
-             .option("kafka.bootstrap.servers", self.bootstrap).option("topic", self.dlq_topic).save())
+             .option("kafka.bootstrap.servers", self.bootstrap).option("kafka.acks", "all")
+             .option("kafka.enable.idempotence", "true").option("topic", self.dlq_topic).save())
         new_state, out = state.apply(batch_id, partials, max_event, self.output_mode)
         self.store.save(new_state)
         before_write = time.monotonic()
@@ -239,7 +274,7 @@ def aggregate(scenario: Any, conn: Connection, state: StateDir, master: str | No
               checkpoint: str | Path | None = None, starting_offsets: str = "earliest", once: bool = False,
               progress: Callable[[AggregateStatus], None] | None = None,
               stop_event: threading.Event | None = None, *, sink: Sink | None = None,
-              spark: Any = None, nice: int = 0) -> AggregateReport:
+              spark: Any = None, nice: int = 0, spark_conf: dict[str, str] | None = None) -> AggregateReport:
     """Run the aggregation job until ``stop_event`` is set (or, with ``once``, until the topic's
     backlog is processed). ``progress`` is called about twice a second with the running status.
     ``nice`` > 0 lowers the CPU priority of this process and of the Spark JVM it starts (children
@@ -267,7 +302,7 @@ def aggregate(scenario: Any, conn: Connection, state: StateDir, master: str | No
     sink = sink or make_sink(scenario, conn, state)
     if nice:
         os.nice(nice)  # before the JVM starts, so that it inherits the priority
-    spark = spark or build_session(master, agg.shuffle_partitions)
+    spark = spark or build_session(master, agg.shuffle_partitions, conf=spark_conf)
     store = open_store(spark, checkpoint_uri, window_ms, int(round(agg.watermark_s * 1000)))
     store.before(1 << 62)  # fail now, not in the first batch, on a checkpoint of other settings
     batcher = _Batcher(spec, store, sink, conn.kafka_bootstrap, scenario.kafka.topic,
