@@ -49,7 +49,7 @@ def aggregate_cmd(
 ) -> None:
     """Aggregate SCENARIO's Kafka topic into per-zone windows (avg, count, min, max) on ThingsBoard."""
     from tbspark import settings
-    from tbspark.aggregate.job import aggregate
+    from tbspark.aggregate.job import aggregate, cluster_conf
     from tbspark.scenario import load_scenario
     from tbspark.state import StateDir
     from tbspark.settings import connection_for as scenario_connection
@@ -60,6 +60,7 @@ def aggregate_cmd(
     sc = load_scenario(scenario)
     state = StateDir(settings.state_dir(state_dir))
     conn = scenario_connection(sc, state)
+    spark_conf = cluster_conf(master, settings.read_stack_record(state))  # the stack's cluster secret
     stop = threading.Event()
 
     def on_sigint(signum: int, frame: Any) -> None:
@@ -74,7 +75,7 @@ def aggregate_cmd(
             report = aggregate(sc, conn, state, master=master, checkpoint=checkpoint,
                                starting_offsets=starting_offsets, once=once,
                                progress=lambda st: live.update(_status_text(st)), stop_event=stop,
-                               nice=nice)
+                               nice=nice, spark_conf=spark_conf)
     finally:
         signal.signal(signal.SIGINT, previous)
     if as_json:
