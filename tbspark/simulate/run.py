@@ -11,7 +11,7 @@ from typing import Any, Callable
 from tbspark.errors import MqttError, StateError, UsageError
 from tbspark.settings import Connection
 from tbspark.simulate.fleet import Fleet, RunConfig, Stats, build_devices
-from tbspark.simulate.groundtruth import GroundTruth
+from tbspark.simulate.groundtruth import GroundTruth, shard_file, shard_of
 from tbspark.state import StateDir, read_json
 
 ENGINES = ("asyncio", "paho")
@@ -59,9 +59,12 @@ def load_record(scenario: Any, state: StateDir) -> dict:
 def simulate(scenario: Any, conn: Connection, state: StateDir, duration_s: float | None = None,
              messages: int | None = None, seed: int | None = None,
              progress: Callable[[Stats], None] | None = None, engine: str | None = None,
-             qos: int | None = None, stop: threading.Event | None = None) -> SimulationReport:
+             qos: int | None = None, stop: threading.Event | None = None,
+             shard: tuple[int, int] | None = None) -> SimulationReport:
     """Run the fleet; ``progress`` is called about 4 times a second with the live counters
-    (from a helper thread). ``stop`` ends the run early (Ctrl-C)."""
+    (from a helper thread). ``stop`` ends the run early (Ctrl-C). ``shard`` (I, N): run only shard
+    I of N of the devices (``groundtruth.shard_of``) and write the ground truth to
+    groundtruth.shard-I-of-N.json; N such processes, on one machine or several, run the fleet."""
     sim = scenario.simulation
     engine = engine or sim.engine
     if engine not in ENGINES:
@@ -79,6 +82,15 @@ def simulate(scenario: Any, conn: Connection, state: StateDir, duration_s: float
                     ramp_per_s=sim.ramp_per_s, per_stream=per_stream,
                     duration_s=duration_s if duration_s is not None else sim.duration_s)
     specs = scenario.expand_devices()
+    if shard is not None:
+        index, count = shard
+        if not 1 <= index <= count:
+            raise UsageError(f"shard {index}/{count} does not exist", "use --shard I/N with 1 <= I <= N")
+        specs = shard_of(specs, index, count)
+        if not specs:
+            raise UsageError(f"shard {index}/{count} of a fleet of {len(scenario.expand_devices())} "
+                             "devices has no device", "use at most as many shards as devices")
+    gt_file = shard_file(state.root, *shard) if shard else state.groundtruth_file
     gt = GroundTruth(scenario.name, agg.window_s, sim.timestamps, agg.value_key)
     for spec in specs:
         gt.add_device(spec.name, spec.zone)
@@ -113,7 +125,7 @@ def simulate(scenario: Any, conn: Connection, state: StateDir, duration_s: float
         if gt.sent:
             # Whatever happened, the record says exactly what went out and what was acknowledged.
             state.ensure()
-            gt.write(state.groundtruth_file)
+            gt.write(gt_file)
     if progress:
         progress(stats)
     if not gt.sent and stats.refused:
@@ -123,5 +135,5 @@ def simulate(scenario: Any, conn: Connection, state: StateDir, duration_s: float
     return SimulationReport(scenario.name, engine, len(specs), cfg.qos, gt.sent, gt.acked,
                             stats.errors, stats.skipped, stats.reconnects, stats.refused,
                             elapsed, cpu, expected,
-                            str(state.groundtruth_file) if gt.sent else None, stats.last_error,
+                            str(gt_file) if gt.sent else None, stats.last_error,
                             stats.hot_path)
