@@ -67,6 +67,8 @@ def simulate_cmd(
     mqtt_host: str = typer.Option(None, "--mqtt-host", help="MQTT host (overrides TB_MQTT_HOST)."),
     mqtt_port: int = typer.Option(None, "--mqtt-port", help="MQTT port (overrides TB_MQTT_PORT)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (no live view)."),
+    shard: str = typer.Option(None, "--shard", help="I/N: run only shard I of N of the devices (N processes "
+                                                    "run the fleet); ground truth to groundtruth.shard-I-of-N.json."),
 ) -> None:
     """Publish the scenario's telemetry from every provisioned device (one MQTT connection
     each) and write groundtruth.json: what was sent and acknowledged."""
@@ -75,19 +77,22 @@ def simulate_cmd(
     if qos is not None and qos not in (0, 1):
         raise UsageError(f"--qos {qos} is not supported", "use 0 or 1")
     duration_s = parse_duration(duration) if duration is not None else None
+    from tbspark.simulate.groundtruth import parse_shard
+
+    shard_in = parse_shard(shard) if shard is not None else None
     sc = load_scenario(scenario)
     state = StateDir(settings.state_dir(state_dir))
     conn = scenario_connection(sc, state, conn_flags(None, mqtt_host, mqtt_port, None))
     expected = sc.expected_rate_hz()
     if as_json:
-        report = simulate(sc, conn, state, duration_s, messages, seed, engine=engine, qos=qos)
+        report = simulate(sc, conn, state, duration_s, messages, seed, engine=engine, qos=qos, shard=shard_in)
         print_json({**report.__dict__, "msg_per_s": report.msg_per_s})
         return
     view = _LiveView(expected)
     with Live(view.table(Stats(devices=sc.device_count())), console=console,
               refresh_per_second=4, transient=True) as live:
         report = simulate(sc, conn, state, duration_s, messages, seed, engine=engine, qos=qos,
-                          progress=lambda st: live.update(view.table(st)))
+                          shard=shard_in, progress=lambda st: live.update(view.table(st)))
     table = Table(title=f"simulate {sc.name} ({report.engine}, QoS {report.qos})", box=None)
     for col in ("devices", "sent", "expected", "acked", "errors", "skipped", "reconnects",
                 "msg/s", "elapsed", "CPU"):
