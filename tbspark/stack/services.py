@@ -40,6 +40,10 @@ def stack_up(state_dir: Path, kafka_port: int = 9092, http_port: int = 8080, mqt
     if kafka_brokers != 1:
         kafka_cluster.check_brokers(kafka_brokers)
         partitions = max(partitions, 2 * kafka_brokers)
+    live = kafka.find_broker_pids(state) + [p for ps in kafka_cluster.find_node_pids(state).values() for p in ps]
+    if live:  # a single broker and a cluster on one state dir would share nothing but the name
+        raise StackError(f"a Kafka broker started by tbspark already runs on {state.root} (pid {live[0]})",
+                         f"use it, or run `tbspark stack down --state-dir {state.root}` first")
     if spark_workers and spark_cluster.find_pids(state.root):
         # before anything starts: the clean-up after a failure would stop the running one
         raise StackError(f"a Spark cluster started by tbspark already runs on {state.root}",
