@@ -490,6 +490,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--search-steps", type=int, default=4)
     ap.add_argument("--profile", action="store_true", help="py-spy the platform and the simulator")
     ap.add_argument("--state-dir", type=Path, default=None)
+    ap.add_argument("--kafka-brokers", type=int, default=1,
+                    help="3 or more: the cluster stack (`stack up --kafka-brokers N`); 1: one broker")
+    ap.add_argument("--spark-workers", type=int, default=0,
+                    help="run the job on a Spark standalone cluster of this many workers (0: local[2])")
     ap.add_argument("--skip-mosquitto", action="store_true",
                     help="no reference run of the same simulator load against a plain Mosquitto")
     args = ap.parse_args(argv)
@@ -508,14 +512,16 @@ def main(argv: list[str] | None = None) -> int:
                  "trigger_s": p.scenario.aggregation.trigger_s, "job_nice": args.job_nice, "runs": []}
     t = time.monotonic()
     print(f"stack up in {root}", flush=True)
-    p.up()
+    p.up(kafka_brokers=args.kafka_brokers, spark_workers=args.spark_workers)
+    out.update(kafka_brokers=args.kafka_brokers, spark_workers=args.spark_workers)
     try:
         prov = p.provision()
         print(f"provisioned in {prov.elapsed_s:.1f} s; starting the Spark job", flush=True)
         from tbspark.aggregate.job import BATCH_LOG_ENV
 
         p.batch_log = root / "batches.jsonl"
-        job = p.aggregator(env={BATCH_LOG_ENV: str(p.batch_log)}, nice=args.job_nice)
+        master = ("--master", p.services["spark"]["master"]) if args.spark_workers else ()
+        job = p.aggregator(env={BATCH_LOG_ENV: str(p.batch_log)}, nice=args.job_nice, args=master)
         p.wait_job_running(job)
         out["setup_s"] = round(time.monotonic() - t, 1)
 

@@ -120,8 +120,8 @@ class Pipeline:
 
     # -- the stack --------------------------------------------------------------------------------
 
-    def up(self, kafka_port: int = 0, http_port: int = 0, mqtt_port: int = 0,
-           platform: bool = True) -> dict:
+    def up(self, kafka_port: int = 0, http_port: int = 0, mqtt_port: int = 0, kafka_brokers: int = 1,
+           spark_workers: int = 0, platform: bool = True) -> dict:
         from tbspark.stack.services import stack_up
 
         from tbspark.errors import ServiceStartError
@@ -131,7 +131,8 @@ class Pipeline:
             try:
                 self.services = stack_up(self.state.root, kafka_port=kafka_port, http_port=http_port,
                                          mqtt_port=mqtt_port, platform=platform, topic=sc.kafka.topic,
-                                         partitions=sc.kafka.partitions)
+                                         partitions=sc.kafka.partitions, kafka_brokers=kafka_brokers,
+                                         spark_workers=spark_workers)
                 return self.services
             except ServiceStartError:
                 # A free port picked by port 0 can be taken by another process before the JVM binds
@@ -173,9 +174,10 @@ class Pipeline:
         self.procs.append(proc)
         return proc
 
-    def aggregator(self, env: dict[str, str] | None = None, nice: int = 0) -> Proc:
+    def aggregator(self, env: dict[str, str] | None = None, nice: int = 0, args: tuple[str, ...] = ()) -> Proc:
+        """``args``: further flags of `tbspark aggregate`, e.g. ("--master", "spark://…")."""
         return self.spawn("aggregate", "aggregate", str(self.scenario_path), "--state-dir",
-                          str(self.state.root), "--nice", str(nice), env=env)
+                          str(self.state.root), "--nice", str(nice), *args, env=env)
 
     def simulator(self, duration_s: float, qos: int | None = None, seed: int = 7) -> Proc:
         args = ["simulate", str(self.scenario_path), "--state-dir", str(self.state.root), "--duration",

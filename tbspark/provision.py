@@ -132,8 +132,24 @@ def provision(scenario: Any, conn: Connection, state: StateDir, dry_run: bool = 
     return report
 
 
+def _replicated(bootstrap: str, topic: str) -> bool:
+    """Whether the scenario's topic is replicated (then its producers are idempotent). Asked of the
+    brokers only when the bootstrap lists several (a cluster; one address is the single local
+    broker, not worth a round trip); False when Kafka cannot be asked from here (e.g. a broker only
+    ThingsBoard's containers reach)."""
+    from tbspark.kafka_topics import is_replicated
+
+    if "," not in bootstrap:
+        return False
+    try:
+        return is_replicated(bootstrap, topic, timeout_s=5.0)
+    except Exception:  # noqa: BLE001 — unreachable: keep the single-broker chain
+        return False
+
+
 def _rule_chain(tb: TbRestClient, scenario: Any, conn: Connection, report: ProvisionReport) -> str:
-    wanted = build_rule_chain(scenario, conn.kafka_bootstrap_for_platform)
+    wanted = build_rule_chain(scenario, conn.kafka_bootstrap_for_platform,
+                              replicated=_replicated(conn.kafka_bootstrap, scenario.kafka.topic))
     name = wanted["ruleChain"]["name"]
     chain = tb.get_rule_chain_by_name(name)
     if chain is None:

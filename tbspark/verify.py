@@ -302,9 +302,11 @@ def load_records(scenario: Any, state: StateDir) -> tuple[dict, dict | None]:
     if prov.get("scenario") not in (None, scenario.name):
         raise StateError(f"the provision record in {state.root} is for scenario {prov.get('scenario')!r}, "
                          f"not {scenario.name!r}", "pass the --state-dir of this scenario's run")
-    gt = None
-    if state.groundtruth_file.exists():
-        gt = read_json(state.groundtruth_file, "ground truth", f"run `tbspark simulate {scenario.source}` again")
+    from tbspark.simulate.groundtruth import load as load_groundtruth
+
+    # groundtruth.json, or the shards of `simulate --shard I/N` merged (a missing shard is an error)
+    gt = load_groundtruth(state.root, f"tbspark simulate {scenario.source}")
+    if gt is not None:
         if gt.get("scenario") not in (None, scenario.name):
             raise StateError(f"the ground truth in {state.root} is for scenario {gt.get('scenario')!r}, "
                              f"not {scenario.name!r}", "pass the --state-dir of this scenario's run")

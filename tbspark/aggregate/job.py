@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -15,9 +16,10 @@ from typing import Any, Callable
 
 from tbspark.aggregate.parse import (TS_KEY, ParseSpec, batch_partials, classify_groups, dead_letters,
                                      parse, parse_stable)
+from tbspark.aggregate.location import location_uri
 from tbspark.aggregate.sinks import (GatewaySink, RestSink, Sink, StopRequested, produce_letters,
                                      refusal_letters, write_until_done)
-from tbspark.aggregate.store import WindowStore
+from tbspark.aggregate.store import WindowStore, open_store
 from tbspark.aggregate.windows import WindowState, ZoneWindow
 from tbspark.errors import AggregationError, TbsparkError
 from tbspark.settings import Connection
@@ -73,7 +75,7 @@ class AggregateStatus:
 @dataclass
 class AggregateReport:
     scenario: str
-    checkpoint: Path
+    checkpoint: str  # the checkpoint's URI
     batches: int
     records: int
     dead_letters: int
@@ -85,12 +87,42 @@ class AggregateReport:
     stopped: str  # "caught up" (--once) | "stop requested"
 
 
+def spark_properties(path: str | Path) -> dict[str, str]:
+    """A Spark properties file (``key value`` lines, as spark-defaults.conf) as a dict: the one
+    `tbspark stack up --spark-workers M` writes holds its cluster's shared secret."""
+    conf: dict[str, str] = {}
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, value = (re.split(r"\s*[=\s]\s*", line, maxsplit=1) + [""])[:2]
+            conf[key] = value
+    return conf
+
+
+def cluster_conf(master: str | None, stack: dict | None) -> dict[str, str]:
+    """Settings for a ``spark://`` master: the local stack's properties (secret, executor memory)
+    when it is that stack's cluster, and a driver on loopback when the master is on loopback (the
+    executors connect back to it; by default it would listen on the host's public address)."""
+    if not master or not master.startswith("spark://"):
+        return {}
+    conf: dict[str, str] = {}
+    sp = (stack or {}).get("spark") or {}
+    if sp.get("master") == master and sp.get("conf"):
+        conf.update(spark_properties(sp["conf"]))
+    host = master[len("spark://"):].split(",")[0].rsplit(":", 1)[0]
+    if host in ("127.0.0.1", "localhost"):
+        conf.setdefault("spark.driver.host", "127.0.0.1")
+        conf.setdefault("spark.driver.bindAddress", "127.0.0.1")
+    return conf
+
+
 def build_session(master: str | None = "local[2]", shuffle_partitions: int | None = None,
                   jars: list[Path] | None = None, app_name: str = "tbspark-aggregate",
-                  log_file: Path | None = None) -> Any:
+                  log_file: Path | None = None, conf: dict[str, str] | None = None) -> Any:
     """A SparkSession for the job (or the running one): UI off, WARN logs, shuffle partitions sized
     to the cores (Spark's default 200 cannot keep up with a 10 s window at 50K rows/s). With
-    ``log_file``, a JVM started here logs there and not to the terminal (see ``sparklog``)."""
+    ``log_file``, a JVM started here logs there and not to the terminal (see ``sparklog``).
+    ``conf``: further settings (``cluster_conf`` for a standalone cluster)."""
     from pyspark.sql import SparkSession
 
     from tbspark import settings
@@ -118,7 +150,7 @@ def build_session(master: str | None = "local[2]", shuffle_partitions: int | Non
     # A deeper thread stack on the driver: py4j callbacks of foreachBatch recurse deeply.
     log_opts = sparklog.java_options(log_file) if log_file else []
     builder = builder.config("spark.driver.extraJavaOptions", " ".join(DRIVER_JAVA_OPTIONS + log_opts))
-    for key, value in SESSION_CONF.items():
+    for key, value in {**SESSION_CONF, **(conf or {})}.items():
         builder = builder.config(key, value)
     # pyspark installs a SIGINT handler that cancels jobs over py4j from inside the signal handler,
     # which breaks a py4j call the main thread is in; keep the caller's handler (the CLI's clean stop).
@@ -186,8 +218,11 @@ class _Batcher:
             # same clock and watermark, so it rejects exactly the records counted above.
             if parsed is None:
                 parsed = parse(df, self.spec, state.watermark_ms, now_ms)
+            # acks=all and idempotence (the Java client's defaults, said here): on a replicated
+            # topic a dead letter is on min.insync.replicas brokers before the batch commits.
             (dead_letters(parsed, self.topic).write.format("kafka")
-             .option("kafka.bootstrap.servers", self.bootstrap).option("topic", self.dlq_topic).save())
+             .option("kafka.bootstrap.servers", self.bootstrap).option("kafka.acks", "all")
+             .option("kafka.enable.idempotence", "true").option("topic", self.dlq_topic).save())
         new_state, out = state.apply(batch_id, partials, max_event, self.output_mode)
         self.store.save(new_state)
         before_write = time.monotonic()
@@ -253,11 +288,11 @@ def make_sink(scenario: Any, conn: Connection, state: StateDir) -> Sink:
     return RestSink(conn, agg.asset_type, keys)
 
 
-def aggregate(scenario: Any, conn: Connection, state: StateDir, master: str = "local[2]",
-              checkpoint: Path | None = None, starting_offsets: str = "earliest", once: bool = False,
+def aggregate(scenario: Any, conn: Connection, state: StateDir, master: str | None = "local[2]",
+              checkpoint: str | Path | None = None, starting_offsets: str = "earliest", once: bool = False,
               progress: Callable[[AggregateStatus], None] | None = None,
               stop_event: threading.Event | None = None, *, sink: Sink | None = None,
-              spark: Any = None, nice: int = 0) -> AggregateReport:
+              spark: Any = None, nice: int = 0, spark_conf: dict[str, str] | None = None) -> AggregateReport:
     """Run the aggregation job until ``stop_event`` is set (or, with ``once``, until the topic's
     backlog is processed). ``progress`` is called about twice a second with the running status.
     ``nice`` > 0 lowers the CPU priority of this process and of the Spark JVM it starts (children
@@ -271,13 +306,12 @@ def aggregate(scenario: Any, conn: Connection, state: StateDir, master: str = "l
                                "pass --nice 10 to let the platform have the CPU first, or 0")
     agg = scenario.aggregation
     window_ms = int(round(agg.window_s * 1000))
-    checkpoint = Path(checkpoint) if checkpoint else state.checkpoint_dir(scenario.name)
-    checkpoint.mkdir(parents=True, exist_ok=True)
+    # A URI (file://, hdfs://, s3a:// …) or a plain local path; Spark and the window store both
+    # reach it through Hadoop's FileSystem, so a driver elsewhere finds the same state.
+    checkpoint_uri = location_uri(checkpoint or state.checkpoint_dir(scenario.name))
     spec = ParseSpec(agg.zone_key, agg.value_key, window_ms, agg.mode == "event_time",
                      agg.value_range.min, agg.value_range.max)
-    store = WindowStore(checkpoint, window_ms, int(round(agg.watermark_s * 1000)))
-    store.before(1 << 62)  # fail now, not in the first batch, on a checkpoint of other settings
-    from tbspark.stack.kafka import ensure_topic
+    from tbspark.kafka_topics import ensure_topic
 
     # Up front: a broker that is down fails here in seconds with a clear line, and the dead-letter
     # topic exists even where the broker does not auto-create topics.
@@ -285,17 +319,20 @@ def aggregate(scenario: Any, conn: Connection, state: StateDir, master: str = "l
     status = AggregateStatus()
     own_sink = sink is None
     sink = sink or make_sink(scenario, conn, state)
-    batcher = _Batcher(spec, store, sink, conn.kafka_bootstrap, scenario.kafka.topic,
-                       scenario.kafka.dlq_topic, agg.output_mode, status)
     if nice:
         os.nice(nice)  # before the JVM starts, so that it inherits the priority
-    spark = spark or build_session(master, agg.shuffle_partitions, log_file=state.logs_dir / "spark.log")
+    spark = spark or build_session(master, agg.shuffle_partitions, log_file=state.logs_dir / "spark.log",
+                                   conf=spark_conf)
+    store = open_store(spark, checkpoint_uri, window_ms, int(round(agg.watermark_s * 1000)))
+    store.before(1 << 62)  # fail now, not in the first batch, on a checkpoint of other settings
+    batcher = _Batcher(spec, store, sink, conn.kafka_bootstrap, scenario.kafka.topic,
+                       scenario.kafka.dlq_topic, agg.output_mode, status)
     started = time.monotonic()
     try:
         # (a --once run is one backlog: it warms the JVM up itself)
         if not once and scenario.expected_rate_hz() >= PRIME_FROM_RATE:
             prime(spark, spec, stop_event=stop_event)
-        query = _start(spark, scenario, conn, checkpoint, starting_offsets, once, batcher)
+        query = _start(spark, scenario, conn, checkpoint_uri, starting_offsets, once, batcher)
         stopped = _watch(query, batcher, status, progress, stop_event, once)
         if once and stopped == "caught up":
             status.windows_written += batcher.flush_open()
@@ -303,7 +340,7 @@ def aggregate(scenario: Any, conn: Connection, state: StateDir, master: str = "l
         if own_sink:
             sink.close()
     duration = time.monotonic() - started
-    return AggregateReport(scenario.name, checkpoint, status.batches, status.records,
+    return AggregateReport(scenario.name, checkpoint_uri, status.batches, status.records,
                            status.dead_letters, status.late, status.windows_written,
                            sorted(status.zones), duration,
                            status.records / duration if duration > 0 else 0.0, stopped)
@@ -353,7 +390,7 @@ def prime(spark: Any, spec: ParseSpec, records: int | None = None, rounds: int |
     return done
 
 
-def _start(spark: Any, scenario: Any, conn: Connection, checkpoint: Path, starting_offsets: str,
+def _start(spark: Any, scenario: Any, conn: Connection, checkpoint: str, starting_offsets: str,
            once: bool, batcher: _Batcher) -> Any:
     agg = scenario.aggregation
     reader = (spark.readStream.format("kafka")
@@ -370,7 +407,7 @@ def _start(spark: Any, scenario: Any, conn: Connection, checkpoint: Path, starti
     for key, value in SOURCE_OPTIONS.items():
         reader = reader.option(key, value)
     writer = (reader.load().writeStream.foreachBatch(batcher)
-              .option("checkpointLocation", str(checkpoint))
+              .option("checkpointLocation", checkpoint)
               .queryName(f"tbspark-{scenario.name}"))
     writer = writer.trigger(availableNow=True) if once else writer.trigger(
         processingTime=f"{int(agg.trigger_s * 1000)} milliseconds")

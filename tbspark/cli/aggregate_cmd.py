@@ -41,9 +41,12 @@ def _status_text(st: Any) -> Text:
 @handle_errors
 def aggregate_cmd(
     scenario: ScenarioArg,
-    master: str = typer.Option("local[2]", "--master", help="Spark master URL."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", show_default=False,
-                                              help="Checkpoint directory (default: <state>/checkpoints/<scenario>)."),
+    master: str = typer.Option("local[2]", "--master",
+                               help="Spark master URL: local[N], or spark://HOST:PORT of a standalone "
+                                    "cluster (`tbspark stack up --spark-workers M` starts one)."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", show_default=False,
+                                             help="Checkpoint location: a directory or a URI (file://, hdfs://, "
+                                                  "s3a:// …; default: <state>/checkpoints/<scenario>)."),
     starting_offsets: Annotated[Literal["earliest", "latest"], typer.Option(
         "--starting-offsets", help="Where a new checkpoint starts reading.")] = "earliest",
     once: bool = typer.Option(False, "--once", help="Process the topic's backlog, then exit."),
@@ -60,7 +63,7 @@ def aggregate_cmd(
     """Aggregate SCENARIO's Kafka topic into per-zone windows (avg, count, min, max) on ThingsBoard.
     Spark's and the JVM's own log goes to <state>/logs/spark.log."""
     from tbspark import settings
-    from tbspark.aggregate.job import aggregate
+    from tbspark.aggregate.job import aggregate, cluster_conf
     from tbspark.scenario import load_scenario
     from tbspark.settings import connection_for
     from tbspark.state import StateDir
@@ -69,6 +72,7 @@ def aggregate_cmd(
     state = StateDir(settings.state_dir(state_dir))
     conn = connection_for(sc, state, conn_flags(tb_url, mqtt_host, mqtt_port, kafka_bootstrap))
     check_reachable(conn, state.root, mqtt=sc.aggregation.sink == "gateway", local_only=True)
+    spark_conf = cluster_conf(master, settings.read_stack_record(state))  # the stack's cluster secret
     stop = threading.Event()
 
     def on_sigint(signum: int, frame: Any) -> None:
@@ -84,7 +88,7 @@ def aggregate_cmd(
             report = aggregate(sc, conn, state, master=master, checkpoint=checkpoint,
                                starting_offsets=starting_offsets, once=once,
                                progress=lambda st: live.update(_status_text(st)), stop_event=stop,
-                               nice=nice)
+                               nice=nice, spark_conf=spark_conf)
     finally:
         signal.signal(signal.SIGINT, previous)
     if as_json:

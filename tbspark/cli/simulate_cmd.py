@@ -101,6 +101,9 @@ def simulate_cmd(
     mqtt_port: MqttPort = None,
     kafka_bootstrap: KafkaBootstrap = None,
     as_json: JsonOpt = False,
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N",
+                                        help="Run only shard I of N of the devices (N processes run the "
+                                             "fleet); ground truth to groundtruth.shard-I-of-N.json."),
 ) -> None:
     """Publish the scenario's telemetry from every provisioned device (one MQTT connection
     each) and write groundtruth.json: what was sent and acknowledged."""
@@ -108,6 +111,9 @@ def simulate_cmd(
         raise UsageError("--duration and --messages exclude each other", "pass only one of them")
     duration_s = parse_duration(duration) if duration is not None else None
     qos_n = None if qos is None else int(qos)
+    from tbspark.simulate.groundtruth import parse_shard
+
+    shard_in = parse_shard(shard) if shard is not None else None
     sc = load_scenario(scenario)
     state = StateDir(settings.state_dir(state_dir))
     conn = connection_for(sc, state, conn_flags(tb_url, mqtt_host, mqtt_port, kafka_bootstrap))
@@ -115,14 +121,14 @@ def simulate_cmd(
     check_reachable(conn, state.root, rest=False, mqtt=True)
     expected = sc.expected_rate_hz()
     if as_json:
-        report = simulate(sc, conn, state, duration_s, messages, seed, engine=engine, qos=qos_n)
+        report = simulate(sc, conn, state, duration_s, messages, seed, engine=engine, qos=qos_n, shard=shard_in)
         print_json({**report.__dict__, "msg_per_s": report.msg_per_s})
         _delivery_verdict(report)
         return
     view = LiveView(expected, planned_seconds(sc, duration_s, messages))
     with Live(view.render(Stats(devices=sc.device_count())), console=console,
               refresh_per_second=4, transient=True) as live:
-        report = simulate(sc, conn, state, duration_s, messages, seed, engine=engine, qos=qos_n,
+        report = simulate(sc, conn, state, duration_s, messages, seed, engine=engine, qos=qos_n, shard=shard_in,
                           progress=lambda st: live.update(view.render(st)))
     console.print(f"simulate {sc.name} ({report.engine}, QoS {report.qos})", highlight=False, soft_wrap=True)
     table = Table(box=None, show_header=False, pad_edge=False)

@@ -27,23 +27,40 @@ def up(
     no_platform: bool = typer.Option(False, "--no-platform", help="Start Kafka only."),
     topic: str = typer.Option(DEFAULT_TOPIC, "--topic", help="Kafka topic to create."),
     partitions: int = typer.Option(1, "--partitions", help="Partitions of the topic."),
+    kafka_brokers: int = typer.Option(1, "--kafka-brokers",
+                                      help="1: one broker on --kafka-port; 3 or more: a KRaft cluster on free "
+                                           "ports (replication 3, min.insync.replicas 2, ≥ 2 partitions a broker)."),
+    spark_workers: int = typer.Option(0, "--spark-workers",
+                                      help="Start a Spark standalone cluster with this many workers "
+                                           "(0: none; the job runs in local mode)."),
     as_json: JsonOpt = False,
 ) -> None:
-    """Start Kafka (KRaft, one node) and the embedded platform; return when they answer."""
+    """Start Kafka (KRaft: one node, or a cluster), the embedded platform and optionally a Spark
+    standalone cluster; return when they answer."""
     for name, port in (("--kafka-port", kafka_port), ("--http-port", http_port), ("--mqtt-port", mqtt_port)):
         if not 0 <= port <= 65535:
             raise UsageError(f"{name} {port} is not a port", "use 1-65535, or 0 for a free port")
     if partitions < 1:
         raise UsageError(f"--partitions {partitions} must be at least 1", "pass --partitions 1 or more")
     services = stack_up(settings.state_dir(state_dir), kafka_port=kafka_port, http_port=http_port,
-                        mqtt_port=mqtt_port, platform=not no_platform, topic=topic, partitions=partitions)
+                        mqtt_port=mqtt_port, platform=not no_platform, topic=topic, partitions=partitions,
+                        kafka_brokers=kafka_brokers, spark_workers=spark_workers)
     if as_json:
         print_json(services)
         return
     k = services["kafka"]
-    console.print(f"[green]✓[/green] Kafka      {k['bootstrap']}  (pid {k['pid']}, log {k['log']})")
+    if len(k.get("brokers", [])) > 1:
+        pids = ", ".join(str(b["pid"]) for b in k["brokers"])
+        console.print(f"[green]✓[/green] Kafka      {k['bootstrap']}  ({len(k['brokers'])} brokers, pids {pids})")
+    else:
+        console.print(f"[green]✓[/green] Kafka      {k['bootstrap']}  (pid {k['pid']}, log {k['log']})")
     for name, count in k.get("topics", {}).items():
         console.print(f"  topic      {name} ({count} partition(s))")
+    sp = services.get("spark")
+    if sp:
+        console.print(f"[green]✓[/green] Spark      {sp['master']}  (pid {sp['pid']}; {len(sp['workers'])} "
+                      f"worker(s), pids {', '.join(str(w['pid']) for w in sp['workers'])}; "
+                      f"spark-submit --properties-file {sp['conf']})")
     p = services.get("platform")
     if p:
         console.print(f"[green]✓[/green] Platform   {p['url']}  MQTT port {p['mqtt_port']}  (pid {p['pid']}, log {p['log']})")
@@ -62,8 +79,8 @@ def down(
         print_json(result)
         return
     stopped = False
-    for name in ("platform", "kafka"):
-        for pid, how in result[name]["pids"].items():
+    for name in ("platform", "spark", "kafka"):
+        for pid, how in result.get(name, {}).get("pids", {}).items():
             stopped = True
             console.print(f"{name:<9} pid {pid}: {how}")
     if not stopped:
@@ -86,7 +103,10 @@ def status(
         k["up"] = bool(k["alive"] and k.get("answers") in (True, None))
     if p:
         p["up"] = bool(p["alive"] and p.get("stats") is not None)
-    listed = [svc for svc in (k, p) if svc]
+    sp = st.get("spark")
+    if sp:
+        sp["up"] = bool(sp["alive"] and all(w["alive"] for w in sp.get("workers", [])))
+    listed = [svc for svc in (k, p, sp) if svc]
     st["up"] = bool(listed) and all(svc["up"] for svc in listed)
     code = EXIT_OK if st["up"] else EXIT_UNAVAILABLE
     if as_json:
@@ -97,13 +117,18 @@ def status(
                       highlight=False, soft_wrap=True)
     table = Table("service", "address", "pid", "state", box=None, pad_edge=False)
     if k:
-        state = _state(k["alive"], k.get("answers"))
-        table.add_row("kafka", f"{k['bootstrap']} (controller :{k['controller_port']})", str(k["pid"]), state)
+        for b in k["brokers"]:
+            answers = k.get("answers") if b["alive"] else None
+            table.add_row("kafka", f"{b['bootstrap']} (controller :{b['controller_port']})", str(b["pid"]), _state(b["alive"], answers))
+    if sp:
+        table.add_row("spark", sp["master"], str(sp["pid"]), _state(sp["alive"], None))
+        for w in sp.get("workers", []):
+            table.add_row(f"  worker {w['id']}", f"127.0.0.1:{w['port']}", str(w["pid"]), _state(w["alive"], None))
     if p:
         state = _state(p["alive"], p.get("answers") if p["alive"] else None)
         table.add_row("platform", f"{p['url']} (MQTT :{p['mqtt_port']})", str(p["pid"]), state)
         table.add_row("live page", p.get("ui_url", ""), "", "")
-    if k or p:
+    if k or p or sp:
         console.print(table)
     if p and p.get("stats"):
         console.print("platform counters: " + ", ".join(f"{key}={val}" for key, val in _flat(p["stats"])),

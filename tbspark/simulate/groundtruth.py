@@ -1,12 +1,16 @@
 """What the simulator actually sent, as verify needs it: per device count and sum, per zone per
-window (by the timestamp sent) count, sum, min and max — written to groundtruth.json atomically."""
+window (by the timestamp sent) count, sum, min and max — written to groundtruth.json atomically, or,
+for one shard of a fleet run in several processes, to groundtruth.shard-I-of-N.json (``load`` merges
+the shards for verify)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tbspark.errors import StateError, UsageError
 from tbspark.state import write_json_atomic
 
 NEAR_EDGE_MS = 250  # a server-stamped message this close to an edge may land in the neighbour window
@@ -133,3 +137,92 @@ def _num(x: float) -> float:
     if isinstance(x, int):
         return x
     return round(x, 9)
+
+
+# ---- shards: `tbspark simulate --shard I/N` ------------------------------------------------------
+
+SHARD_GLOB = "groundtruth.shard-*-of-*.json"
+_SHARD_NAME = re.compile(r"^groundtruth\.shard-(\d+)-of-(\d+)\.json$")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` → (I, N) with 1 <= I <= N."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise UsageError(f"--shard {text!r} is not I/N with 1 <= I <= N",
+                         "e.g. --shard 1/3, --shard 2/3 and --shard 3/3 run a fleet in three processes")
+    return int(m.group(1)), int(m.group(2))
+
+
+def shard_of(specs: list, index: int, count: int) -> list:
+    """Shard ``index`` of ``count`` (1-based) of the scenario's devices: every count-th device from
+    the (index-1)-th, in the scenario's own order — deterministic, disjoint, together the whole
+    fleet, and each shard within one device of the others' size (and spread over the zones). A
+    device's values do not depend on its shard (its generator is seeded by its name)."""
+    return specs[index - 1::count]
+
+
+def shard_file(root: Path, index: int, count: int) -> Path:
+    return Path(root) / f"groundtruth.shard-{index}-of-{count}.json"
+
+
+def merge(records: list[dict]) -> dict:
+    """The ground truth of several shards as one record (the format of groundtruth.json): devices
+    side by side, windows added up (count, sum, near-edge; min of mins, max of maxes)."""
+    out = {k: records[0][k] for k in ("scenario", "window_s", "timestamps", "value_key")}
+    out["started_ms"] = min(r["started_ms"] for r in records)
+    out["ended_ms"] = max(r["ended_ms"] for r in records)
+    for key in ("sent", "acked", "errors"):
+        out[key] = sum(r.get(key, 0) for r in records)
+    out["devices"], out["windows"] = {}, {}
+    for r in records:
+        out["devices"].update(r["devices"])
+        for zone, wins in r["windows"].items():
+            mine = out["windows"].setdefault(zone, {})
+            for start, w in wins.items():
+                have = mine.get(start)
+                if have is None:
+                    mine[start] = dict(w)
+                    continue
+                have["count"] += w["count"]
+                have["sum"] = _num(have["sum"] + w["sum"])
+                have["near_edge"] += w["near_edge"]
+                have["min"] = _pick(min, have["min"], w["min"])
+                have["max"] = _pick(max, have["max"], w["max"])
+    out["windows"] = {z: dict(sorted(ws.items(), key=lambda kv: int(kv[0]))) for z, ws in out["windows"].items()}
+    out["shards"] = len(records)
+    return out
+
+
+def _pick(f, a, b):
+    return a if b is None else b if a is None else f(a, b)
+
+
+def load(root: Path, what_to_run: str) -> dict | None:
+    """The ground truth in state dir ``root``: groundtruth.json, or the shards' files merged when
+    they are newer (None when there is neither). Shards of one run must all be there: a missing one
+    is a StateError that names it. ``what_to_run``: the simulate command, for the hint."""
+    from tbspark.state import read_json
+
+    root = Path(root)
+    whole = root / "groundtruth.json"
+    shards: dict[int, dict[int, Path]] = {}
+    for p in root.glob(SHARD_GLOB):
+        m = _SHARD_NAME.match(p.name)
+        if m:
+            shards.setdefault(int(m.group(2)), {})[int(m.group(1))] = p
+    newest_shard = max((p.stat().st_mtime for ps in shards.values() for p in ps.values()), default=None)
+    if newest_shard is None or (whole.exists() and whole.stat().st_mtime >= newest_shard):
+        if not whole.exists():
+            return None
+        return read_json(whole, "ground truth", f"run `{what_to_run}` again")
+    count = max(shards, key=lambda n: max(p.stat().st_mtime for p in shards[n].values()))
+    found = shards[count]
+    missing = [i for i in range(1, count + 1) if i not in found]
+    if missing:
+        raise StateError(f"the ground truth of shard(s) {', '.join(f'{i}/{count}' for i in missing)} is missing "
+                         f"in {root} (found {', '.join(f'{i}/{count}' for i in sorted(found))})",
+                         f"run `{what_to_run} --shard {missing[0]}/{count}`, or copy its "
+                         f"groundtruth.shard-{missing[0]}-of-{count}.json here from the machine that ran it")
+    return merge([read_json(found[i], "ground truth", f"run `{what_to_run} --shard {i}/{count}` again")
+                  for i in range(1, count + 1)])

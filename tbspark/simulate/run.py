@@ -12,7 +12,7 @@ from tbspark.delivery import DeliveryCheck, TopicCounter
 from tbspark.errors import MqttError, StateError, UsageError
 from tbspark.settings import Connection
 from tbspark.simulate.fleet import Fleet, RunConfig, Stats, build_devices
-from tbspark.simulate.groundtruth import GroundTruth
+from tbspark.simulate.groundtruth import GroundTruth, shard_file, shard_of
 from tbspark.state import StateDir, read_json
 
 ENGINES = ("asyncio", "paho")
@@ -66,11 +66,15 @@ def simulate(scenario: Any, conn: Connection, state: StateDir, duration_s: float
              messages: int | None = None, seed: int | None = None,
              progress: Callable[[Stats], None] | None = None, engine: str | None = None,
              qos: int | None = None, stop: threading.Event | None = None,
-             check_delivery: bool = True) -> SimulationReport:
+             check_delivery: bool = True,
+             shard: tuple[int, int] | None = None) -> SimulationReport:
     """Run the fleet; ``progress`` is called about 4 times a second with the live counters
     (from a helper thread). ``stop`` ends the run early (Ctrl-C). ``check_delivery``: count the
     records that reach the scenario's Kafka topic during the run (tbspark/delivery.py) and report
-    when fewer arrive than the chain was given."""
+    when fewer arrive than the chain was given (with shards running at once this is a lower bound:
+    the other shards' records count too). ``shard`` (I, N): run only shard I of N of the devices
+    (``groundtruth.shard_of``) and write the ground truth to groundtruth.shard-I-of-N.json; N such
+    processes, on one machine or several, run the fleet."""
     sim = scenario.simulation
     engine = engine or sim.engine
     if engine not in ENGINES:
@@ -88,6 +92,15 @@ def simulate(scenario: Any, conn: Connection, state: StateDir, duration_s: float
                     ramp_per_s=sim.ramp_per_s, per_stream=per_stream,
                     duration_s=duration_s if duration_s is not None else sim.duration_s)
     specs = scenario.expand_devices()
+    if shard is not None:
+        index, count = shard
+        if not 1 <= index <= count:
+            raise UsageError(f"shard {index}/{count} does not exist", "use --shard I/N with 1 <= I <= N")
+        specs = shard_of(specs, index, count)
+        if not specs:
+            raise UsageError(f"shard {index}/{count} of a fleet of {len(scenario.expand_devices())} "
+                             "devices has no device", "use at most as many shards as devices")
+    gt_file = shard_file(state.root, *shard) if shard else state.groundtruth_file
     gt = GroundTruth(scenario.name, agg.window_s, sim.timestamps, agg.value_key)
     for spec in specs:
         gt.add_device(spec.name, spec.zone)
@@ -125,7 +138,7 @@ def simulate(scenario: Any, conn: Connection, state: StateDir, duration_s: float
         if gt.sent:
             # Whatever happened, the record says exactly what went out and what was acknowledged.
             state.ensure()
-            gt.write(state.groundtruth_file)
+            gt.write(gt_file)
     if progress:
         progress(stats)
     if not gt.sent and stats.refused:
@@ -138,7 +151,7 @@ def simulate(scenario: Any, conn: Connection, state: StateDir, duration_s: float
     return SimulationReport(scenario.name, engine, len(specs), cfg.qos, gt.sent, gt.acked,
                             stats.errors, stats.skipped, stats.reconnects, stats.refused,
                             elapsed, cpu, expected,
-                            str(state.groundtruth_file) if gt.sent else None, stats.last_error,
+                            str(gt_file) if gt.sent else None, stats.last_error,
                             stats.hot_path, check.as_dict() if check else None)
 
 

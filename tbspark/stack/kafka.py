@@ -10,11 +10,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tbspark.errors import KafkaError, PortInUseError, ServiceStartError, StackError
+from tbspark.errors import PortInUseError, ServiceStartError, StackError
 from tbspark.stack import jvm, procs
 from tbspark.stack.kafka_config import (  # noqa: F401 — server_properties is part of this module's API
     LOG4J2, format_storage, java_cmd, server_properties, tail)
 from tbspark.state import StateDir, write_json_atomic
+from tbspark.kafka_topics import ensure_topic  # noqa: F401 — part of this module's API
+from tbspark.kafka_topics import quiet_logger as _quiet_logger
 
 READY_TIMEOUT_S = 120.0  # generous: a busy 2-core machine has taken 30 s; a dead broker is seen at once
 STOP_TIMEOUT_S = 20.0
@@ -146,15 +148,6 @@ def _wait_ready(proc: subprocess.Popen, broker: Broker, timeout_s: float) -> Non
         time.sleep(0.1)  # poll interval between readiness probes, not a wait for the service
 
 
-def _quiet_logger():
-    import logging
-
-    logger = logging.getLogger("tbspark.kafka.admin")
-    logger.addHandler(logging.NullHandler())
-    logger.propagate = False
-    return logger
-
-
 def stop_pid(pid: int, timeout_s: float = STOP_TIMEOUT_S, popen: subprocess.Popen | None = None) -> str:
     """SIGTERM, wait, SIGKILL after ``timeout_s``. Returns "stopped", "killed" or "not running"."""
     return procs.terminate(pid, timeout_s, popen)
@@ -170,45 +163,6 @@ def stop_broker(state: StateDir, timeout_s: float = STOP_TIMEOUT_S) -> dict:
     paths["pid"].unlink(missing_ok=True)
     (paths["dir"] / "broker.json").unlink(missing_ok=True)
     return results
-
-
-def ensure_topic(bootstrap: str, topic: str, partitions: int = 1, timeout_s: float = 30.0) -> int:
-    """Create ``topic`` with ``partitions`` partitions, or grow it to that many; returns the count it has.
-    Idempotent: an existing topic with at least as many partitions is left as is."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
-
-    if partitions < 1:
-        raise KafkaError(f"a topic needs at least one partition, not {partitions}", "pass --partitions 1 or more")
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _quiet_logger()})
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            have = _partition_count(admin, topic)
-            if have is None:
-                admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(timeout=timeout_s)
-            elif have < partitions:
-                admin.create_partitions([NewPartitions(topic, partitions)])[topic].result(timeout=timeout_s)
-            have = _partition_count(admin, topic)
-            if have is not None and have >= partitions:
-                return have
-        except KafkaException as exc:
-            err = exc.args[0]
-            if err.name() not in ("TOPIC_ALREADY_EXISTS", "INVALID_PARTITIONS") and not err.retriable():
-                raise KafkaError(f"cannot create topic {topic!r} on {bootstrap}: {err.str()}",
-                                 "check the topic name and that the broker runs (`tbspark stack status`)") from exc
-        if time.monotonic() > deadline:
-            raise KafkaError(f"topic {topic!r} on {bootstrap} not ready within {timeout_s:.0f} s",
-                             "check the broker's log (`tbspark stack status` shows where)")
-        time.sleep(0.1)  # retry interval while the controller settles
-
-
-def _partition_count(admin, topic: str) -> int | None:
-    # All topics rather than list_topics(topic=...), which could auto-create the topic it asks about.
-    md = admin.list_topics(timeout=5.0).topics.get(topic)
-    if md is None or md.error is not None:
-        return None
-    return len(md.partitions)
 
 
 def broker_record(state: StateDir) -> dict | None:

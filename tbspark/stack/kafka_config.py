@@ -41,14 +41,26 @@ logger.authorizer.level = warn
 """
 
 
-def server_properties(data_dir: Path, host: str, port: int, controller_port: int) -> str:
-    """A single-node combined broker+controller. Static quorum (controller.quorum.voters) rather than a
-    dynamic one, so a restart on other ports needs no reformat; replication factors of 1 because
-    there is one node; no initial rebalance delay so the first consumer group starts at once."""
+# A node of a cluster (`stack up --kafka-brokers N`, N >= 3) gets a smaller heap: N of them share
+# the machine with Spark's master and workers.
+CLUSTER_JVM_OPTS = ["-Xms128m", "-Xmx256m", "-XX:+UseSerialGC", "-Djava.awt.headless=true"]
+
+
+def server_properties(data_dir: Path, host: str, port: int, controller_port: int, node_id: int = 1,
+                      voters: dict[int, int] | None = None) -> str:
+    """A combined broker+controller node. Static quorum (controller.quorum.voters) rather than a
+    dynamic one, so a restart on other ports needs no reformat; no initial rebalance delay so the
+    first consumer group starts at once. One node: replication factors of 1. A cluster (``voters``:
+    node id → controller port, 3 or more): every internal and default topic has 3 replicas and
+    min.insync.replicas 2, and no unclean leader election — an acks=all write is on two brokers
+    before it is acknowledged, and a broker's loss loses none of them."""
+    voters = voters or {node_id: controller_port}
+    cluster = len(voters) >= 3
+    rf, isr = ("3", "2") if cluster else ("1", "1")
     props = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@{host}:{controller_port}",
+        "node.id": str(node_id),
+        "controller.quorum.voters": ",".join(f"{n}@{host}:{p}" for n, p in sorted(voters.items())),
         "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
         "advertised.listeners": f"PLAINTEXT://{host}:{port}",
         "controller.listener.names": "CONTROLLER",
@@ -57,12 +69,12 @@ def server_properties(data_dir: Path, host: str, port: int, controller_port: int
         "log.dirs": str(data_dir),
         "num.partitions": "1",
         "auto.create.topics.enable": "true",
-        "offsets.topic.replication.factor": "1",
+        "offsets.topic.replication.factor": rf,
         "offsets.topic.num.partitions": "4",  # 50 by default: slows the first group join for nothing
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        "transaction.state.log.replication.factor": rf,
+        "transaction.state.log.min.isr": isr,
+        "share.coordinator.state.topic.replication.factor": rf,
+        "share.coordinator.state.topic.min.isr": isr,
         "group.initial.rebalance.delay.ms": "0",
         "log.segment.bytes": str(64 * 1024 * 1024),
         "log.retention.hours": "24",
@@ -70,6 +82,10 @@ def server_properties(data_dir: Path, host: str, port: int, controller_port: int
         "num.network.threads": "2",
         "num.recovery.threads.per.data.dir": "1",
     }
+    if cluster:
+        props.update({"default.replication.factor": rf, "min.insync.replicas": isr,
+                      "unclean.leader.election.enable": "false",
+                      "num.partitions": str(2 * len(voters))})
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
@@ -83,7 +99,8 @@ def java_cmd(java: Path, classpath: str, log4j: Path, main: str, *args: str,
     return [str(java), *opts, *(cds or []), f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath, main, *args]
 
 
-def format_storage(java: Path, classpath: str, paths: dict[str, Path]) -> None:
+def format_storage(java: Path, classpath: str, paths: dict[str, Path], node_id: int = 1,
+                   cluster: str | None = None) -> None:
     """Kafka's StorageTool formats the first state dir of a jar cache; its output that does not depend
     on the node (bootstrap.checkpoint: the feature levels of this Kafka version) is kept beside the
     jars, so later state dirs are formatted by copying it and writing a fresh meta.properties — one
@@ -93,12 +110,13 @@ def format_storage(java: Path, classpath: str, paths: dict[str, Path]) -> None:
         shutil.copyfile(template, paths["data"] / "bootstrap.checkpoint")
         # meta.properties last: its presence is what marks the directory as formatted.
         write_text_atomic(paths["data"] / "meta.properties",
-                          f"version=1\nnode.id=1\ncluster.id={cluster_id()}\ndirectory.id={cluster_id()}\n")
+                          f"version=1\nnode.id={node_id}\ncluster.id={cluster or cluster_id()}\n"
+                          f"directory.id={cluster_id()}\n")
         with open(paths["log"], "a") as log:
             log.write(f"=== tbspark: storage formatted from {template} ===\n")
         return
     cmd = java_cmd(java, classpath, paths["log4j"], "kafka.tools.StorageTool", "format",
-                    "--ignore-formatted", f"--cluster-id={cluster_id()}", "-c", str(paths["config"]), opts=TOOL_OPTS)
+                    "--ignore-formatted", f"--cluster-id={cluster or cluster_id()}", "-c", str(paths["config"]), opts=TOOL_OPTS)
     done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     with open(paths["log"], "a") as log:
         log.write(f"=== tbspark: format storage ===\n{done.stdout}{done.stderr}")

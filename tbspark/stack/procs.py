@@ -88,3 +88,33 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
         pass  # not Linux: the session's teardown still stops it by PID
+
+
+def terminate_all(pids: list[int], timeout_s: float) -> dict[int, str]:
+    """``terminate`` for several processes at once: SIGTERM to all, one shared wait, then SIGKILL to
+    the rest (a cluster's nodes wait on each other while they shut down)."""
+    live: dict[int, psutil.Process] = {}
+    results: dict[int, str] = {}
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                _reap(proc, None)
+                results[pid] = "not running"
+                continue
+            proc.send_signal(signal.SIGTERM)
+            live[pid] = proc
+        except psutil.NoSuchProcess:
+            results[pid] = "not running"
+    gone, alive = psutil.wait_procs(list(live.values()), timeout=timeout_s)
+    for proc in gone:
+        results[proc.pid] = "stopped"
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+        results[proc.pid] = "killed"
+    psutil.wait_procs(alive, timeout=10.0)
+    return results
+

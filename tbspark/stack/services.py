@@ -1,5 +1,6 @@
-"""`tbspark stack up | down | status`: the local Kafka broker and the embedded platform as one stack,
-recorded in <state>/services.json so every other verb can find them."""
+"""`tbspark stack up | down | status`: the local Kafka broker (or a Kafka cluster), the embedded
+platform and, when asked, a Spark standalone cluster as one stack, recorded in <state>/services.json
+so every other verb can find them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 import requests
 
 from tbspark.errors import ServiceStartError, StackError
-from tbspark.stack import kafka, procs
+from tbspark.stack import kafka, kafka_cluster, procs
+from tbspark.stack import spark as spark_cluster
 from tbspark.state import StateDir, read_json, write_json_atomic
 
 DEFAULT_TOPIC = "weather-stations-data"
@@ -23,32 +25,60 @@ PLATFORM_STOP_TIMEOUT_S = 15.0
 
 def stack_up(state_dir: Path, kafka_port: int = 9092, http_port: int = 8080, mqtt_port: int = 1883,
              platform: bool = True, topic: str | None = DEFAULT_TOPIC, partitions: int = 1,
-             host: str = "127.0.0.1", die_with_parent: bool = False) -> dict:
-    """Start Kafka (and the embedded platform), create ``topic``, record and return services.json:
-    {"kafka": {"bootstrap", "port", "controller_port", "pid", "log", "config", "topics"},
-     "platform": {"url", "ui_url", "http_port", "mqtt_port", "pid", "log"} | absent}
+             host: str = "127.0.0.1", die_with_parent: bool = False, kafka_brokers: int = 1,
+             spark_workers: int = 0) -> dict:
+    """Start Kafka (and the embedded platform, and a Spark cluster), create ``topic``, record and
+    return services.json:
+    {"kafka": {"bootstrap", "brokers": [{"port", "pid", …}], "topics", …},
+     "platform": {"url", "ui_url", "http_port", "mqtt_port", "pid", "log"} | absent,
+     "spark": {"master": "spark://…", "workers": [{"port", "pid", …}], "conf", …} | absent}
     (``ui_url``: the live page; it asks for the tenant's login, no password travels in the URL).
+    ``kafka_brokers`` 1 is the single broker (on ``kafka_port``); 3 or more a KRaft cluster on free
+    ports whose topics have 3 replicas, min.insync.replicas 2 and at least 2 partitions per broker.
+    ``spark_workers`` 0: no Spark cluster (the job runs in local mode).
     If anything fails, what was started is stopped again before the error propagates.
     ``die_with_parent``: the services get SIGTERM if this process dies (test sessions use it)."""
     state = StateDir(Path(state_dir)).ensure()
+    if kafka_brokers != 1:
+        kafka_cluster.check_brokers(kafka_brokers)
+        partitions = max(partitions, 2 * kafka_brokers)
+    live = kafka.find_broker_pids(state) + [p for ps in kafka_cluster.find_node_pids(state).values() for p in ps]
+    if live:  # a single broker and a cluster on one state dir would share nothing but the name
+        raise StackError(f"a Kafka broker started by tbspark already runs on {state.root} (pid {live[0]})",
+                         f"use it, or run `tbspark stack down --state-dir {state.root}` first")
+    if spark_workers and spark_cluster.find_pids(state.root):
+        # before anything starts: the clean-up after a failure would stop the running one
+        raise StackError(f"a Spark cluster started by tbspark already runs on {state.root}",
+                         f"use it, or run `tbspark stack down --state-dir {state.root}` first")
     if platform:
         # Ports are checked before anything starts, so a taken port never costs a broker start.
         for port, flag in ((http_port, "--http-port"), (mqtt_port, "--mqtt-port")):
             if port:
                 kafka.check_port_free(port, flag, host)
         _refuse_live_platform(state)
-    broker = kafka.start_broker(state, port=kafka_port, host=host, die_with_parent=die_with_parent)
-    services: dict = {"kafka": broker.to_json()}
+    if kafka_brokers == 1:
+        broker = kafka.start_broker(state, port=kafka_port, host=host, die_with_parent=die_with_parent)
+        services: dict = {"kafka": {**broker.to_json(), "brokers": [{"node_id": 1, **broker.to_json()}],
+                                    "replication_factor": 1}}
+    else:
+        services = {"kafka": kafka_cluster.start_cluster(state, kafka_brokers, host,
+                                                         die_with_parent=die_with_parent)}
     try:
+        bootstrap = services["kafka"]["bootstrap"]
         if topic:
-            count = kafka.ensure_topic(broker.bootstrap, topic, partitions)
+            count = kafka.ensure_topic(bootstrap, topic, partitions)
             services["kafka"]["topics"] = {topic: count}
+        if spark_workers:
+            services["spark"] = spark_cluster.start_cluster(state.root, spark_workers, host,
+                                                            die_with_parent=die_with_parent)
         if platform:
             services["platform"] = start_platform(state, http_port, mqtt_port, host,
                                                   die_with_parent=die_with_parent)
         write_json_atomic(state.services_file, services)
     except BaseException:
         stop_platform(state)
+        spark_cluster.stop_cluster(state.root)
+        kafka_cluster.stop_cluster(state)
         kafka.stop_broker(state)
         raise
     return services
@@ -58,7 +88,9 @@ def stack_down(state_dir: Path) -> dict:
     """Stop what `up` started on this state dir, by PID (platform first: it produces into Kafka).
     Returns {"kafka": {"pids": {pid: "stopped"|"killed"|"not running"}}, "platform": {...}}."""
     state = StateDir(Path(state_dir))
-    result = {"platform": {"pids": stop_platform(state)}, "kafka": {"pids": kafka.stop_broker(state)}}
+    result = {"platform": {"pids": stop_platform(state)},
+              "spark": {"pids": spark_cluster.stop_cluster(state.root)},
+              "kafka": {"pids": {**kafka.stop_broker(state), **kafka_cluster.stop_cluster(state)}}}
     state.services_file.unlink(missing_ok=True)
     return result
 
@@ -76,10 +108,19 @@ def stack_status(state_dir: Path, probe: bool = True) -> dict:
     out: dict = {"state_dir": str(state.root)}
     k = services.get("kafka")
     if k:
-        alive = kafka.is_alive(k.get("pid"), k.get("config", ""))
-        out["kafka"] = {**k, "alive": alive}
+        brokers = [{**b, "alive": kafka.is_alive(b.get("pid"), b.get("config", ""))}
+                   for b in k.get("brokers") or [k]]
+        alive = any(b["alive"] for b in brokers)
+        out["kafka"] = {**k, "brokers": brokers, "alive": alive}
         if probe and alive:
             out["kafka"]["answers"] = _kafka_answers(k["bootstrap"])
+    sp = services.get("spark")
+    if sp:
+        for entry in (sp, *sp.get("workers", [])):
+            name = "master" if entry is sp else f"worker-{entry.get('id')}"
+            entry["alive"] = bool(entry.get("pid")) and procs.is_ours(
+                int(entry["pid"]), spark_cluster.marker(state.root, name))
+        out["spark"] = sp
     p = services.get("platform")
     if p:
         alive = procs.is_ours(int(p.get("pid") or 0), str(state.root)) if p.get("pid") else False
@@ -89,7 +130,9 @@ def stack_status(state_dir: Path, probe: bool = True) -> dict:
         if probe and alive:
             out["platform"]["answers"] = _platform_answers(p["url"])
             out["platform"]["stats"] = _platform_stats(p["url"]) if out["platform"]["answers"] else None
-    orphans = [pid for pid in kafka.find_broker_pids(state) if not k or pid != k.get("pid")]
+    known = {b.get("pid") for b in (k.get("brokers") or [k])} if k else set()
+    orphans = [pid for pid in kafka.find_broker_pids(state) if pid not in known]
+    orphans += [p for ps in kafka_cluster.find_node_pids(state).values() for p in ps if p not in known]
     if orphans:
         out["orphans"] = orphans  # brokers of this state dir that services.json does not know about
     return out

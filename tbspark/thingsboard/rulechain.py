@@ -22,9 +22,17 @@ def _node(cls: str, name: str, version: int, config: dict, x: int, y: int) -> di
             "additionalInfo": {"layoutX": x, "layoutY": y, "description": ""}}
 
 
-def build_rule_chain(scenario: Any, bootstrap: str) -> dict:
+# A replicated topic (a Kafka cluster): the Kafka node's producer is idempotent and retries until
+# its delivery timeout, so a broker's loss moves the partition leaders and no record is lost or
+# doubled (acks=all + min.insync.replicas 2: each record is on two brokers when acknowledged).
+# Java's default retries since Kafka 2.1; librdkafka refuses idempotence with retries 0.
+REPLICATED_PRODUCER = {"retries": 2147483647, "otherProperties": {"enable.idempotence": "true"}}
+
+
+def build_rule_chain(scenario: Any, bootstrap: str, replicated: bool = False) -> dict:
     """ThingsBoard's import JSON ``{"ruleChain": {...}, "metadata": {...}}`` for ``scenario``;
-    ``bootstrap`` is the platform-side Kafka address (``Connection.kafka_bootstrap_for_platform``)."""
+    ``bootstrap`` is the platform-side Kafka address (``Connection.kafka_bootstrap_for_platform``);
+    ``replicated``: the topic has replicas on other brokers (``REPLICATED_PRODUCER``)."""
     agg = scenario.aggregation
     value_key = agg.value_key
     zone_key = agg.zone_key
@@ -64,7 +72,7 @@ def build_rule_chain(scenario: Any, bootstrap: str) -> dict:
                # Required by the Kafka node up to 3.9; 4.x drops them when it upgrades the config.
                "keySerializer": STRING_SERIALIZER, "valueSerializer": STRING_SERIALIZER,
                "otherProperties": {}, "addMetadataKeyValuesAsKafkaHeaders": False,
-               "kafkaHeadersCharset": "UTF-8"}, 1150, 450),
+               "kafkaHeadersCharset": "UTF-8", **(REPLICATED_PRODUCER if replicated else {})}, 1150, 450),
         # Server-side RPC goes through the device's chain on ThingsBoard (and the embedded platform):
         # without this node, /api/rpc calls to the scenario's devices would time out.
         _node("rpc.TbSendRPCRequestNode", "RPC call request", 0, {"timeoutInSeconds": 60}, 550, 350),
