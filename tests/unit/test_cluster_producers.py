@@ -12,7 +12,7 @@ from tbspark.thingsboard.rulechain import build_rule_chain
 
 
 def _kafka_node(chain: dict) -> dict:
-    return chain["metadata"]["nodes"][-1]["configuration"]
+    return next(n for n in chain["metadata"]["nodes"] if n["type"].endswith(".TbKafkaNode"))["configuration"]
 
 
 def test_a_replicated_topic_gets_an_idempotent_producer_that_the_platform_node_accepts():
