@@ -150,7 +150,7 @@ def test_a_looping_script_is_stopped_within_its_limit_and_the_loop_keeps_running
 def test_a_blocked_script_gets_one_try_after_its_block(monkeypatch):
     from tbspark.platform.rules import script as script_mod
 
-    s = script_mod.Script("if (msg.loop) { while (true) {} } return true;", "JS", timeout_ms=100)
+    s = script_mod.Script("if (msg.loop) { while (true) {} } return true;", "JS", timeout_ms=300)
     loop, fine = ('{"loop": true}', "{}", "T"), ('{"loop": false}', "{}", "T")
     ex = script_mod.executor()
     try:
@@ -162,5 +162,23 @@ def test_a_blocked_script_gets_one_try_after_its_block(monkeypatch):
         got = ex.submit(s.run_sync, [loop, fine]).result()
         assert got[0] == (False, "Script timeout!") and "blocked" in got[1][1]  # one time-out blocks again
         assert s.timeouts == 4
+    finally:
+        s.close()
+
+
+def test_a_slow_script_is_not_counted_as_looping_and_gets_smaller_calls():
+    from tbspark.platform.rules import script as script_mod
+
+    # 20 ms a message (wall clock, as V8's limit): a call of 60 overruns 1 s, each message alone is far
+    # below it
+    s = script_mod.Script("var t = Date.now(); while (Date.now() - t < 20) {} return true;", "JS", timeout_ms=1000)
+    one = ('{"a": 1}', "{}", "T")
+    ex = script_mod.executor()
+    try:
+        assert ex.submit(s.run_sync, [one] * 60).result() == [(True, True)] * 60
+        assert s.timeouts == 0 and s.chunk == 15
+        t0 = time.monotonic()
+        assert ex.submit(s.run_sync, [one] * 60).result() == [(True, True)] * 60
+        assert time.monotonic() - t0 < 2.5  # no call overran: ~1.2 s of work, no 1 s time-out
     finally:
         s.close()
