@@ -145,3 +145,40 @@ def test_a_looping_script_is_stopped_within_its_limit_and_the_loop_keeps_running
     assert f[1] == {"True": 1, "Failure": 4}
     assert [m.metadata.get("error") for m in msgs][:3] == ["Script timeout!", None, "Script timeout!"]
     assert "blocked" in msgs[4].metadata["error"]
+
+
+def test_a_blocked_script_gets_one_try_after_its_block(monkeypatch):
+    from tbspark.platform.rules import script as script_mod
+
+    s = script_mod.Script("if (msg.loop) { while (true) {} } return true;", "JS", timeout_ms=300)
+    loop, fine = ('{"loop": true}', "{}", "T"), ('{"loop": false}', "{}", "T")
+    ex = script_mod.executor()
+    try:
+        got = ex.submit(s.run_sync, [loop, loop, loop, fine]).result()
+        assert [r[1] for r in got[:3]] == ["Script timeout!"] * 3 and "blocked" in got[3][1]
+        now = time.monotonic()
+        monkeypatch.setattr(script_mod, "_now", lambda: now + script_mod.BLOCK_S + 1)
+        assert ex.submit(s.run_sync, [fine]).result() == [(True, True)]  # the block is over
+        got = ex.submit(s.run_sync, [loop, fine]).result()
+        assert got[0] == (False, "Script timeout!") and "blocked" in got[1][1]  # one time-out blocks again
+        assert s.timeouts == 4
+    finally:
+        s.close()
+
+
+def test_a_slow_script_is_not_counted_as_looping_and_gets_smaller_calls():
+    from tbspark.platform.rules import script as script_mod
+
+    # 20 ms a message (wall clock, as V8's limit): a call of 60 overruns 1 s, each message alone is far
+    # below it
+    s = script_mod.Script("var t = Date.now(); while (Date.now() - t < 20) {} return true;", "JS", timeout_ms=1000)
+    one = ('{"a": 1}', "{}", "T")
+    ex = script_mod.executor()
+    try:
+        assert ex.submit(s.run_sync, [one] * 60).result() == [(True, True)] * 60
+        assert s.timeouts == 0 and s.chunk == 15
+        t0 = time.monotonic()
+        assert ex.submit(s.run_sync, [one] * 60).result() == [(True, True)] * 60
+        assert time.monotonic() - t0 < 2.5  # no call overran: ~1.2 s of work, no 1 s time-out
+    finally:
+        s.close()

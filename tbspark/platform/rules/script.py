@@ -4,9 +4,11 @@ The script body is wrapped as ThingsBoard's RuleNodeScriptFactory wraps it: a fu
 ``(msg, metadata, msgType)`` whose result goes through ``JSON.stringify``. A batch of messages is one
 call into V8 (a call costs ~70 µs, a message inside a batch ~1.5 µs); V8 runs synchronously, so calls
 run on one worker thread, off the event loop. Every call has a time limit: when a batch overruns it,
-its messages are run one by one, each with the limit; as in ThingsBoard's script invoke service,
+its messages are run one by one, each with the limit (and if none overran, later calls carry fewer
+messages); as in ThingsBoard's script invoke service,
 a script that timed out (or did not compile) ``MAX_ERRORS`` times is blocked for ``BLOCK_S``, its
-messages failing at once instead of costing the limit each.
+messages failing at once instead of costing the limit each; after the block, one more time-out blocks
+it again.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ BLOCK_S = 60                 # js.local.max_black_list_duration_sec
 MAX_MEMORY = 128 * 1024 * 1024
 CHUNK = 256                  # messages per call into V8
 
+_now = time.monotonic  # the clock of the blocks (a name of its own: tests move it forward)
 _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
+_v8_loop: asyncio.AbstractEventLoop | None = None
 
 
 def executor() -> ThreadPoolExecutor:
@@ -39,8 +43,17 @@ def executor() -> ThreadPoolExecutor:
         return _executor
 
 
-class ScriptError(Exception):
-    """A script that cannot run (compile error, blocked); the message names why."""
+def v8_loop() -> asyncio.AbstractEventLoop:
+    """The asyncio loop mini-racer delivers V8's callbacks on: one for every context, never closed,
+    so a callback V8 sends after a context was closed (e.g. a terminated script's) finds it running
+    (by default each context starts a loop of its own and closes it with the context)."""
+    global _v8_loop
+    with _executor_lock:
+        if _v8_loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="tb-script-v8", daemon=True).start()
+            _v8_loop = loop
+        return _v8_loop
 
 
 def wrap(body: str, argnames: tuple[str, str, str] = ("msg", "metadata", "msgType")) -> str:
@@ -71,18 +84,21 @@ class Script:
         self.lang = lang
         self.timeout_ms = timeout_ms
         self._ctx = None
+        self._ctx_maker = None
         self._compile_error: str | None = None
         self._errors = 0
         self._blocked_until = 0.0
         self.timeouts = 0
+        self.chunk = CHUNK  # messages per call; shrinks for a script too slow for a whole chunk
 
     # Everything below ``run`` executes on the script thread.
 
     def _context(self):
         if self._ctx is None and self._compile_error is None:
-            from py_mini_racer import MiniRacer, JSEvalException
+            from py_mini_racer import JSEvalException, mini_racer
 
-            ctx = MiniRacer()
+            maker = mini_racer(v8_loop())
+            ctx = maker.__enter__()
             try:
                 ctx.eval(wrap(self.body), timeout=self.timeout_ms, max_memory=MAX_MEMORY)
             except JSEvalException as exc:
@@ -94,10 +110,10 @@ class Script:
                     reason = f"script does not compile: {reason}"
                 self._compile_error = reason
                 self._errors = MAX_ERRORS
-                ctx.close()
+                maker.__exit__(None, None, None)
                 log.warning("rule node script: %s", reason)
                 return None
-            self._ctx = ctx
+            self._ctx, self._ctx_maker = ctx, maker
         return self._ctx
 
     def _call(self, items: list) -> list:
@@ -119,24 +135,29 @@ class Script:
         if self._compile_error is not None:
             return self._compile_error
         if self._errors >= MAX_ERRORS:
-            if time.monotonic() < self._blocked_until:
+            if _now() < self._blocked_until:
                 return f"Script invocation is blocked due to maximum error count {MAX_ERRORS}!"
-            self._errors = 0
+            # One more try after the block (ThingsBoard starts counting afresh): a script that still
+            # overruns is blocked again after one time-out, not three — in one process, every time-out
+            # holds the MQTT batch it is in.
+            self._errors = MAX_ERRORS - 1
         return None
 
     def _timed_out(self) -> None:
         self.timeouts += 1
         self._errors += 1
         if self._errors >= MAX_ERRORS:
-            self._blocked_until = time.monotonic() + BLOCK_S
+            self._blocked_until = _now() + BLOCK_S
             log.warning("rule node script timed out %d times: blocked for %d s", MAX_ERRORS, BLOCK_S)
 
     def run_sync(self, items: list) -> list:
         from py_mini_racer import JSTimeoutException
 
         out: list = []
-        for start in range(0, len(items), CHUNK):
-            chunk = items[start:start + CHUNK]
+        i = 0
+        while i < len(items):
+            chunk = items[i:i + self.chunk]
+            i += len(chunk)
             reason = self._blocked() or (None if self._context() is not None else self._compile_error)
             if reason is not None:
                 out.extend([(False, reason)] * len(chunk))
@@ -144,18 +165,24 @@ class Script:
             try:
                 results = self._call(chunk)
             except JSTimeoutException:
-                # One message may loop, or all are slow: each on its own, each with the limit.
-                results = []
-                for one in chunk:
-                    reason = self._blocked()
-                    if reason is not None:
-                        results.append((False, reason))
-                        continue
-                    try:
-                        results.extend(self._call([one]))
-                    except JSTimeoutException:
-                        self._timed_out()
-                        results.append((False, "Script timeout!"))
+                if len(chunk) == 1:
+                    self._timed_out()
+                    results = [(False, "Script timeout!")]
+                else:  # one message may loop, or all are slow: each on its own, each with the limit
+                    results, overran = [], False
+                    for one in chunk:
+                        reason = self._blocked()
+                        if reason is not None:
+                            results.append((False, reason))
+                            continue
+                        try:
+                            results.extend(self._call([one]))
+                        except JSTimeoutException:
+                            overran = True
+                            self._timed_out()
+                            results.append((False, "Script timeout!"))
+                    if not overran:  # slow, not stuck: smaller calls from now on
+                        self.chunk = max(1, len(chunk) // 4)
             out.extend((ok, _parse(v)) if ok else (ok, v) for ok, v in results)
         return out
 
@@ -163,9 +190,9 @@ class Script:
         return await asyncio.get_running_loop().run_in_executor(executor(), self.run_sync, items)
 
     def close(self) -> None:
-        ctx, self._ctx = self._ctx, None
-        if ctx is not None:
-            executor().submit(ctx.close)
+        maker, self._ctx_maker, self._ctx = self._ctx_maker, None, None
+        if maker is not None:
+            executor().submit(maker.__exit__, None, None, None)
 
 
 def _parse(text):
