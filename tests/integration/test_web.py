@@ -160,3 +160,30 @@ def test_page_renews_an_expired_token_without_asking_again(tmp_path, monkeypatch
         assert "error" not in browser.eval("document.getElementById('status').className")
     finally:
         stop_platform(state)
+
+
+def test_time_range_control_and_round_time_ticks(platform, browser):
+    """The page's time range is a control (kept in the URL), and the time axis is labelled at round
+    UTC times — a multiple of its step, never odd seconds."""
+    with TbRestClient(platform["url"], *TENANT) as tb:
+        dev = tb.save_device({"name": f"Range {uuid.uuid4().hex[:6]}", "type": "WeatherStation"})["id"]["id"]
+        now = int(time.time() * 1000)
+        tb.save_telemetry("DEVICE", dev, [{"ts": now - 170_000 + i * 10_000, "values": {"windSpeed": 30 + i}}
+                                          for i in range(18)])
+    browser.open(platform["ui_url"] + "?minutes=5")
+    log_in(browser)
+    browser.wait("document.body.dataset.loaded === 'true'")
+    assert browser.eval("document.getElementById('range').value") == "5"
+    ticks = browser.eval("[...document.querySelectorAll('#devices-chart text.tick')]"
+                         ".map(t => [Number(t.dataset.ts), t.textContent])")
+    assert len(ticks) >= 2
+    step = ticks[1][0] - ticks[0][0]
+    assert step in (10_000, 15_000, 30_000, 60_000, 120_000, 300_000), ticks
+    assert all(ts % step == 0 for ts, _ in ticks), ticks
+    assert all(label == time.strftime("%H:%M:%S" if step < 60_000 else "%H:%M", time.gmtime(ts / 1000))
+               for ts, label in ticks), ticks
+    # choosing another range: the status line, the URL and the data follow
+    browser.eval("(() => { const s = document.getElementById('range'); s.value = '60';"
+                 " s.dispatchEvent(new Event('change')); })()")
+    browser.wait("document.getElementById('status').textContent.includes('last 60 min')")
+    assert "minutes=60" in browser.eval("location.search")

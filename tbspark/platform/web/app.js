@@ -11,7 +11,9 @@ function setting(name, fallback, lo, hi) {
   return Q.has(name) && Number.isFinite(v) ? Math.min(Math.max(v, lo), hi) : fallback;
 }
 const KEY = Q.get("key") || "windSpeed";
-const MINUTES = setting("minutes", 5, 0.1, 1440);
+// The time range shown; the select in the header changes it (and the URL, so a reload keeps it).
+const RANGES = [1, 5, 15, 60, 360, 1440];
+let MINUTES = setting("minutes", 5, 0.1, 1440);
 const REFRESH_MS = setting("refresh_ms", 2000, 500, 3600000);
 const MAX_DEVICES = Math.round(setting("max_devices", 20, 1, 500));
 const METRICS = {count: KEY + "Count", min: KEY + "Min", max: KEY + "Max"};
@@ -25,6 +27,17 @@ class NeedLogin extends Error {}
 function $(id) { return document.getElementById(id); }
 function fmtNum(v) { return (typeof v === "number" && isFinite(v)) ? String(Number(v.toFixed(3))) : String(v); }
 function fmtTime(ms) { return new Date(ms).toISOString().substring(11, 19); }
+
+// Axis ticks at round UTC times (…:00, :10, :20 or 12:00, 12:05 …): the smallest step from this list
+// that gives at most `most` ticks between xmin and xmax. Labels drop the seconds from 1 min steps on.
+const STEPS_S = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
+function roundTicks(xmin, xmax, most) {
+  const span = Math.max(xmax - xmin, 1);
+  const step = (STEPS_S.find(s => span / (s * 1000) <= most) || STEPS_S[STEPS_S.length - 1]) * 1000;
+  const ticks = [];
+  for (let t = Math.ceil(xmin / step) * step; t <= xmax; t += step) ticks.push(t);
+  return {step, ticks, label: ms => step >= 60000 ? fmtTime(ms).substring(0, 5) : fmtTime(ms)};
+}
 function el(tag, attrs, text) {
   const e = document.createElementNS(SVGNS, tag);
   for (const k in attrs) e.setAttribute(k, attrs[k]);
@@ -90,7 +103,7 @@ async function listAll(path) {
   return out;
 }
 
-async function history(type, id, keys, startTs, endTs) {
+async function readHistory(type, id, keys, startTs, endTs) {
   const q = "keys=" + encodeURIComponent(keys.join(",")) + "&startTs=" + startTs + "&endTs=" + endTs +
             "&limit=50000&orderBy=ASC&useStrictDataTypes=true";
   return api("/api/plugins/telemetry/" + encodeURIComponent(type) + "/" + encodeURIComponent(id) +
@@ -122,9 +135,11 @@ function drawChart(container, series, opts) {
     svg.appendChild(el("line", {x1: L, x2: W - R, y1: sy(y), y2: sy(y), stroke: "#e3e7ec"}));
     svg.appendChild(el("text", {x: L - 6, y: sy(y) + 4, "text-anchor": "end"}, fmtNum(Math.round(y * 10) / 10)));
   }
-  for (let i = 0; i <= 4; i++) {
-    const x = xmin + (xmax - xmin) * i / 4;
-    svg.appendChild(el("text", {x: sx(x), y: H - 8, "text-anchor": "middle"}, fmtTime(x)));
+  const axis = roundTicks(xmin, xmax, Math.max(2, Math.floor((W - L - R) / 90)));
+  for (const x of axis.ticks) {
+    svg.appendChild(el("line", {x1: sx(x), x2: sx(x), y1: T, y2: H - B, stroke: "#f0f2f5"}));
+    svg.appendChild(el("text", {x: sx(x), y: H - 8, "text-anchor": "middle", class: "tick", "data-ts": x},
+                       axis.label(x)));
   }
   const legend = el("g", {class: "legend"});
   withData.forEach((s, i) => {
@@ -161,9 +176,9 @@ async function refresh() {
   assets.sort((a, b) => String(a.name).localeCompare(String(b.name)));
   devices.sort((a, b) => String(a.name).localeCompare(String(b.name), undefined, {numeric: true}));
   const zoneKeys = [KEY, METRICS.count, METRICS.min, METRICS.max];
-  const zoneData = await Promise.all(assets.map(a => history("ASSET", a.id.id, zoneKeys, startTs, endTs)));
+  const zoneData = await Promise.all(assets.map(a => readHistory("ASSET", a.id.id, zoneKeys, startTs, endTs)));
   const shown = devices.slice(0, MAX_DEVICES);
-  const devData = await Promise.all(shown.map(d => history("DEVICE", d.id.id, [KEY], startTs, endTs)));
+  const devData = await Promise.all(shown.map(d => readHistory("DEVICE", d.id.id, [KEY], startTs, endTs)));
 
   const zoneSeries = assets.map((a, i) => ({name: String(a.name), points: toPoints(zoneData[i][KEY])}));
   drawChart($("zones-chart"), zoneSeries, {markers: true, label: "zone averages", height: 240});
@@ -253,6 +268,23 @@ $("logout").addEventListener("click", async () => {
     catch (e) { /* the local tokens are gone either way */ }
   }
   showLogin("Logged out.");
+});
+
+// The time-range select: the query's value (added to the list when it is not one of RANGES).
+const rangeSelect = $("range");
+for (const m of [...new Set([...RANGES, MINUTES])].sort((a, b) => a - b)) {
+  const label = m >= 60 && m % 60 === 0 ? (m / 60) + " h" : m + " min";
+  const option = document.createElement("option");
+  option.value = String(m);
+  option.textContent = "last " + label;
+  rangeSelect.appendChild(option);
+}
+rangeSelect.value = String(MINUTES);
+rangeSelect.addEventListener("change", () => {
+  MINUTES = Number(rangeSelect.value);
+  Q.set("minutes", String(MINUTES));
+  window.history.replaceState(null, "", location.pathname + "?" + Q.toString());
+  if (!$("dashboard").hidden) loop();
 });
 
 if (STORE.getItem("tbspark.token")) showDashboard(); else showLogin();
