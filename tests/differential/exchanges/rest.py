@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import requests
 
 from tests.differential.exchanges import exchange
@@ -257,6 +259,12 @@ def attributes_rest(t: Target, tr: Transcript) -> None:
     tr.http("save bad scope", s.post(f"{url}/attributes/NOPE", json={"x": 1}, timeout=30))
     tr.add("server scope", body=without(attributes(t, s, dev, "SERVER_SCOPE"), "active", "lastActivityTime",
                                         "lastConnectTime", "lastDisconnectTime", "inactivityAlarmTime"))
+    # Both write a new device's `active` asynchronously (ThingsBoard through its state service, the
+    # embedded platform in its next 3 s report round): wait for it, up to 10 s, before comparing.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(
+            a["key"] == "active" for a in attributes(t, s, dev, "SERVER_SCOPE")):
+        time.sleep(0.25)  # the next read; bounded by the deadline
     tr.add("server scope state keys", body=sorted(a["key"] for a in attributes(t, s, dev, "SERVER_SCOPE")
                                                   if a["key"] not in server))
     tr.add("server scope by keys", body=attributes(t, s, dev, "SERVER_SCOPE", "threshold,cfg,missing"))
