@@ -196,4 +196,3 @@ def test_dead_letters_of_huge_records_stay_below_the_broker_limit(spark):
     assert letter["reason"] == "geoZone longer than 255 characters"
     assert letter["value"] == huge[:DLQ_VALUE_CHARS] and letter["value_chars"] == len(huge)
     assert len(rows[0]["value"]) < 1_000_000
-
