@@ -206,10 +206,10 @@ class _Batcher:
         rows = batch_partials(parse_stable(df, self.spec)).collect()
         groups = classify_groups(rows, self.spec, state.watermark_ms, now_ms)
         parsed = None
-        if groups is None:  # a window straddles the future-ts limit: decide record by record
+        if groups is None:  # a window straddles the future-ts limit, or a zone may be no string
             parsed = parse(df, self.spec, state.watermark_ms, now_ms)
             groups = classify_groups(batch_partials(parsed).collect(), self.spec, state.watermark_ms,
-                                     now_ms)
+                                     now_ms, exact=True)
         collected = time.monotonic()
         partials, rejected, max_event, total = (groups.partials, groups.rejected, groups.max_event_ms,
                                                 groups.total)

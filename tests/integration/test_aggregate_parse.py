@@ -158,6 +158,25 @@ def test_poison_records_get_their_reason_and_good_ones_stay_usable(spark):
     assert usable[1]["zone"] == "123" and usable[3]["zone"] == "\U0001F32C" * 127
 
 
+def test_a_zone_that_may_be_no_string_sends_the_batch_through_the_full_parse(spark):
+    """The batch query does not tell the number 123 from the string "123" (that check costs every
+    record): the driver must see such a zone and fall back to ``parse``, which does."""
+    from tbspark.aggregate.parse import batch_partials, classify_groups, parse_stable
+
+    spec, now_ms = ParseSpec(), 1_700_000_000_000
+    plain = ['{"geoZone":"Zone A","windSpeed":1,"ts":1700000001000}']
+    rows = batch_partials(parse_stable(_kafka_rows(spark, plain), spec)).collect()
+    assert classify_groups(rows, spec, None, now_ms) is not None
+    for zone in ('123', '"123"', '{"a":1}', 'true'):
+        df = _kafka_rows(spark, plain + ['{"geoZone":%s,"windSpeed":1,"ts":1700000001000}' % zone])
+        assert classify_groups(batch_partials(parse_stable(df, spec)).collect(), spec, None, now_ms) is None
+        exact = classify_groups(batch_partials(parse(df, spec, None, now_ms)).collect(), spec, None, now_ms,
+                                exact=True)
+        want_zones = {"Zone A", "123"} if zone == '"123"' else {"Zone A"}
+        assert {z for z, _ in exact.partials} == want_zones
+        assert exact.rejected == ({} if zone == '"123"' else {"geoZone not a string": 1})
+
+
 def test_value_range_and_ts_in_processing_time(spark):
     """The scenario's value range is the bound; in processing-time mode ts is not read at all."""
     values = ['{"geoZone":"Z","windSpeed":%s,"ts":"abc"}' % v for v in ("0", "120", "120.5", "-0.1")]
