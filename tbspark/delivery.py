@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from tbspark.errors import KafkaError, MqttError, ThingsBoardError
+from tbspark.errors import MqttError, ThingsBoardError
 
 PROBE_KEY = "tbsparkProbe"
 PROBE_ZONE = "tbspark-probe"
@@ -61,13 +61,21 @@ def _admin_conf(bootstrap: str) -> dict:
             "socket.connection.setup.timeout.ms": 5000, "log_level": 0}
 
 
-def end_offsets(bootstrap: str, topic: str, timeout_s: float = 5.0) -> dict[int, int] | None:
-    """partition → high watermark of ``topic``; None when Kafka cannot be reached or the topic does
-    not exist (then nothing can be said)."""
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
+def _check_consumer(bootstrap: str) -> Any:
+    from confluent_kafka import Consumer
 
-    consumer = Consumer({**_admin_conf(bootstrap), "group.id": f"tbspark-check-{secrets.token_hex(4)}",
-                         "enable.auto.commit": False})
+    return Consumer({**_admin_conf(bootstrap), "group.id": f"tbspark-check-{secrets.token_hex(4)}",
+                     "enable.auto.commit": False})
+
+
+def end_offsets(bootstrap: str, topic: str, timeout_s: float = 5.0,
+                consumer: Any = None) -> dict[int, int] | None:
+    """partition → high watermark of ``topic``; None when Kafka cannot be reached or the topic does
+    not exist (then nothing can be said). ``consumer``: one to reuse (polling callers), else its own."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    own = consumer is None
+    consumer = consumer or _check_consumer(bootstrap)
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s)
         tmeta = meta.topics.get(topic)
@@ -81,7 +89,8 @@ def end_offsets(bootstrap: str, topic: str, timeout_s: float = 5.0) -> dict[int,
     except KafkaException:
         return None
     finally:
-        consumer.close()
+        if own:
+            consumer.close()
 
 
 class TopicCounter:
@@ -94,8 +103,8 @@ class TopicCounter:
     def start(self) -> None:
         self.before = end_offsets(self.bootstrap, self.topic)
 
-    def _new(self) -> int | None:
-        after = end_offsets(self.bootstrap, self.topic)
+    def _new(self, consumer: Any) -> int | None:
+        after = end_offsets(self.bootstrap, self.topic, consumer=consumer)
         if after is None or self.before is None:
             return None
         return sum(high - self.before.get(p, 0) for p, high in after.items())
@@ -107,9 +116,17 @@ class TopicCounter:
         if self.before is None:
             return DeliveryCheck(None, f"could not read topic {self.topic!r} at {self.bootstrap} "
                                  "before the run; delivery not checked")
+        consumer = _check_consumer(self.bootstrap)  # one for the whole wait, not one per poll
+        try:
+            return self._settle(consumer, acked, no_progress_s, max_s, t0)
+        finally:
+            consumer.close()
+
+    def _settle(self, consumer: Any, acked: int, no_progress_s: float, max_s: float,
+                t0: float) -> DeliveryCheck:
         last, last_change = -1, t0
         while True:
-            new = self._new()
+            new = self._new(consumer)
             now = time.monotonic()
             if new is None:
                 return DeliveryCheck(None, f"could not read topic {self.topic!r} at "
@@ -213,4 +230,4 @@ def is_probe_record(value: bytes | str) -> bool:
 
 
 __all__ = ["DeliveryCheck", "TopicCounter", "end_offsets", "probe", "PROBE_KEY", "PROBE_ZONE",
-           "probe_device_name", "KafkaError"]
+           "probe_device_name"]
