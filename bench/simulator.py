@@ -325,7 +325,6 @@ def build_floor(tmp: Path) -> tuple[Path, Path] | None:
     cc = shutil.which("cc") or shutil.which("gcc")
     if not cc:
         return None
-    sys.path.insert(0, str(REPO))
     from tbspark.mqtt import codec
     exe, packets = tmp / "send_floor", tmp / "packets.bin"
     subprocess.run([cc, "-O2", "-o", str(exe), str(REPO / "bench" / "send_floor.c")], check=True)

@@ -41,10 +41,8 @@ from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from bench._paced import produce_paced  # noqa: E402
+from tbspark.testing.cpu import cpu_seconds
+from tbspark.testing.paced import produce_paced
 
 
 FLEET = {"trigger_s": 3.0, "watermark_s": 120, "max_offsets_per_trigger": 150000}
@@ -192,18 +190,7 @@ def _probe_batches(job, spark) -> None:
 
 
 def tree_cpu(pid: int) -> float:
-    total = 0.0
-    try:
-        root = psutil.Process(pid)
-        for p in [root, *root.children(recursive=True)]:
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-            except psutil.NoSuchProcess:
-                pass
-    except psutil.NoSuchProcess:
-        pass
-    return total
+    return cpu_seconds(pid, children=True)
 
 
 def run_variant(name: str, services: dict, tmp: Path, rate: int, seconds: float, warmup: float,
