@@ -56,12 +56,13 @@ def tenant_session(url: str, username: str = TENANT[0], password: str = TENANT[1
 
 
 def start_platform(state_dir: Path, timeout_s: float = 30, extra_env: dict | None = None, *,
-                   log_name: str = "platform-test.log", prefix: Sequence[str] = (),
-                   preexec_fn: Callable[[], None] | None = None) -> PlatformProcess:
-    """Start the platform in ``state_dir`` and wait until it answers. ``prefix``: a command the
-    process runs under (e.g. ``taskset -c 0``, which execs it: same PID); ``preexec_fn`` runs in the
-    child before it starts (e.g. to raise its file limit). Raises RuntimeError with the log's tail
-    when it exits or is not ready within ``timeout_s``."""
+                   http_port: int = 0, mqtt_port: int = 0, log_name: str = "platform-test.log",
+                   prefix: Sequence[str] = (), preexec_fn: Callable[[], None] | None = None) -> PlatformProcess:
+    """Start the platform in ``state_dir`` and wait until it answers. Ports 0 pick free ones; fixed
+    ports bring a stopped platform back at the same address. ``prefix``: a command the process runs
+    under (e.g. ``taskset -c 0``, which execs it: same PID); ``preexec_fn`` runs in the child before
+    it starts (e.g. to raise its file limit). Raises RuntimeError with the log's tail when it exits
+    or is not ready within ``timeout_s``."""
     endpoint = state_dir / "platform" / "endpoint.json"
     endpoint.unlink(missing_ok=True)
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -69,7 +70,7 @@ def start_platform(state_dir: Path, timeout_s: float = 30, extra_env: dict | Non
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     with open(log, "ab") as fh:
         proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "tbspark", "platform", "serve", "--http-port", "0", "--mqtt-port", "0",
+            [*prefix, sys.executable, "-m", "tbspark", "platform", "serve", "--http-port", str(http_port), "--mqtt-port", str(mqtt_port),
              "--state-dir", str(state_dir)],
             cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec_fn)
 
