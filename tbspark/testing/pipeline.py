@@ -208,9 +208,11 @@ class Pipeline:
         """Ready once the job has planned a micro-batch newer than ``after_batch`` (a restarted job
         finds its predecessor's batches in the checkpoint), or fail with the job's log."""
         def planned() -> bool:
+            if self.last_batch() > after_batch:
+                return True
             if not job.alive():
                 raise RuntimeError(f"the aggregation job exited ({job.popen.returncode}):\n{job.tail()}")
-            return self.last_batch() > after_batch
+            return False
 
         try:
             wait_until(planned, timeout_s, "the aggregation job's first micro-batch", poll_s=0.2)
