@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _imports_and_path_edits(path: Path) -> list[str]:
-    """What in ``path`` imports bench (or a module of it) or inserts into / appends to sys.path."""
+    """What in ``path`` imports bench (or a module of it, by name or by file path) or inserts
+    into / appends to sys.path."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -31,7 +32,14 @@ def _imports_and_path_edits(path: Path) -> list[str]:
                 and node.func.attr in ("insert", "append", "extend") \
                 and ast.unparse(node.func.value) == "sys.path":
             found.append(f"line {node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.Call) and _LOADERS.intersection(ast.unparse(node.func).split(".")) \
+                and "bench" in ast.unparse(node):
+            found.append(f"line {node.lineno}: {ast.unparse(node)}")  # a bench file loaded by path
     return found
+
+
+# What loads a module by name or file path, besides the import statement.
+_LOADERS = {"spec_from_file_location", "run_path", "run_module", "import_module", "SourceFileLoader", "__import__"}
 
 
 def test_no_test_imports_bench_or_edits_sys_path():
@@ -40,10 +48,14 @@ def test_no_test_imports_bench_or_edits_sys_path():
     assert not offenders, f"tests must import the shared harness (tbspark.testing), not bench/: {offenders}"
 
 
-def test_the_check_itself_sees_both_kinds(tmp_path):
+def test_the_check_itself_sees_every_kind(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("import sys\nsys.path.insert(0, '.')\nfrom bench.e2e import CpuMeter\nimport bench.x\n")
-    assert len(_imports_and_path_edits(bad)) == 3
+    bad.write_text("import sys, importlib.util\nsys.path.insert(0, '.')\nfrom bench.e2e import CpuMeter\nimport bench.x\n"
+                   "spec = importlib.util.spec_from_file_location('b', REPO / 'bench' / 'e2e.py')\n")
+    assert len(_imports_and_path_edits(bad)) == 4
+    good = tmp_path / "good.py"
+    good.write_text("from tbspark.testing.wait import wait_until\nscript = REPO / 'bench' / 'e2e.py'\n")
+    assert _imports_and_path_edits(good) == []
 
 
 def test_every_bench_script_is_an_entry_point_without_path_hacks():
