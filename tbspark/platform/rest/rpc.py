@@ -30,7 +30,7 @@ _V2 = (504, 504)
 _V1 = (408, 409)
 
 
-def _invalid(detail: str) -> errors.PlatformError:
+def _invalid(detail: str) -> errors.BadRequest:
     return errors.BadRequest(f"Invalid request body: {detail}")
 
 
