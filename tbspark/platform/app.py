@@ -20,6 +20,7 @@ from aiohttp import web
 
 from tbspark.errors import PortInUseError, StackError
 from tbspark.platform import auth as auth_mod
+from tbspark.platform.errors import Forbidden
 from tbspark.platform.limits import Limits
 from tbspark.platform.rest import common, errors
 from tbspark.platform.store import RuleChain, Store
@@ -127,7 +128,8 @@ class Platform:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def build_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._middleware, common.body_deadline(self.limits.http_body_timeout_s)],
+        app = web.Application(middlewares=[errors.error_middleware, self._middleware,
+                                           common.body_deadline(self.limits.http_body_timeout_s)],
                               client_max_size=MAX_BODY_BYTES)
         app[common.PLATFORM_KEY] = self
         common.register(app)
@@ -236,44 +238,25 @@ class Platform:
             known = self._hosts[host] = host_allowed(host)
         return known
 
-    # -- the one middleware: auth for /api and /tbspark, ThingsBoard's error bodies for everything -
+    # -- the guard: Host, Origin and the token (errors.error_middleware, outside it, answers its refusals)
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Callable) -> web.StreamResponse:
         self.requests += 1
-        try:
-            if self._check_host and not self._host_ok(request.headers.get("Host")):
-                # DNS rebinding: a web page whose own name now points at 127.0.0.1 (docs/security.md).
-                return errors.json_error(403, "This platform listens on loopback and answers only to an IP "
-                                              "address or localhost in the Host header", errors.PERMISSION_DENIED)
-            if request.method not in SAFE_METHODS and not origin_allowed(request.headers.get("Origin"),
-                                                                      request.headers.get("Host")):
-                # A write a browser sends for another site's page (CSRF), whatever its content type.
-                return errors.json_error(403, "Cross-site requests are not accepted: the Origin is not this "
-                                              "platform", errors.PERMISSION_DENIED)
-            path = request.path
-            if (path.startswith("/api/") and not path.startswith(_PUBLIC)) or (
-                    path.startswith("/tbspark/") and path not in _TBSPARK_PUBLIC):
-                header = request.headers.get("X-Authorization") or request.headers.get("Authorization")
-                request[common.PRINCIPAL_KEY] = self.auth.verify(header)
-            return await handler(request)
-        except errors.TbHttpError as exc:
-            return exc.response()
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            if exc.status == 404:
-                return errors.json_error(404, "Not Found", errors.ITEM_NOT_FOUND)
-            if exc.status == 405:
-                return errors.json_error(405, f"Request method '{request.method}' is not supported", errors.GENERAL)
-            if exc.status == 413:
-                return errors.json_error(413, "Request body is too large", errors.BAD_REQUEST_PARAMS)
-            return errors.json_error(exc.status, exc.reason, errors.GENERAL)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # never a traceback in a response
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            return errors.json_error(500, "Internal server error", errors.GENERAL)
+        if self._check_host and not self._host_ok(request.headers.get("Host")):
+            # DNS rebinding: a web page whose own name now points at 127.0.0.1 (docs/security.md).
+            raise Forbidden("This platform listens on loopback and answers only to an IP address or localhost "
+                            "in the Host header")
+        if request.method not in SAFE_METHODS and not origin_allowed(request.headers.get("Origin"),
+                                                                  request.headers.get("Host")):
+            # A write a browser sends for another site's page (CSRF), whatever its content type.
+            raise Forbidden("Cross-site requests are not accepted: the Origin is not this platform")
+        path = request.path
+        if (path.startswith("/api/") and not path.startswith(_PUBLIC)) or (
+                path.startswith("/tbspark/") and path not in _TBSPARK_PUBLIC):
+            header = request.headers.get("X-Authorization") or request.headers.get("Authorization")
+            request[common.PRINCIPAL_KEY] = self.auth.verify(header)
+        return await handler(request)
 
 
 def endpoint_file(state_dir: Path) -> Path:
