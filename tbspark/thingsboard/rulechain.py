@@ -4,7 +4,7 @@ chain needs. Runs unchanged on ThingsBoard 3.6.2+ and on the embedded platform."
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from tbspark.scenario import Scenario
