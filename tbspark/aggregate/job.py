@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from tbspark import settings
 from tbspark.aggregate.parse import (TS_KEY, ParseSpec, batch_partials, classify_groups, dead_letters,
@@ -25,7 +25,10 @@ from tbspark.aggregate.tuning import DEFAULT_TUNING, JobTuning
 from tbspark.aggregate.windows import WindowState, ZoneWindow
 from tbspark.errors import AggregationError, TbsparkError
 from tbspark.settings import Connection
-from tbspark.state import StateDir, read_json
+from tbspark.state import ProvisionRecord, StateDir
+
+if TYPE_CHECKING:
+    from tbspark.scenario import Scenario
 
 
 # The job's tuning (driver JVM flags, session settings, source options, single-task batches, JIT
@@ -262,18 +265,18 @@ class _Batcher:
         return self._write(self.last_state.flush())
 
 
-def make_sink(scenario: Any, conn: Connection, state: StateDir) -> Sink:
+def make_sink(scenario: Scenario, conn: Connection, state: StateDir) -> Sink:
     agg = scenario.aggregation
     keys = {"avg": agg.metrics.avg, "count": agg.metrics.count, "min": agg.metrics.min,
             "max": agg.metrics.max}
     if agg.sink == "gateway":
-        record = read_json(state.provision_file, "provision record",
-                           "run `tbspark provision` first (it creates the gateway device)")
-        return GatewaySink(conn, record.get("gateway") or {}, agg.asset_type, keys)
+        gateway = ProvisionRecord.for_scenario(state, scenario).require_gateway(scenario)
+        return GatewaySink(conn, {"name": gateway.name, "id": gateway.id, "token": gateway.token},
+                           agg.asset_type, keys)
     return RestSink(conn, agg.asset_type, keys)
 
 
-def aggregate(scenario: Any, conn: Connection, state: StateDir, master: str | None = "local[2]",
+def aggregate(scenario: Scenario, conn: Connection, state: StateDir, master: str | None = "local[2]",
               checkpoint: str | Path | None = None, starting_offsets: str = "earliest", once: bool = False,
               progress: Callable[[AggregateStatus], None] | None = None,
               stop_event: threading.Event | None = None, *, sink: Sink | None = None,
@@ -379,7 +382,7 @@ def prime(spark: Any, spec: ParseSpec, records: int | None = None, rounds: int |
     return done
 
 
-def _start(spark: Any, scenario: Any, conn: Connection, checkpoint: str, starting_offsets: str,
+def _start(spark: Any, scenario: Scenario, conn: Connection, checkpoint: str, starting_offsets: str,
            once: bool, batcher: _Batcher, source_options: Mapping[str, str] | None = None) -> Any:
     agg = scenario.aggregation
     reader = (spark.readStream.format("kafka")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 import typer
 from rich.live import Live
@@ -25,8 +25,11 @@ from tbspark.cli._options import (
     conn_flags,
 )
 
+if TYPE_CHECKING:
+    from tbspark.aggregate.job import AggregateStatus  # pulls pyspark: only when the command runs
 
-def _status_text(st: Any) -> Text:
+
+def _status_text(st: AggregateStatus) -> Text:
     lag = "?" if st.lag is None else f"{st.lag:,}"
     line = (f"batches {st.batches:,} · records {st.records:,} ({st.records_per_s:,.0f}/s last batch) · "
             f"windows written {st.windows_written:,} · zones {len(st.zones):,} · "

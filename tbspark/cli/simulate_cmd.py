@@ -26,15 +26,15 @@ from tbspark.cli._options import (
     parse_duration,
 )
 from tbspark.errors import KafkaError, UsageError
-from tbspark.scenario import load_scenario
+from tbspark.scenario import Scenario, load_scenario
 from tbspark.settings import connection_for
 from tbspark.simulate import simulate
 from tbspark.simulate.fleet import Stats
-from tbspark.simulate.run import load_record
+from tbspark.simulate.run import SimulationReport, load_record
 from tbspark.state import StateDir
 
 
-def planned_seconds(scenario: Any, duration_s: float | None, messages: int | None) -> float | None:
+def planned_seconds(scenario: Scenario, duration_s: float | None, messages: int | None) -> float | None:
     """How long the run should take: the duration, or N messages at the slowest stream's rate."""
     if duration_s is not None:
         return duration_s
@@ -154,7 +154,7 @@ def simulate_cmd(
     _delivery_verdict(report)
 
 
-def _delivery_verdict(report: Any) -> None:
+def _delivery_verdict(report: SimulationReport) -> None:
     """A run whose acknowledged messages did not reach Kafka fails, in one line (exit code of
     KafkaError), after its summary was printed."""
     if report.delivery_failed:

@@ -29,8 +29,8 @@ devices:
     gt = GroundTruth("s", 10, timestamps, "windSpeed")
     for spec in specs:
         gt.add_device(spec.name, spec.zone)
-    record = {"devices": {s.name: {"token": f"t{i}"} for i, s in enumerate(specs)}}
-    return Fleet(build_devices(specs, record, "windSpeed", 1),
+    tokens = {s.name: f"t{i}" for i, s in enumerate(specs)}
+    return Fleet(build_devices(specs, tokens, "windSpeed", 1),
                  RunConfig("h", 1, 0, timestamps, 1000, None, duration_s), gt, Stats())
 
 

@@ -220,8 +220,8 @@ devices:
     gt = GroundTruth("s", 10, "device", "windSpeed")
     for spec in specs:
         gt.add_device(spec.name, spec.zone)
-    record = {"devices": {s.name: {"token": f"t{i}"} for i, s in enumerate(specs)}}
-    fleet = Fleet(build_devices(specs, record, "windSpeed", 1), RunConfig("h", 1, 0, "device", 1000, None, 3.0),
+    tokens = {s.name: f"t{i}" for i, s in enumerate(specs)}
+    fleet = Fleet(build_devices(specs, tokens, "windSpeed", 1), RunConfig("h", 1, 0, "device", 1000, None, 3.0),
                   gt, Stats())
     assert native.fleet_scale(fleet) == 2 and native.why_not(fleet) is None
     got, _ = drive(fleet)
