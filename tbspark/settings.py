@@ -260,7 +260,7 @@ def read_stack_record(state_root: Path) -> dict | None:
     return stack or None
 
 
-def connection_for(scenario, state_root, flags: dict | None = None,
+def scenario_connection(scenario, state_root, flags: dict | None = None,
                    environ: dict[str, str] | None = None) -> Connection:
     """The connection a verb should use for ``scenario`` (``state_root``: a Path or a StateDir):
     defaults < the local stack (its platform only when the scenario's platform is embedded)

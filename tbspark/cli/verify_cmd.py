@@ -109,7 +109,7 @@ def verify(
     (2: usage or scenario error, 3: ThingsBoard cannot be reached)."""
     from tbspark import settings
     from tbspark.scenario import load_scenario
-    from tbspark.settings import connection_for
+    from tbspark.settings import scenario_connection
     from tbspark.state import StateDir
     from tbspark.verify import load_records, parse_since
     from tbspark.verify import verify as run_verify
@@ -117,7 +117,7 @@ def verify(
     since_ms = parse_since(since) if since else None
     sc = load_scenario(scenario)
     state = StateDir(settings.state_dir(state_dir))
-    conn = connection_for(sc, state, conn_flags(tb_url, mqtt_host, mqtt_port, kafka_bootstrap))
+    conn = scenario_connection(sc, state, conn_flags(tb_url, mqtt_host, mqtt_port, kafka_bootstrap))
     load_records(sc, state)  # a missing record is the first thing to fix: say so before connecting
     check_reachable(conn, state.root)
     report = run_verify(sc, conn, state, since_ms=since_ms)

@@ -9,9 +9,11 @@ take everything keeps the rest in a per-connection buffer flushed when it turns 
 messages queue behind it, in order). Ground truth is counted inline and per zone in batches
 (see Fleet.set_window).
 
-Where the C extension is built and the fleet allows it (QoS 0, integer and constant generators;
-see native.py), the whole per-message loop runs in C instead (``_send_due_native``): one call per
-wake-up; the bytes a socket does not take come back here, into the same per-connection buffer.
+Where the C extension is built and the fleet allows it (QoS 0; per message constant keys and at
+most one random key: ``uniform_int``, or ``normal`` / ``uniform_float`` with ``decimals``; the exact
+rules are ``native.stream_plan``), the whole per-message loop runs in C instead
+(``_send_due_native``): one call per wake-up; the bytes a socket does not take come back here, into
+the same per-connection buffer.
 ``TBSPARK_SIM_ENGINE=python`` forces the Python path."""
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from typing import Any
 from tbspark.errors import MqttError
 from tbspark.mqtt import codec
 from tbspark.simulate import native
-from tbspark.simulate.fleet import MAX_BATCH, TELEMETRY_TOPIC, DevicePlan, Fleet
+from tbspark.mqtt.topics import TELEMETRY_TOPIC
+from tbspark.simulate.fleet import MAX_BATCH, DevicePlan, Fleet
 
 RECONNECT_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 MIN_SLEEP_S = 0.005

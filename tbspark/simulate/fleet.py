@@ -11,7 +11,6 @@ from typing import Any
 from tbspark.simulate.generators import MessageStream, device_rng, device_seed, message_streams
 from tbspark.simulate.groundtruth import NEAR_EDGE_MS, GroundTruth
 
-TELEMETRY_TOPIC = "v1/devices/me/telemetry"
 GOLDEN = 0.6180339887498949  # spreads the first-message phases of many devices evenly over a period
 MAX_BATCH = 5000  # messages handled per engine wake-up, about (whole wheel slots are taken)
 SLOTS_PER_S = 1000  # timing-wheel slots of 1 ms

@@ -28,7 +28,8 @@ import os
 from typing import Any
 
 from tbspark.errors import UsageError
-from tbspark.simulate.fleet import TELEMETRY_TOPIC, Fleet
+from tbspark.mqtt.topics import TELEMETRY_TOPIC
+from tbspark.simulate.fleet import Fleet
 from tbspark.simulate.generators import MessageStream, json_value, numeric
 from tbspark.simulate.groundtruth import NEAR_EDGE_MS
 

@@ -12,9 +12,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tbspark.errors import MqttError
+from tbspark.mqtt.topics import ATTRIBUTES_TOPIC, TELEMETRY_TOPIC
 
-ATTRIBUTES_TOPIC = "v1/devices/me/attributes"
-TELEMETRY_TOPIC = "v1/devices/me/telemetry"
 
 
 class TokenRefusedError(MqttError):
