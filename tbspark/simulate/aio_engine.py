@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from tbspark.errors import MqttError
-from tbspark.mqtt import codec
+from tbspark.mqtt import client, codec
 from tbspark.simulate import native
 from tbspark.mqtt.topics import TELEMETRY_TOPIC
 from tbspark.simulate.fleet import MAX_BATCH, DevicePlan, Fleet
@@ -35,6 +35,7 @@ RECONNECT_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 MIN_SLEEP_S = 0.005
 MAX_SLEEP_S = 0.05
 CONNECT_GIVE_UP_S = 10.0  # after the ramp, a fleet with no device ever connected is an error
+CONNACK_TIMEOUT_S = 30.0  # generous: a platform taking a whole fleet's ramp may answer slowly
 CLOSE_GRACE_S = 2.0  # waiting for the server to close the sessions we sent DISCONNECT on
 _WOULD_BLOCK = (BlockingIOError, InterruptedError)
 
@@ -46,24 +47,25 @@ class _Conn:
                  "decoder", "inflight", "next_id", "pending", "closed", "dead")
 
     def __init__(self, engine: "AioEngine", dev: DevicePlan, sock: socket.socket,
-                 loop: asyncio.AbstractEventLoop):
+                 loop: asyncio.AbstractEventLoop, decoder: codec.StreamDecoder | None = None):
         self.engine, self.dev, self.sock, self.loop = engine, dev, sock, loop
         self.send = sock.send
         self.fd = sock.fileno()
         self.connected = False
         self.was_connected = False
-        self.decoder = codec.StreamDecoder()
+        self.decoder = decoder or codec.StreamDecoder(client.MAX_PACKET_SIZE)
         self.inflight: dict[int, float | None] = {}
         self.next_id = 0
         self.pending = bytearray()  # bytes the socket did not take yet, in order
         self.closed = loop.create_future()
         self.dead = False
 
-    def start(self) -> None:
+    def start(self, packets: list) -> None:
+        """The server accepted the session (``client.handshake``): read from here on, start the
+        device's streams, and handle what came in after the CONNACK."""
         self.loop.add_reader(self.fd, self._readable)
-        self.write(codec.encode_connect(client_id=f"tbspark-{self.dev.index}",
-                                        username=self.dev.token,
-                                        keep_alive=self.engine.fleet.cfg.keepalive_s))
+        self.on_connected()
+        self.handle(packets)
 
     # ---- writing ---------------------------------------------------------------------------
 
@@ -123,30 +125,23 @@ class _Conn:
             self.engine.error(f"{self.dev.name}: bad packet from the server ({exc.message})")
             self.lost(None)
             return
+        self.handle(packets)
+
+    def handle(self, packets: list) -> None:
         fleet = self.engine.fleet
         for ptype, _flags, body in packets:
             if ptype == codec.PUBACK:
                 value = self.inflight.pop((body[0] << 8) | body[1], _MISSING)
                 if value is not _MISSING:
                     fleet.record_acked(self.dev, value)  # type: ignore[arg-type]
-            elif ptype == codec.CONNACK:
-                self.on_connack(body[1])
             elif ptype == codec.DISCONNECT:
                 self.lost(None)
                 return
             if self.dead:
                 return
 
-    def on_connack(self, rc: int) -> None:
+    def on_connected(self) -> None:
         fleet = self.engine.fleet
-        if rc != 0:
-            # An unknown token is not a network fault: reconnecting would be refused again.
-            fleet.stats.refused += 1
-            self.engine.error(f"{self.dev.name}: the server refused its token (CONNACK {rc})")
-            self.engine.refused.add(self.dev.index)
-            self.engine.drop_device(self.dev)
-            self.lost(None)
-            return
         self.connected = self.was_connected = True
         fleet.stats.connected += 1
         fleet.set_conn(self.dev, self)
@@ -281,25 +276,28 @@ class AioEngine:
                 await asyncio.sleep(max(MIN_SLEEP_S, t0 + i / ramp - time.monotonic()))
 
     async def _connect(self, dev: DevicePlan) -> _Conn:
-        loop = asyncio.get_running_loop()
         cfg = self.fleet.cfg
         if self._addr is None:
-            infos = await loop.getaddrinfo(cfg.host, cfg.port, type=socket.SOCK_STREAM)
-            self._addr = infos[0]
-        family, type_, proto, _, addr = self._addr
-        sock = socket.socket(family, type_, proto)
+            self._addr = await client.resolve(cfg.host, cfg.port)
+        sock = await client.open_socket(self._addr)
         try:
-            sock.setblocking(False)
-            if family in (socket.AF_INET, socket.AF_INET6):
-                # Small telemetry packets go out at once.
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await loop.sock_connect(sock, addr)
+            decoder, packets = await client.handshake(
+                sock, username=dev.token, client_id=f"tbspark-{dev.index}", keep_alive=cfg.keepalive_s,
+                timeout_s=CONNACK_TIMEOUT_S, where=f"{cfg.host}:{cfg.port}")
         except BaseException:
             sock.close()
             raise
-        conn = _Conn(self, dev, sock, loop)
-        conn.start()
+        conn = _Conn(self, dev, sock, asyncio.get_running_loop(), decoder)
+        conn.start(packets)
         return conn
+
+    def refuse(self, dev: DevicePlan, exc: client.ConnectRefusedError) -> None:
+        """An unknown token is not a network fault: reconnecting would be refused again."""
+        self.fleet.stats.refused += 1
+        self.error(f"{dev.name}: the server refused its token "
+                   f"({client.REFUSALS.get(exc.code, 'refused')}, CONNACK {exc.code})")
+        self.refused.add(dev.index)
+        self.drop_device(dev)
 
     async def _keep_connected(self, dev: DevicePlan) -> None:
         cfg = self.fleet.cfg
@@ -307,6 +305,11 @@ class AioEngine:
         while True:
             try:
                 conn = await self._connect(dev)
+            except client.ConnectRefusedError as exc:
+                self.refuse(dev, exc)
+                return
+            except MqttError as exc:  # closed before its CONNACK, none in time, or a bad packet
+                self.error(f"{dev.name}: {exc.message}")
             except OSError as exc:
                 # sock_connect words errors "Connect call failed (addr)": name the errno instead.
                 why = os.strerror(exc.errno) if exc.errno and not isinstance(

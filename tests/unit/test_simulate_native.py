@@ -316,7 +316,7 @@ def test_a_socket_that_cannot_keep_up_loses_nothing_and_counts_nothing_unsent(mo
         ours.setblocking(False)
         theirs.setblocking(False)
         conn = _Conn(engine, fleet.devices[0], ours, loop)
-        conn.on_connack(0)  # the C path starts sending on this connection
+        conn.on_connected()  # the C path starts sending on this connection
         # Every message already late: one per wake-up. The peer does not read: 4,000 messages,
         # far more than the socket holds.
         now = time.monotonic() + 1000.0
