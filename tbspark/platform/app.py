@@ -18,12 +18,13 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from tbspark.errors import PortInUseError, StackError, UsageError
+from tbspark.errors import PortInUseError, StackError
 from tbspark.platform import auth as auth_mod
 from tbspark.platform.limits import Limits
 from tbspark.platform.rest import common, errors
 from tbspark.platform.store import RuleChain, Store
 from tbspark.platform.store.models import new_id, now_ms
+from tbspark import settings
 from tbspark.settings import (
     DEFAULT_PASSWORD, DEFAULT_SYSADMIN_PASSWORD, DEFAULT_SYSADMIN_USERNAME, DEFAULT_USERNAME, platform_limits,
 )
@@ -280,17 +281,7 @@ def endpoint_file(state_dir: Path) -> Path:
 
 
 def stop_grace_s() -> float:
-    raw = os.environ.get("TBSPARK_PLATFORM_STOP_GRACE_S", "").strip()
-    if not raw:
-        return STOP_GRACE_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 3600:
-        raise UsageError(f"TBSPARK_PLATFORM_STOP_GRACE_S={raw!r} is not a number of seconds in (0, 3600]",
-                         f"unset it (default {STOP_GRACE_S:g} s) or set e.g. 10")
-    return value
+    return settings.platform_stop_grace_s(STOP_GRACE_S)
 
 
 def install_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, grace_s: float,
@@ -368,10 +359,7 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop when it is installed (its socket reads, writes and callbacks cost less CPU than the stock
     loop's with thousands of connections: docs/benchmarks.md, platform-mqtt), else asyncio's default.
     ``TBSPARK_EVENT_LOOP=asyncio`` forces the stock loop (A/B runs), ``=uvloop`` requires uvloop."""
-    choice = os.environ.get("TBSPARK_EVENT_LOOP", "auto").strip().lower()
-    if choice not in ("auto", "uvloop", "asyncio"):
-        raise StackError(f"TBSPARK_EVENT_LOOP={choice!r} is not one of auto, uvloop, asyncio",
-                         "unset it or pick one of those")
+    choice = settings.event_loop()
     if choice == "asyncio":
         return None
     try:

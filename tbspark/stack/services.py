@@ -271,8 +271,7 @@ def _platform_stats(url: str) -> dict | None:
     """GET /tbspark/stats with a tenant JWT (every control but health needs one)."""
     from tbspark import settings
 
-    username = settings.env("TBSPARK_TENANT_USERNAME") or settings.DEFAULT_USERNAME
-    password = settings.env("TBSPARK_TENANT_PASSWORD") or settings.DEFAULT_PASSWORD
+    username, password = settings.tenant_login()
     try:
         login = requests.post(f"{url}/api/auth/login", json={"username": username, "password": password},
                               timeout=5)
