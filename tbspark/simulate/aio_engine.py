@@ -14,7 +14,8 @@ most one random key: ``uniform_int``, or ``normal`` / ``uniform_float`` with ``d
 rules are ``native.stream_plan``), the whole per-message loop runs in C instead
 (``_send_due_native``): one call per wake-up; the bytes a socket does not take come back here, into
 the same per-connection buffer.
-``TBSPARK_SIM_ENGINE=python`` forces the Python path."""
+``TBSPARK_SIM_HOT_PATH=python`` forces the Python path. ("Engine" names the simulator's MQTT client,
+``--engine asyncio`` or ``paho``; C or Python is this engine's hot path.)"""
 
 from __future__ import annotations
 
@@ -178,7 +179,7 @@ class AioEngine:
 
     def __init__(self, fleet: Fleet):
         self.fleet = fleet
-        # The C hot path when it can drive this fleet (and TBSPARK_SIM_ENGINE allows it).
+        # The C hot path when it can drive this fleet (and TBSPARK_SIM_HOT_PATH allows it).
         self.native = native.choose(fleet)
         self.hot = self.native.hot if self.native is not None else None
         self.conns: dict[int, _Conn] = {}
