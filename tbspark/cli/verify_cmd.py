@@ -26,7 +26,7 @@ from tbspark.errors import EXIT_DOES_NOT_HOLD, EXIT_OK
 def render_report(report, chart: bool = True, verdict: bool = True) -> None:
     """The verdict as a person reads it: one row per zone, the failing windows, a chart, and (unless
     ``verdict`` is False: the demo prints its own) the one verdict line."""
-    from tbspark.verify import _iso
+    from tbspark.verify import clock_utc
 
     table = Table(title=f"{report.scenario}: zone aggregates, {report.window_s:g}-second windows",
                   box=box.SIMPLE_HEAVY, pad_edge=False, collapse_padding=True)
@@ -59,7 +59,7 @@ def render_report(report, chart: bool = True, verdict: bool = True) -> None:
         console.print(zone_chart(report), highlight=False, markup=False)
     if not verdict:
         return
-    when = f"run {_iso(report.started_ms)} – {_iso(report.ended_ms)} UTC" if report.started_ms else ""
+    when = f"run {clock_utc(report.started_ms)} – {clock_utc(report.ended_ms)} UTC" if report.started_ms else ""
     if report.holds:
         console.print(f"[bold green]HOLDS[/bold green] — {report.windows_verified} window(s) verified {when}",
                       soft_wrap=True)

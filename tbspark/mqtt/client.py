@@ -1,7 +1,10 @@
 """The client side of MQTT's connect handshake, written once for every tbspark client on the codec:
 send CONNECT, return once the CONNACK accepts, and turn a refusal into one clear error
-(``ConnectRefusedError``). The simulator's asyncio engine and the attribute publisher open their
-sockets with ``open_socket`` and await ``handshake``; ``DeviceSession`` calls ``connect`` (blocking).
+(``ConnectRefusedError``). ``accepted`` reads the CONNACK; the I/O around it comes in the three
+shapes the clients need: ``connect`` (blocking: ``DeviceSession``), ``handshake`` (awaited on a
+non-blocking socket: the attribute publisher) and the simulator's asyncio engine, which feeds its
+own reads to ``accepted`` so that a ramping fleet keeps one reader registration per connection.
+``resolve`` and ``open_socket`` open the non-blocking sockets.
 
 Only the handshake lives here: publishing stays with each client (the simulator's hot send path
 never comes through this module)."""

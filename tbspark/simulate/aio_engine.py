@@ -36,7 +36,6 @@ RECONNECT_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 MIN_SLEEP_S = 0.005
 MAX_SLEEP_S = 0.05
 CONNECT_GIVE_UP_S = 10.0  # after the ramp, a fleet with no device ever connected is an error
-CONNACK_TIMEOUT_S = 30.0  # generous: a platform taking a whole fleet's ramp may answer slowly
 CLOSE_GRACE_S = 2.0  # waiting for the server to close the sessions we sent DISCONNECT on
 _WOULD_BLOCK = (BlockingIOError, InterruptedError)
 
@@ -48,25 +47,26 @@ class _Conn:
                  "decoder", "inflight", "next_id", "pending", "closed", "dead")
 
     def __init__(self, engine: "AioEngine", dev: DevicePlan, sock: socket.socket,
-                 loop: asyncio.AbstractEventLoop, decoder: codec.StreamDecoder | None = None):
+                 loop: asyncio.AbstractEventLoop):
         self.engine, self.dev, self.sock, self.loop = engine, dev, sock, loop
         self.send = sock.send
         self.fd = sock.fileno()
         self.connected = False
         self.was_connected = False
-        self.decoder = decoder or codec.StreamDecoder(client.MAX_PACKET_SIZE)
+        self.decoder = codec.StreamDecoder(client.MAX_PACKET_SIZE)
         self.inflight: dict[int, float | None] = {}
         self.next_id = 0
         self.pending = bytearray()  # bytes the socket did not take yet, in order
         self.closed = loop.create_future()
         self.dead = False
 
-    def start(self, packets: list) -> None:
-        """The server accepted the session (``client.handshake``): read from here on, start the
-        device's streams, and handle what came in after the CONNACK."""
+    def start(self) -> None:
+        # The handshake stays event-driven (one reader from CONNECT to close: no extra epoll
+        # registrations per connection while a fleet ramps up); the CONNACK is read by the shared
+        # client.accepted.
         self.loop.add_reader(self.fd, self._readable)
-        self.on_connected()
-        self.handle(packets)
+        self.write(codec.encode_connect(f"tbspark-{self.dev.index}", username=self.dev.token,
+                                        keep_alive=self.engine.fleet.cfg.keepalive_s))
 
     # ---- writing ---------------------------------------------------------------------------
 
@@ -121,7 +121,17 @@ class _Conn:
             self.lost(None)
             return
         try:
-            packets = self.decoder.feed(data)
+            if self.connected:
+                packets = self.decoder.feed(data)
+            else:
+                packets = client.accepted(self.decoder, data, self.engine.where)
+                if packets is None:
+                    return  # the CONNACK is not complete yet
+                self.on_connected()
+        except client.ConnectRefusedError as exc:
+            self.engine.refuse(self.dev, exc)
+            self.lost(None)
+            return
         except codec.MqttProtocolError as exc:
             self.engine.error(f"{self.dev.name}: bad packet from the server ({exc.message})")
             self.lost(None)
@@ -187,6 +197,7 @@ class AioEngine:
         self.stopping = False
         self._tasks: set[asyncio.Task] = set()
         self._addr: tuple | None = None
+        self.where = f"{fleet.cfg.host}:{fleet.cfg.port}"
 
     # ---- the schedule, on whichever path drives it ------------------------------------------
 
@@ -277,19 +288,10 @@ class AioEngine:
                 await asyncio.sleep(max(MIN_SLEEP_S, t0 + i / ramp - time.monotonic()))
 
     async def _connect(self, dev: DevicePlan) -> _Conn:
-        cfg = self.fleet.cfg
         if self._addr is None:
-            self._addr = await client.resolve(cfg.host, cfg.port)
-        sock = await client.open_socket(self._addr)
-        try:
-            decoder, packets = await client.handshake(
-                sock, username=dev.token, client_id=f"tbspark-{dev.index}", keep_alive=cfg.keepalive_s,
-                timeout_s=CONNACK_TIMEOUT_S, where=f"{cfg.host}:{cfg.port}")
-        except BaseException:
-            sock.close()
-            raise
-        conn = _Conn(self, dev, sock, asyncio.get_running_loop(), decoder)
-        conn.start(packets)
+            self._addr = await client.resolve(self.fleet.cfg.host, self.fleet.cfg.port)
+        conn = _Conn(self, dev, await client.open_socket(self._addr), asyncio.get_running_loop())
+        conn.start()
         return conn
 
     def refuse(self, dev: DevicePlan, exc: client.ConnectRefusedError) -> None:
@@ -306,11 +308,6 @@ class AioEngine:
         while True:
             try:
                 conn = await self._connect(dev)
-            except client.ConnectRefusedError as exc:
-                self.refuse(dev, exc)
-                return
-            except MqttError as exc:  # closed before its CONNACK, none in time, or a bad packet
-                self.error(f"{dev.name}: {exc.message}")
             except OSError as exc:
                 # sock_connect words errors "Connect call failed (addr)": name the errno instead.
                 why = os.strerror(exc.errno) if exc.errno and not isinstance(

@@ -17,9 +17,9 @@ import pytest
 
 from tbspark.errors import UsageError
 from tbspark.mqtt import codec
+from tbspark.mqtt.topics import TELEMETRY_TOPIC
 from tbspark.simulate import native
 from tbspark.simulate.aio_engine import AioEngine, _Conn
-from tbspark.mqtt.topics import TELEMETRY_TOPIC
 from tests.unit.test_simulate_engine import make_fleet
 
 TUTORIAL = "{windSpeed: {kind: uniform_int, min: 30, max: 60, rate_hz: 10, send_as: string}}"
