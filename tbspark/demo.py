@@ -246,7 +246,7 @@ def demo(scenario: Scenario, state_dir: Path | None = None, duration_s: float = 
     from tbspark.provision import provision
     from tbspark.simulate.run import simulate
     from tbspark.stack.services import stack_down
-    from tbspark.settings import connection_for as scenario_connection
+    from tbspark.settings import scenario_connection
     from tbspark.verify import verify
 
     if scenario.platform.kind != "embedded":

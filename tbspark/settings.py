@@ -91,8 +91,10 @@ VARIABLES: tuple[EnvVar, ...] = (
     EnvVar("TZ", "`/etc/localtime`, else UTC", "the server's time zone, for aggregation buckets without "
            "`timeZone` (as ThingsBoard's JVM reads it)"),
     # the simulator and the job
-    EnvVar("TBSPARK_SIM_ENGINE", "`auto`", "`auto` (the C hot path where it can), `c` (required) or "
-           "`python` (docs/scenarios.md)"),
+    EnvVar("TBSPARK_SIM_HOT_PATH", "`auto`", "the asyncio engine's per-message loop: `auto` (the C hot path "
+           "where it can), `c` (required) or `python` (docs/scenarios.md)"),
+    EnvVar("TBSPARK_SIM_ENGINE", "unset", "the old name of `TBSPARK_SIM_HOT_PATH`, still read when that is "
+           "unset"),
     EnvVar("TBSPARK_AGGREGATE_BATCH_LOG", "unset (no log)", "a file the aggregation job appends one JSON "
            "line per micro-batch to (docs/aggregate.md)"),
     EnvVar("SPARK_CONF_DIR", "unset", "a user's own Spark configuration: when set, the job leaves Spark's "
@@ -251,17 +253,23 @@ def event_loop(environ: Environ | None = None) -> str:
     return choice
 
 
-SIM_ENGINE = "TBSPARK_SIM_ENGINE"
+SIM_HOT_PATH = "TBSPARK_SIM_HOT_PATH"
+# Its name until the word "engine" was kept for --engine (asyncio / paho): still read, so that
+# existing scripts keep working.
+SIM_HOT_PATH_OLD = "TBSPARK_SIM_ENGINE"
 
 
-def sim_engine(environ: Environ | None = None) -> str:
-    """TBSPARK_SIM_ENGINE: ``auto``, ``c`` or ``python``; anything else is a UsageError."""
+def sim_hot_path(environ: Environ | None = None) -> tuple[str, str]:
+    """TBSPARK_SIM_HOT_PATH (else its old name TBSPARK_SIM_ENGINE): ``auto``, ``c`` or ``python``,
+    and the variable it came from (for messages); anything else is a UsageError."""
     from tbspark.errors import UsageError
 
-    mode = (env(SIM_ENGINE, environ) or "auto").strip().lower() or "auto"
+    name = SIM_HOT_PATH if env(SIM_HOT_PATH, environ) is not None or \
+        env(SIM_HOT_PATH_OLD, environ) is None else SIM_HOT_PATH_OLD
+    mode = (env(name, environ) or "auto").strip().lower() or "auto"
     if mode not in ("auto", "c", "python"):
-        raise UsageError(f"{SIM_ENGINE}={mode!r} is not a simulator engine", "use auto, c or python")
-    return mode
+        raise UsageError(f"{name}={mode!r} is not a simulator hot path", "use auto, c or python")
+    return mode, name
 
 
 def system_time_zone(environ: Environ | None = None) -> str | None:
@@ -482,7 +490,7 @@ def read_stack_record(state_root: Path) -> dict | None:
     return stack or None
 
 
-def connection_for(scenario, state_root, flags: dict | None = None,
+def scenario_connection(scenario, state_root, flags: dict | None = None,
                    environ: dict[str, str] | None = None) -> Connection:
     """The connection a verb should use for ``scenario`` (``state_root``: a Path or a StateDir):
     defaults < the local stack (its platform only when the scenario's platform is embedded)

@@ -51,7 +51,7 @@ class WindowMismatch:
     found: Any = None
 
     def describe(self) -> str:
-        when = _iso(self.window_start_ms)
+        when = clock_utc(self.window_start_ms)
         if self.problem == "missing":
             return f"{self.zone} window {when}: missing (expected {self.expected} messages)"
         if self.problem == "extra":
@@ -59,7 +59,7 @@ class WindowMismatch:
         if self.problem == "duplicated":
             return f"{self.zone} window {when}: duplicated — {self.found} points for one window"
         if self.problem == "misaligned":
-            return f"{self.zone} point at {_iso(self.found)}: not at a window start"
+            return f"{self.zone} point at {clock_utc(self.found)}: not at a window start"
         return f"{self.zone} window {when}: {self.problem} expected {self.expected}, found {self.found}"
 
 
@@ -106,7 +106,8 @@ class VerifyReport:
         return d
 
 
-def _iso(ms: int | None) -> str:
+def clock_utc(ms: int | None) -> str:
+    """A report's time of day in UTC, to the millisecond (``-`` for none)."""
     if ms is None:
         return "-"
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%H:%M:%S.%f")[:-3]

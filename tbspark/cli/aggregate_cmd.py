@@ -68,12 +68,12 @@ def aggregate_cmd(
     from tbspark import settings
     from tbspark.aggregate.job import aggregate, cluster_conf
     from tbspark.scenario import load_scenario
-    from tbspark.settings import connection_for
+    from tbspark.settings import scenario_connection
     from tbspark.state import StateDir
 
     sc = load_scenario(scenario)
     state = StateDir(settings.state_dir(state_dir))
-    conn = connection_for(sc, state, conn_flags(tb_url, mqtt_host, mqtt_port, kafka_bootstrap))
+    conn = scenario_connection(sc, state, conn_flags(tb_url, mqtt_host, mqtt_port, kafka_bootstrap))
     check_reachable(conn, state.root, mqtt=sc.aggregation.sink == "gateway", local_only=True)
     spark_conf = cluster_conf(master, settings.read_stack_record(state))  # the stack's cluster secret
     stop = threading.Event()

@@ -27,7 +27,7 @@ from tbspark.cli._options import (
 )
 from tbspark.errors import KafkaError, UsageError
 from tbspark.scenario import Scenario, load_scenario
-from tbspark.settings import connection_for
+from tbspark.settings import scenario_connection
 from tbspark.simulate import simulate
 from tbspark.simulate.fleet import Stats
 from tbspark.simulate.run import SimulationReport, load_record
@@ -116,7 +116,7 @@ def simulate_cmd(
     shard_in = parse_shard(shard) if shard is not None else None
     sc = load_scenario(scenario)
     state = StateDir(settings.state_dir(state_dir))
-    conn = connection_for(sc, state, conn_flags(tb_url, mqtt_host, mqtt_port, kafka_bootstrap))
+    conn = scenario_connection(sc, state, conn_flags(tb_url, mqtt_host, mqtt_port, kafka_bootstrap))
     load_record(sc, state)  # a missing record is the first thing to fix: say so before connecting
     check_reachable(conn, state.root, rest=False, mqtt=True)
     expected = sc.expected_rate_hz()

@@ -14,7 +14,6 @@ from tbspark.simulate.groundtruth import GroundTruth, window_key
 if TYPE_CHECKING:
     from tbspark.scenario import DeviceSpec
 
-TELEMETRY_TOPIC = "v1/devices/me/telemetry"
 GOLDEN = 0.6180339887498949  # spreads the first-message phases of many devices evenly over a period
 MAX_BATCH = 5000  # messages handled per engine wake-up, about (whole wheel slots are taken)
 SLOTS_PER_S = 1000  # timing-wheel slots of 1 ms

@@ -18,8 +18,9 @@ decimal ("42.3", "42.0"), so the text on the wire and the ground truth are the s
 ground truth is counted in units of 10^-scale (scale = the largest ``decimals`` of a float value
 key) with exact integer sums, and divided once when it is folded.
 
-``TBSPARK_SIM_ENGINE``: ``python`` forces the Python path, ``c`` requires the C path (an error
-names why it cannot run), unset or ``auto`` takes the C path where it can."""
+``TBSPARK_SIM_HOT_PATH`` (old name ``TBSPARK_SIM_ENGINE``): ``python`` forces the Python path, ``c``
+requires the C path (an error names why it cannot run), unset or ``auto`` takes the C path where it
+can."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ from typing import Any, NamedTuple
 
 from tbspark import settings
 from tbspark.errors import UsageError
-from tbspark.simulate.fleet import TELEMETRY_TOPIC, Fleet
+from tbspark.mqtt.topics import TELEMETRY_TOPIC
+from tbspark.simulate.fleet import Fleet
 from tbspark.simulate.generators import MessageStream, json_value, numeric
 from tbspark.simulate.groundtruth import NEAR_EDGE_MS
 
@@ -37,7 +39,6 @@ try:
 except ImportError:  # built without a C compiler: the Python path does everything
     _fastsend = None  # type: ignore[assignment]
 
-ENV = settings.SIM_ENGINE
 _I64 = (-(1 << 63), (1 << 63) - 1)
 _M64 = (1 << 64) - 1
 _FLOAT_KINDS = {"normal": 2, "uniform_float": 3}
@@ -165,16 +166,16 @@ def why_not(fleet: Fleet) -> str | None:
 
 
 def choose(fleet: Fleet) -> "NativePath | None":
-    """The C path for the fleet when it can and may drive it (see ``TBSPARK_SIM_ENGINE``)."""
-    mode = settings.sim_engine()
+    """The C path for the fleet when it can and may drive it (see ``TBSPARK_SIM_HOT_PATH``)."""
+    mode, var = settings.sim_hot_path()
     if mode == "python":
-        fleet.stats.hot_path = f"python ({ENV}=python)"
+        fleet.stats.hot_path = f"python ({var}=python)"
         return None
     reason = why_not(fleet)
     if reason is not None:
         if mode == "c":
-            raise UsageError(f"{ENV}=c, but the C hot path cannot run this fleet: {reason}",
-                             f"unset {ENV} to fall back to the Python path")
+            raise UsageError(f"{var}=c, but the C hot path cannot run this fleet: {reason}",
+                             f"unset {var} to fall back to the Python path")
         fleet.stats.hot_path = f"python ({reason})"
         return None
     fleet.stats.hot_path = "c"

@@ -246,7 +246,7 @@ def _kafka_answers(bootstrap: str) -> bool:
     from confluent_kafka.admin import AdminClient
 
     try:
-        admin = AdminClient({"bootstrap.servers": bootstrap, "logger": kafka._quiet_logger()})
+        admin = AdminClient({"bootstrap.servers": bootstrap, "logger": kafka.quiet_logger()})
         return bool(admin.list_topics(timeout=2.0).brokers)
     except Exception:  # noqa: BLE001 — any failure means "does not answer", which status reports
         return False

@@ -170,7 +170,7 @@ def test_demo_and_verify_read_a_gateway_sinks_zone_devices(platform, tmp_path):
     find them there instead of waiting out its timeout, and verify must judge them."""
     from tbspark.demo import _wait_final_window
     from tbspark.scenario import load_scenario
-    from tbspark.settings import connection_for
+    from tbspark.settings import scenario_connection
     from tbspark.state import GroundTruthRecord, ProvisionRecord
 
     name = f"verify-gw-{uuid.uuid4().hex[:8]}"
@@ -202,7 +202,7 @@ def test_demo_and_verify_read_a_gateway_sinks_zone_devices(platform, tmp_path):
         def check(self) -> None:
             pass
 
-    conn = connection_for(scenario, state)
+    conn = scenario_connection(scenario, state)
     assert _wait_final_window(scenario, conn, state, Job(), timeout_s=5.0) is not None
     result = CliRunner().invoke(app, ["verify", str(path), "--state-dir", str(state.root)])
     assert result.exit_code == 0, result.output

@@ -86,7 +86,7 @@ def test_login_lockout() -> None:
         settings.login_lockout({"TBSPARK_LOGIN_MAX_LOCKOUT_S": "inf"})
 
 
-def test_stop_grace_event_loop_and_sim_engine() -> None:
+def test_stop_grace_event_loop_and_sim_hot_path() -> None:
     assert settings.platform_stop_grace_s(10.0, {}) == 10.0
     assert settings.platform_stop_grace_s(10.0, {"TBSPARK_PLATFORM_STOP_GRACE_S": " 2 "}) == 2.0
     with pytest.raises(UsageError, match=r"\(0, 3600\]"):
@@ -94,9 +94,16 @@ def test_stop_grace_event_loop_and_sim_engine() -> None:
     assert settings.event_loop({}) == "auto" and settings.event_loop({"TBSPARK_EVENT_LOOP": " AsyncIO"}) == "asyncio"
     with pytest.raises(StackError, match="TBSPARK_EVENT_LOOP='libuv'"):
         settings.event_loop({"TBSPARK_EVENT_LOOP": "libuv"})
-    assert settings.sim_engine({}) == "auto" and settings.sim_engine({"TBSPARK_SIM_ENGINE": "C"}) == "c"
-    with pytest.raises(UsageError, match="TBSPARK_SIM_ENGINE='fast' is not a simulator engine"):
-        settings.sim_engine({"TBSPARK_SIM_ENGINE": "fast"})
+    assert settings.sim_hot_path({}) == ("auto", "TBSPARK_SIM_HOT_PATH")
+    assert settings.sim_hot_path({"TBSPARK_SIM_HOT_PATH": "C"}) == ("c", "TBSPARK_SIM_HOT_PATH")
+    # the old name is still read, and the new one wins when both are set
+    assert settings.sim_hot_path({"TBSPARK_SIM_ENGINE": "C"}) == ("c", "TBSPARK_SIM_ENGINE")
+    assert settings.sim_hot_path({"TBSPARK_SIM_ENGINE": "c", "TBSPARK_SIM_HOT_PATH": "python"}) == (
+        "python", "TBSPARK_SIM_HOT_PATH")
+    with pytest.raises(UsageError, match="TBSPARK_SIM_HOT_PATH='fast' is not a simulator hot path"):
+        settings.sim_hot_path({"TBSPARK_SIM_HOT_PATH": "fast"})
+    with pytest.raises(UsageError, match="TBSPARK_SIM_ENGINE='fast' is not a simulator hot path"):
+        settings.sim_hot_path({"TBSPARK_SIM_ENGINE": "fast"})
 
 
 def test_time_zone_spark_and_batch_log() -> None:

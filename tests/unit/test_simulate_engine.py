@@ -130,7 +130,7 @@ def test_a_socket_that_cannot_keep_up_gets_every_byte_in_order():
 
 
 def test_packets_are_what_the_codec_encodes(monkeypatch):
-    monkeypatch.setenv("TBSPARK_SIM_ENGINE", "python")  # the Python path (fake sockets)
+    monkeypatch.setenv("TBSPARK_SIM_HOT_PATH", "python")  # the Python path (fake sockets)
     fleet = make_fleet(4, "{windSpeed: {kind: uniform_int, min: 30, max: 60, rate_hz: 10, "
                           "send_as: string}}")
     engine = AioEngine(fleet)
