@@ -88,7 +88,7 @@ def reference(state: Path) -> tuple[float, float]:
     ref_config.write_text(kafka.server_properties(state / "kafka" / "data", "127.0.0.1", port, kafka.free_port()))
     cmd = [str(jvm.find_java()), *KAFKA_SCRIPT_OPTS, f"-Dlog4j2.configurationFile={state / 'kafka' / 'log4j2.properties'}",
            "-cp", jvm.kafka_classpath(), "kafka.Kafka", str(ref_config)]
-    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}", "logger": kafka._quiet_logger()})
+    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}", "logger": kafka.quiet_logger()})
     t0 = time.perf_counter()
     log = open(state / "kafka" / "reference.log", "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)

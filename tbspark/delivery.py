@@ -19,9 +19,14 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from tbspark.errors import MqttError, ThingsBoardError
+
+if TYPE_CHECKING:
+    from tbspark.scenario import Scenario
+    from tbspark.settings import Connection
+    from tbspark.thingsboard.rest import TbRestClient
 
 PROBE_KEY = "tbsparkProbe"
 PROBE_ZONE = "tbspark-probe"
@@ -166,7 +171,7 @@ def _await_record(bootstrap: str, topic: str, start: dict[int, int], nonce: str,
         consumer.close()
 
 
-def probe(tb: Any, conn: Any, scenario: Any, profile_id: str, device_type: str,
+def probe(tb: TbRestClient, conn: Connection, scenario: Scenario, profile_id: str, device_type: str,
           make_token: Callable[[], str], timeout_s: float = PROBE_TIMEOUT_S) -> DeliveryCheck:
     """Send one message through the scenario's chain from a probe device and look for it in Kafka.
 

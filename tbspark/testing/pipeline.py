@@ -152,7 +152,7 @@ class Pipeline:
         stack_down(self.state.root)
 
     def conn(self) -> Any:
-        from tbspark.settings import connection_for as scenario_connection
+        from tbspark.settings import scenario_connection
 
         return scenario_connection(self.scenario, self.state)
 

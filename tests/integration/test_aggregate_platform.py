@@ -18,7 +18,7 @@ import pytest
 
 from tbspark.aggregate.job import aggregate
 from tbspark.settings import Connection
-from tbspark.state import StateDir, write_json_atomic
+from tbspark.state import GatewayRecord, ProvisionRecord, StateDir
 from tbspark.thingsboard.rest import TbRestClient
 from tbspark.testing.platform import REPO, PlatformProcess, start_platform
 from tbspark.testing.wait import wait_until
@@ -90,10 +90,10 @@ def test_rest_sink_stores_the_exact_windows_and_the_gateway_sink_the_same_number
     token = uuid.uuid4().hex[:20]
     dev = client.save_device({"name": gw_name, "type": "gateway", "additionalInfo": {"gateway": True}},
                              access_token=token)
-    write_json_atomic(gw_state.provision_file,
-                      {"gateway": {"name": gw_name, "id": dev["id"]["id"], "token": token}})
-    report = aggregate(scenario_for(topic, "sink-gw", sink="gateway"), conn, gw_state, once=True,
-                       spark=spark)
+    gw_scenario = scenario_for(topic, "sink-gw", sink="gateway")
+    ProvisionRecord(gw_scenario.name, {}, gateway=GatewayRecord(gw_name, dev["id"]["id"], token)).save(
+        gw_state.provision_file)
+    report = aggregate(gw_scenario, conn, gw_state, once=True, spark=spark)
     assert report.windows_written == len(want)
     devices = _ids(client, "DEVICE", zones)
     assert set(devices) == set(zones)

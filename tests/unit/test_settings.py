@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from tbspark.scenario import parse_scenario
-from tbspark.settings import connection_for, resolve_connection, state_dir
+from tbspark.settings import scenario_connection, resolve_connection, state_dir
 
 STACK = {"kafka": {"bootstrap": "127.0.0.1:39092"},
          "platform": {"url": "http://127.0.0.1:38080", "mqtt_port": 31883}}
@@ -30,7 +30,7 @@ def test_real_thingsboard_ignores_the_embedded_platform(tmp_path: Path) -> None:
     (tmp_path / "services.json").write_text(json.dumps(STACK))
     text = ("name: t\nplatform: {kind: thingsboard, url: 'http://tb.example:8080'}\ndevices:\n  - name: a\n    zone: Z\n"
             "    telemetry:\n      windSpeed: {kind: constant, value: 1, rate_hz: 1}\n")
-    conn = connection_for(parse_scenario(text), tmp_path, environ={})
+    conn = scenario_connection(parse_scenario(text), tmp_path, environ={})
     assert (conn.tb_url, conn.mqtt_host, conn.kafka_bootstrap) == ("http://tb.example:8080", "tb.example", "127.0.0.1:39092")
 
 
