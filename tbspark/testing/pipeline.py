@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tbspark import settings
 from tbspark.testing.platform import REPO
 from tbspark.testing.wait import WaitTimeout, wait_until
 
@@ -168,8 +169,8 @@ class Pipeline:
         fh = open(log, "ab")
         popen = subprocess.Popen([sys.executable, "-m", "tbspark", *args], cwd=REPO, stdin=subprocess.DEVNULL,
                                  stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-                                 env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200",
-                                      **self.env, **(env or {})})
+                                 env=settings.child_environ({"PYTHONUNBUFFERED": "1", "COLUMNS": "200",
+                                                              **self.env, **(env or {})}))
         fh.close()
         proc = Proc(name, popen, log)
         self.procs.append(proc)

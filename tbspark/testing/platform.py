@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 import requests
 
+from tbspark import settings
 from tbspark.testing.wait import WaitTimeout, wait_until
 
 # The checkout (tests and benchmarks run from it); the child's working directory.
@@ -67,7 +68,7 @@ def start_platform(state_dir: Path, timeout_s: float = 30, extra_env: dict | Non
     endpoint.unlink(missing_ok=True)
     state_dir.mkdir(parents=True, exist_ok=True)
     log = state_dir / log_name
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    env = settings.child_environ({"PYTHONUNBUFFERED": "1", **(extra_env or {})})
     with open(log, "ab") as fh:
         proc = subprocess.Popen(
             [*prefix, sys.executable, "-m", "tbspark", "platform", "serve", "--http-port", str(http_port), "--mqtt-port", str(mqtt_port),
