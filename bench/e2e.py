@@ -285,6 +285,18 @@ def platform_messages(p: Pipeline) -> int:
     return int((stats.get("mqtt") or {}).get("messages", 0))
 
 
+def broker_pids(services: dict) -> list[int]:
+    """Every Kafka broker of the stack (one, or the cluster's N)."""
+    return [b["pid"] for b in services["kafka"].get("brokers") or [services["kafka"]] if b.get("pid")]
+
+
+def spark_cluster_pids(services: dict) -> list[int]:
+    """The standalone cluster's master and workers (executors run as the workers' children); none
+    with local[N], where the job's own process tree is everything."""
+    spark = services.get("spark") or {}
+    return [x["pid"] for x in [spark, *spark.get("workers", [])] if x.get("pid")]
+
+
 def one_run(p: Pipeline, job: Proc, scenario: Path, duration_s: float, profile_dir: Path | None) -> dict:
     sim_p = Pipeline(scenario, p.state.root)  # same state dir, same name: the rate differs only
     # Runs must not share a backlog: wait until the job has finished every record of earlier runs.
@@ -303,8 +315,8 @@ def one_run(p: Pipeline, job: Proc, scenario: Path, duration_s: float, profile_d
     in_topic0, at_platform0 = topic_records(p), platform_messages(p)
     bootstrap = p.services["kafka"]["bootstrap"]
     offsets0 = end_offsets(bootstrap, p.scenario.kafka.topic)
-    meters = {"platform": CpuMeter(p.services["platform"]["pid"]), "kafka": CpuMeter(p.services["kafka"]["pid"]),
-              "spark": CpuMeter(job.pid)}
+    meters = {"platform": CpuMeter(p.services["platform"]["pid"]), "kafka": CpuMeter(*broker_pids(p.services)),
+              "spark": CpuMeter(job.pid, *spark_cluster_pids(p.services))}
     for m in meters.values():
         m.start()
     watcher = WindowWatcher(p)

@@ -29,27 +29,31 @@ def cpu_seconds(pid: int | None = None, children: bool = False) -> float:
 
 
 class CpuMeter:
-    """CPU seconds of a process and its descendants between ``start()`` and ``total()``.
-    Call ``sample()`` now and then while it runs: a descendant that exits between samples keeps
-    the CPU it was last seen with (a process's time cannot be read after it is reaped)."""
+    """CPU seconds of one or more processes and their descendants between ``start()`` and
+    ``total()`` (several roots: a component that is several processes, e.g. a Kafka cluster's
+    brokers, or a Spark driver with the standalone cluster's master and workers, whose children
+    are the executors). Call ``sample()`` now and then while it runs: a descendant that exits
+    between samples keeps the CPU it was last seen with (a process's time cannot be read after it
+    is reaped)."""
 
-    def __init__(self, pid: int):
-        self.pid = pid
+    def __init__(self, *pids: int):
+        self.pids = pids
         self.seen: dict[int, float] = {}
         self.base: dict[int, float] = {}
 
     def _sample(self) -> dict[int, float]:
         out = {}
-        try:
-            root = psutil.Process(self.pid)
-            for p in [root, *root.children(recursive=True)]:
-                try:
-                    t = p.cpu_times()
-                    out[p.pid] = t.user + t.system
-                except psutil.NoSuchProcess:
-                    pass
-        except psutil.NoSuchProcess:
-            pass
+        for pid in self.pids:
+            try:
+                root = psutil.Process(pid)
+                for p in [root, *root.children(recursive=True)]:
+                    try:
+                        t = p.cpu_times()
+                        out[p.pid] = t.user + t.system
+                    except psutil.NoSuchProcess:
+                        pass
+            except psutil.NoSuchProcess:
+                pass
         return out
 
     def start(self) -> None:

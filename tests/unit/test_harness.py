@@ -125,3 +125,20 @@ def test_cpu_of_a_busy_child_is_counted_with_children_and_gone_is_nan():
         parent.stdin.close()  # end of input: the grandchild, then the parent, exit
         parent.wait(30)
     assert cpu_seconds(parent.pid) != cpu_seconds(parent.pid)  # NaN: a gone process is no measurement
+
+
+def test_cpu_meter_over_several_roots_counts_each():
+    """A component that is several processes (a Kafka cluster's brokers, a Spark driver with the
+    standalone cluster's master and workers) is metered as one: each root's CPU counts."""
+    code = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\ninput()"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        one, both = CpuMeter(procs[0].pid), CpuMeter(*(p.pid for p in procs))
+        one.start()
+        both.start()
+        wait_until(lambda: all(cpu_seconds(p.pid) >= 0.3 for p in procs), 30, "both to spend 0.3 s of CPU")
+        assert both.total() >= one.total() + 0.2  # the second root's CPU is in the sum
+    finally:
+        for p in procs:
+            p.stdin.close()
+            p.wait(30)
