@@ -15,6 +15,7 @@ from tbspark.platform.rest.common import (
     PRINCIPAL_KEY, Param, ok_empty, ok_json, parse_uuid, platform, q_bool, q_int, q_keys, route, stored,
 )
 from tbspark.platform.store import intervals
+from tbspark.platform.store.telemetry import AGGREGATIONS
 
 P = "/api/plugins/telemetry"
 ENTITY_TYPES = {"TENANT", "CUSTOMER", "USER", "DASHBOARD", "ASSET", "DEVICE", "ALARM", "RULE_CHAIN", "RULE_NODE",
@@ -34,7 +35,7 @@ HISTORY_PARAMS = [
           description="Calendar buckets (WEEK = Sunday–Saturday, WEEK_ISO = Monday–Sunday) instead of interval"),
     Param("timeZone", description="Zone of the calendar buckets, e.g. Europe/Berlin (default: the server's)"),
     Param("limit", "integer", description="Max points per key when agg=NONE (default 100)"),
-    Param("agg", enum=["NONE", "AVG", "MIN", "MAX", "SUM", "COUNT"]),
+    Param("agg", enum=list(AGGREGATIONS)),
     Param("orderBy", enum=["ASC", "DESC"]),
     Param("useStrictDataTypes", "boolean", description="Native JSON types instead of strings"),
 ]
@@ -235,7 +236,7 @@ async def _history(request: web.Request, eid: str, keys: list[str] | None) -> we
     if limit is None or limit < 1:
         raise errors.BadRequest("Parameter 'limit' must be at least 1")
     agg = (request.query.get("agg") or "NONE").upper()
-    if agg not in ("NONE", "AVG", "MIN", "MAX", "SUM", "COUNT"):
+    if agg not in AGGREGATIONS:
         raise errors.BadRequest(f"No enum constant org.thingsboard.server.common.data.kv.Aggregation.{agg}")
     order = (request.query.get("orderBy") or "DESC").upper()
     if order not in ("ASC", "DESC"):
