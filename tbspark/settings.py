@@ -477,14 +477,17 @@ def _read_json(path: Path) -> dict | None:
 
 
 def read_stack_record(state_root: Path) -> dict | None:
-    """What runs locally for this state directory: services.json of `tbspark stack up`, or the
-    endpoint file `tbspark platform serve` leaves when it runs alone; None when neither exists."""
-    from tbspark.state import StateDir
+    """What runs locally for this state directory: services.json of `tbspark stack up` (read through
+    state.StackRecord: a damaged record is a StateError with its hint, not a silent fall-back to
+    the default addresses), or the endpoint file `tbspark platform serve` leaves when it runs
+    alone; None when neither exists."""
+    from tbspark.state import StackRecord, StateDir
 
-    root = state_root.root if isinstance(state_root, StateDir) else Path(state_root)
-    stack = _read_json(root / "services.json") or {}
+    state = state_root if isinstance(state_root, StateDir) else StateDir(Path(state_root))
+    record = StackRecord.find(state)
+    stack = record.to_json() if record is not None else {}
     if not stack.get("platform"):
-        endpoint = _read_json(root / "platform" / "endpoint.json")
+        endpoint = _read_json(state.root / "platform" / "endpoint.json")
         if endpoint:
             stack["platform"] = endpoint
     return stack or None
