@@ -48,8 +48,14 @@ jars: venv
 	@$(BIN)/python -m tbspark.stack.jvm kafka spark
 	@$(BIN)/python -m tbspark.stack.kafka
 
+# Every script in bench/ is one benchmark (their shared parts live in tbspark/testing/); realtb.py
+# compares with a real ThingsBoard, so it runs only when TB_URL names one (docs/thingsboard.md).
+BENCHMARKS := $(filter-out bench/realtb.py,$(sort $(wildcard bench/*.py)))
+
 bench: setup
-	@set -e; for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script; done
+	@set -e; for script in $(BENCHMARKS); do echo "== $$script"; $(BIN)/python $$script; done
+	@if [ -n "$$TB_URL" ]; then echo "== bench/realtb.py"; $(BIN)/python bench/realtb.py; \
+	else echo "== bench/realtb.py skipped: set TB_URL to a real ThingsBoard (tools/real-thingsboard.sh up)"; fi
 
 clean-state:
 	-$(BIN)/tbspark stack down

@@ -24,26 +24,24 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+from confluent_kafka import Producer
+
+from tbspark.aggregate.job import aggregate, build_session
+from tbspark.aggregate.parse import ParseSpec, batch_partials, parse
+from tbspark.scenario import parse_scenario
+from tbspark.settings import Connection
+from tbspark.stack.kafka import ensure_topic
+from tbspark.stack.services import stack_down, stack_up
+from tbspark.state import StateDir
+from tbspark.thingsboard.rest import TbRestClient
+from tbspark.testing.wait import wait_until
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from confluent_kafka import Producer  # noqa: E402
-
-from tbspark.aggregate.job import aggregate, build_session  # noqa: E402
-from tbspark.aggregate.parse import ParseSpec, batch_partials, parse  # noqa: E402
-from tbspark.scenario import parse_scenario  # noqa: E402
-from tbspark.settings import Connection  # noqa: E402
-from tbspark.stack.kafka import ensure_topic  # noqa: E402
-from tbspark.stack.services import stack_down, stack_up  # noqa: E402
-from tbspark.state import StateDir  # noqa: E402
-from tbspark.thingsboard.rest import TbRestClient  # noqa: E402
-
 T0 = 1_700_000_000_000
 
 
@@ -140,8 +138,8 @@ def latency(spark, conn: Connection, tmp: Path, topic: str, seconds: float) -> d
 
     th = threading.Thread(target=job, daemon=True)
     th.start()
-    while not statuses and th.is_alive():
-        time.sleep(0.1)  # until the query runs (its first progress report)
+    # until the query runs (its first progress report), or the job thread ended (its error is reported)
+    wait_until(lambda: statuses or not th.is_alive(), 600, "the latency job's first progress report", poll_s=0.1)
     poller = threading.Thread(target=_poll_counts, args=(conn, zones, stop_poll, history), daemon=True)
     poller.start()
     p = Producer({"bootstrap.servers": conn.kafka_bootstrap, "linger.ms": 1})

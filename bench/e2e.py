@@ -45,8 +45,10 @@ from pathlib import Path
 import psutil
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.e2e_pipeline import Pipeline, Proc, describe  # noqa: E402
+from tbspark.thingsboard.rest import TbRestClient
+from tbspark.testing.cpu import CpuMeter
+from tbspark.testing.pipeline import Pipeline, Proc, describe, keep_up_limit_s
+from tbspark.testing.platform import TENANT
 
 REPO = Path(__file__).resolve().parents[1]
 SETTLE_S = 240  # after the simulation: the last window closes, the job catches up, verify holds
@@ -77,39 +79,6 @@ def derived_scenario(src: Path, out: Path, devices: int | None, zones: int | Non
     return out
 
 
-class CpuMeter:
-    """CPU seconds of a process and its descendants between ``start()`` and ``stop()``."""
-
-    def __init__(self, pid: int):
-        self.pid = pid
-        self.seen: dict[int, float] = {}
-        self.base: dict[int, float] = {}
-
-    def _sample(self) -> dict[int, float]:
-        out = {}
-        try:
-            root = psutil.Process(self.pid)
-            for p in [root, *root.children(recursive=True)]:
-                try:
-                    t = p.cpu_times()
-                    out[p.pid] = t.user + t.system
-                except psutil.NoSuchProcess:
-                    pass
-        except psutil.NoSuchProcess:
-            pass
-        return out
-
-    def start(self) -> None:
-        self.base = self._sample()
-
-    def sample(self) -> None:
-        self.seen.update(self._sample())
-
-    def total(self) -> float:
-        self.sample()
-        return sum(v - self.base.get(pid, 0.0) for pid, v in self.seen.items())
-
-
 class WindowWatcher:
     """Polls every zone asset's windSpeedCount series and remembers when each (zone, window, count)
     was first readable, so a window's latency is known once the ground truth says its final count."""
@@ -121,8 +90,6 @@ class WindowWatcher:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        from tbspark.thingsboard.rest import TbRestClient
-
         sc = self.p.scenario
         conn = self.p.conn()
         prov = json.loads(self.p.state.provision_file.read_text())
@@ -307,20 +274,27 @@ def latency_split(p: Pipeline, start: dict[int, int], end: dict[int, int], batch
     }
 
 
-_OPERATOR: dict[str, dict[str, str]] = {}  # platform url -> X-Authorization header
+_OPERATOR: dict[str, TbRestClient] = {}  # platform url -> a tenant session
 
 
 def platform_messages(p: Pipeline) -> int:
-    import requests
-
     url = p.services["platform"]["url"]
     if url not in _OPERATOR:  # /tbspark/stats takes the tenant's JWT, like /api (one login per run)
-        login = requests.post(f"{url}/api/auth/login", json={"username": "tenant@thingsboard.org",
-                                                            "password": "tenant"}, timeout=30)
-        login.raise_for_status()
-        _OPERATOR[url] = {"X-Authorization": "Bearer " + login.json()["token"]}
-    stats = requests.get(f"{url}/tbspark/stats", headers=_OPERATOR[url], timeout=30).json()
+        _OPERATOR[url] = TbRestClient(url, *TENANT, timeout_s=30)
+    stats = _OPERATOR[url].request("GET", "/tbspark/stats")
     return int((stats.get("mqtt") or {}).get("messages", 0))
+
+
+def broker_pids(services: dict) -> list[int]:
+    """Every Kafka broker of the stack (one, or the cluster's N)."""
+    return [b["pid"] for b in services["kafka"].get("brokers") or [services["kafka"]] if b.get("pid")]
+
+
+def spark_cluster_pids(services: dict) -> list[int]:
+    """The standalone cluster's master and workers (executors run as the workers' children); none
+    with local[N], where the job's own process tree is everything."""
+    spark = services.get("spark") or {}
+    return [x["pid"] for x in [spark, *spark.get("workers", [])] if x.get("pid")]
 
 
 def one_run(p: Pipeline, job: Proc, scenario: Path, duration_s: float, profile_dir: Path | None) -> dict:
@@ -341,8 +315,8 @@ def one_run(p: Pipeline, job: Proc, scenario: Path, duration_s: float, profile_d
     in_topic0, at_platform0 = topic_records(p), platform_messages(p)
     bootstrap = p.services["kafka"]["bootstrap"]
     offsets0 = end_offsets(bootstrap, p.scenario.kafka.topic)
-    meters = {"platform": CpuMeter(p.services["platform"]["pid"]), "kafka": CpuMeter(p.services["kafka"]["pid"]),
-              "spark": CpuMeter(job.pid)}
+    meters = {"platform": CpuMeter(p.services["platform"]["pid"]), "kafka": CpuMeter(*broker_pids(p.services)),
+              "spark": CpuMeter(job.pid, *spark_cluster_pids(p.services))}
     for m in meters.values():
         m.start()
     watcher = WindowWatcher(p)
@@ -402,14 +376,6 @@ def one_run(p: Pipeline, job: Proc, scenario: Path, duration_s: float, profile_d
     }
 
 
-def keep_up_limit_s(window_s: float, trigger_s: float | None) -> float:
-    """How late the last window may become final, after the simulation's end, for a run to count
-    as sustained: one window plus two triggers. A pipeline that keeps up finishes the last window
-    one trigger and one batch after it closes; one that only absorbed the load as a backlog (in
-    socket buffers, the platform's queues, Kafka) needs its whole lag longer."""
-    return window_s + 2 * (trigger_s or 1.0)
-
-
 def _py_spy(pid: int, name: str, duration_s: float, out_dir: Path):
     import subprocess
 
@@ -440,7 +406,7 @@ def mosquitto_reference(p: Pipeline, scenario: Path, duration_s: float, root: Pa
     what a bare MQTT broker spends per message, next to the platform's figure."""
     import shutil
 
-    from bench.platform_mqtt import start_mosquitto, stop
+    from tbspark.testing.mosquitto import start_mosquitto, stop
 
     work = root / "mosquitto"
     work.mkdir(exist_ok=True)

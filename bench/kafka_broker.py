@@ -29,15 +29,11 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from bench._paced import produce_paced  # noqa: E402
-from tbspark.errors import ServiceStartError  # noqa: E402
-from tbspark.stack import kafka  # noqa: E402
-from tbspark.state import StateDir  # noqa: E402
+from tbspark.errors import ServiceStartError
+from tbspark.stack import kafka
+from tbspark.state import StateDir
+from tbspark.testing.cpu import cpu_seconds as cpu
+from tbspark.testing.paced import produce_paced
 
 WARMUP_S = 3.0
 IDLE_S = 5.0
@@ -73,14 +69,6 @@ VARIANTS: dict[str, tuple[dict, dict, list | None, dict]] = {
     "linger10-fetchwait": ({"linger.ms": 10}, {}, None,
                            {"fetch.min.bytes": 65536, "fetch.wait.max.ms": 500}),
 }
-
-
-def cpu(pid: int) -> float:
-    try:
-        t = psutil.Process(pid).cpu_times()
-        return t.user + t.system
-    except psutil.NoSuchProcess:
-        return float("nan")
 
 
 def start(tmp: Path, props: dict, jvm_opts: list | None) -> kafka.Broker:
@@ -154,16 +142,15 @@ def run_variant(name: str, rate: int, seconds: float, consume_too: bool) -> dict
             th = threading.Thread(target=consume, args=(broker.bootstrap, topic, cons_conf, stop, consumed),
                                   daemon=True)
             th.start()
-        me = psutil.Process()
         mark = None
 
         def take_mark(elapsed: float, sent: int) -> None:
             nonlocal mark
             if mark is None and elapsed >= WARMUP_S:
-                mark = (time.monotonic(), sent, cpu(broker.pid), sum(me.cpu_times()[:2]))
+                mark = (time.monotonic(), sent, cpu(broker.pid), cpu())
 
         sent = produce_paced(p, topic, rate, seconds, on_tick=take_mark, on_delivery=on_delivery)
-        end = (time.monotonic(), sent, cpu(broker.pid), sum(me.cpu_times()[:2]))
+        end = (time.monotonic(), sent, cpu(broker.pid), cpu())
         left = p.flush(60)
         del p  # before the broker stops: an idle producer would log its reconnect attempts
         stop.set()

@@ -7,7 +7,8 @@ Mosquitto as a plain broker under the same load; and memory per idle connection.
                                             [--linger 0] [--batch-size 16384] [--compression lz4] [--broker-cpu]
 
 Method: a fresh Kafka broker and a fresh `tbspark platform serve` process (own state dirs, free
-ports); devices created over REST; the forwarding chain of issue 4 attached to their profile. The
+ports); devices created over REST (tbspark's TbRestClient); the project's forwarding chain
+(tbspark/thingsboard/rulechain.py, Kafka node settings as below) attached to their profile. The
 load generator is a multiprocess asyncio publisher built on tbspark.mqtt.codec (one packet per
 message, as devices send, each device on its own 100 ms schedule, at most 100 unacknowledged QoS 1
 messages per device). After all devices are connected and a warm-up, several windows measure
@@ -27,29 +28,25 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
-import resource
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import psutil
-import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tbspark.mqtt import codec as c  # noqa: E402
+from tbspark.mqtt import codec as c
+from tbspark.scenario import parse_scenario
+from tbspark.thingsboard.rest import TbRestClient
+from tbspark.thingsboard.rulechain import build_rule_chain
+from tbspark.testing.cpu import cpu_seconds
+from tbspark.testing.mosquitto import raise_fd_limit, start_mosquitto, stop
+from tbspark.testing.platform import TENANT, start_platform
+from tbspark.testing.wait import wait_until
 
-P = "org.thingsboard.rule.engine."
 MAX_INFLIGHT = 100
-
-
-def raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 # ---------------------------------------------------------------------------------- load generator
@@ -173,135 +170,56 @@ class Load:
                 p.kill()
 
 
-def wait_until(pred, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 # ---------------------------------------------------------------------------------- services
 
-def start_platform(state: Path) -> tuple[subprocess.Popen, dict]:
-    state.mkdir(parents=True, exist_ok=True)
-    log = open(state / "platform.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-c", "from tbspark.cli import main; main()", "platform", "serve",
-                             "--host", "127.0.0.1", "--http-port", "0", "--mqtt-port", "0",
-                             "--state-dir", str(state)], stdout=log, stderr=subprocess.STDOUT,
-                            preexec_fn=raise_fd_limit)
-    endpoint = state / "platform" / "endpoint.json"
-    wait_until(lambda: endpoint.exists() or proc.poll() is not None, 60, "the platform")
-    if proc.poll() is not None:
-        raise SystemExit((state / "platform.log").read_text()[-3000:])
-    return proc, json.loads(endpoint.read_text())
+def rest(url: str) -> TbRestClient:
+    """The project's REST client as the tenant (a backlogged platform answers slowly: 60 s)."""
+    return TbRestClient(url, *TENANT, timeout_s=60)
 
 
-def start_mosquitto(state: Path) -> tuple[subprocess.Popen, int] | None:
-    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-    if exe is None:
-        return None
-    from tbspark.stack.kafka import free_port
-    port = free_port()
-    conf = state / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\n"
-                    "persistence false\nlog_dest none\nmax_inflight_messages 100\n")
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            preexec_fn=raise_fd_limit)
-    import socket
-
-    def listening():
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            return False
-    wait_until(listening, 10, "mosquitto")
-    return proc, port
+def forwarding_chain(bootstrap: str, topic: str, dtype: str, producer: dict | None = None) -> dict:
+    """The project's forwarding chain (tbspark/thingsboard/rulechain.py) for devices of type
+    ``dtype`` into ``topic``; ``producer`` overrides Kafka node fields (linger, batchSize,
+    otherProperties). Returns ThingsBoard's import JSON {"ruleChain", "metadata"}."""
+    sc = parse_scenario(f"""
+name: bench-mqtt-{dtype}
+kafka: {{topic: {topic}}}
+devices:
+  - {{name: {dtype}, type: {dtype}, zone: Zone A, telemetry: {{windSpeed: {{kind: constant, value: 1, rate_hz: 1}}}}}}
+""")
+    chain = build_rule_chain(sc, bootstrap)
+    for node in chain["metadata"]["nodes"]:
+        if node["type"].endswith(".kafka.TbKafkaNode"):
+            node["configuration"].update(producer or {})
+    return chain
 
 
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-class Rest:
-    def __init__(self, url):
-        self.url = url
-        tok = requests.post(url + "/api/auth/login", json={"username": "tenant@thingsboard.org",
-                                                           "password": "tenant"}).json()["token"]
-        self.s = requests.Session()
-        self.s.headers["X-Authorization"] = "Bearer " + tok
-
-    def post(self, path, body, **params):
-        r = self.s.post(self.url + path, json=body, params=params)
-        r.raise_for_status()
-        return r.json() if r.content else None
-
-    def get(self, path, **params):
-        r = self.s.get(self.url + path, params=params)
-        r.raise_for_status()
-        return r.json()
-
-
-def forwarding_chain(bootstrap: str, topic: str, producer: dict | None = None) -> dict:
-    """The issue-4 chain; ``producer`` overrides Kafka node fields (linger, batchSize, otherProperties)."""
-    nodes = [
-        ("filter.TbMsgTypeSwitchNode", 0, {"version": 0}),
-        ("telemetry.TbMsgTimeseriesNode", 0, {"defaultTTL": 0, "skipLatestPersistence": False, "useServerTs": False}),
-        ("telemetry.TbMsgAttributesNode", 1, {"scope": "CLIENT_SCOPE"}),
-        ("metadata.TbGetAttributesNode", 1, {"clientAttributeNames": ["deviceType", "geoZone"],
-                                             "tellFailureIfAbsent": True, "fetchTo": "METADATA"}),
-        ("filter.TbCheckMessageNode", 0, {"messageNames": ["windSpeed"], "metadataNames": ["cs_geoZone"],
-                                          "checkAllKeys": True}),
-        ("transform.TbCopyKeysNode", 2, {"copyFrom": "METADATA", "keys": ["cs_geoZone"]}),
-        ("transform.TbRenameKeysNode", 2, {"renameIn": "DATA", "renameKeysMapping": {"cs_geoZone": "geoZone"}}),
-        ("kafka.TbKafkaNode", 0, {"topicPattern": topic, "keyPattern": "${deviceName}", "bootstrapServers": bootstrap,
-                                  "acks": "-1", "linger": 0, "batchSize": 16384, "otherProperties": {},
-                                  **(producer or {})}),
-    ]
-    conns = [(0, 1, "Post telemetry"), (0, 2, "Post attributes"), (0, 3, "Post telemetry"), (3, 4, "Success"),
-             (4, 5, "True"), (5, 6, "Success"), (6, 7, "Success")]
-    return {"firstNodeIndex": 0,
-            "nodes": [{"type": P + t, "name": t, "configurationVersion": v, "configuration": cfg} for t, v, cfg in nodes],
-            "connections": [{"fromIndex": a, "toIndex": b, "type": r} for a, b, r in conns]}
-
-
-def provision(rest: Rest, n: int, dtype: str, bootstrap: str | None = None, topic: str | None = None,
+def provision(tb: TbRestClient, n: int, dtype: str, bootstrap: str | None = None, topic: str | None = None,
               producer: dict | None = None) -> list[str]:
     tokens = []
     for i in range(n):
         tok = uuid.uuid4().hex
-        rest.post("/api/device", {"name": f"{dtype} {i}", "type": dtype}, accessToken=tok)
+        tb.save_device({"name": f"{dtype} {i}", "type": dtype}, access_token=tok)
         tokens.append(tok)
     if topic is None:
         return tokens
-    chain = rest.post("/api/ruleChain", {"name": f"{dtype} → Kafka", "type": "CORE"})
-    meta = dict(forwarding_chain(bootstrap, topic, producer), ruleChainId=chain["id"])
-    rest.post("/api/ruleChain/metadata", meta)
-    profile = next(p for p in rest.get("/api/deviceProfiles", pageSize=1000, page=0)["data"] if p["name"] == dtype)
+    wanted = forwarding_chain(bootstrap, topic, dtype, producer)
+    chain = tb.save_rule_chain(wanted["ruleChain"])
+    tb.save_rule_chain_metadata(dict(wanted["metadata"], ruleChainId=chain["id"]))
+    profile = tb.get_device_profile_by_name(dtype)
     profile["defaultRuleChainId"] = chain["id"]
-    rest.post("/api/deviceProfile", profile)
+    tb.save_device_profile(profile)
     return tokens
 
 
 # ---------------------------------------------------------------------------------- measurement
 
-def cpu_s(proc: psutil.Process) -> float:
-    t = proc.cpu_times()
-    return t.user + t.system
-
-
 def measure(server: psutil.Process, received, windows: int, window_s: float) -> list[dict]:
     out = []
     for _ in range(windows):
-        c0, m0, t0 = cpu_s(server), received(), time.monotonic()
+        c0, m0, t0 = cpu_seconds(server.pid), received(), time.monotonic()
         time.sleep(window_s)  # a measurement interval, not a wait for a service
-        c1, m1, t1 = cpu_s(server), received(), time.monotonic()
+        c1, m1, t1 = cpu_seconds(server.pid), received(), time.monotonic()
         out.append({"msgs_per_s": (m1 - m0) / (t1 - t0), "cpu_util": (c1 - c0) / (t1 - t0),
                     "msgs_per_cpu_s": (m1 - m0) / max(c1 - c0, 1e-9)})
     return out
@@ -323,28 +241,28 @@ def platform_load(info, server, tokens, level, qos, args, broker=None) -> dict:
     """One row per run: the load runs ``window_s`` after warm-up, then stops, and the window closes
     only when the platform has processed everything it received (queue empty), so the messages
     counted and the CPU time measured belong together even though the platform works in batches."""
-    operator = Rest(info["url"]).s  # /tbspark/stats takes the tenant's JWT, like /api
-    stats = lambda: operator.get(info["url"] + "/tbspark/stats", timeout=60).json()  # noqa: E731
+    operator = rest(info["url"])  # /tbspark/stats takes the tenant's JWT, like /api
+    stats = lambda: operator.request("GET", "/tbspark/stats")  # noqa: E731
     queued = lambda: stats()["mqtt"]["queued"]  # noqa: E731
     rows = []
     for _ in range(args.windows):
-        wait_until(lambda: queued() == 0, 600, "the previous run's queue to drain")
+        wait_until(lambda: queued() == 0, 600, "the previous run's queue to drain", poll_s=0.1)
         load = Load("127.0.0.1", info["mqtt_port"], tokens, level, qos, args.rate_hz, procs=args.procs)
         try:
-            wait_until(lambda: load.n_connected() >= len(tokens), 300, "all devices to connect")
+            wait_until(lambda: load.n_connected() >= len(tokens), 300, "all devices to connect", poll_s=0.1)
             time.sleep(args.warmup_s)  # warm-up interval before measuring
-            s0, c0, t0 = stats(), cpu_s(server), time.monotonic()
-            b0 = cpu_s(broker) if broker is not None else 0.0
+            s0, c0, t0 = stats(), cpu_seconds(server.pid), time.monotonic()
+            b0 = cpu_seconds(broker.pid) if broker is not None else 0.0
             time.sleep(args.window_s)  # the measured load interval
             s1, t1 = stats(), time.monotonic()
         finally:
             load.close()
-        wait_until(lambda: queued() == 0, 600, "the platform to process what it received")
+        wait_until(lambda: queued() == 0, 600, "the platform to process what it received", poll_s=0.1)
         if broker is not None:  # the records of this window reach the broker (delivered) before its CPU is read
             wait_until(lambda: not any(n.get("in_flight") for n in stats()["engine"]["nodes"]), 120,
-                       "the Kafka deliveries")
-        s2, c2 = stats(), cpu_s(server)
-        b2 = cpu_s(broker) if broker is not None else 0.0
+                       "the Kafka deliveries", poll_s=0.1)
+        s2, c2 = stats(), cpu_seconds(server.pid)
+        b2 = cpu_seconds(broker.pid) if broker is not None else 0.0
         processed = s2["engine"]["messages_in"] - s0["engine"]["messages_in"]
         rows.append({"msgs_per_cpu_s": processed / max(c2 - c0, 1e-9),
                      "msgs_per_s": (s1["mqtt"]["messages"] - s0["mqtt"]["messages"]) / (t1 - t0),
@@ -384,26 +302,27 @@ def main() -> None:
     from tbspark.state import StateDir
 
     broker = start_broker(StateDir(work / "kafka"), port=0)
-    proc = None
+    plat = None
     try:
         topic = "weather-" + uuid.uuid4().hex[:6]
         ensure_topic(broker.bootstrap, topic, 1)
-        proc, info = start_platform(work / "platform")
-        server = psutil.Process(proc.pid)
-        rest = Rest(info["url"])
+        plat = start_platform(work / "platform", timeout_s=60, log_name="platform.log", preexec_fn=raise_fd_limit)
+        info = {"url": plat.url, "mqtt_port": plat.mqtt_port}
+        server = psutil.Process(plat.pid)
+        tb = rest(plat.url)
         t0 = time.monotonic()
         producer = {"linger": args.linger, "batchSize": args.batch_size,
                     "otherProperties": {"compression.type": args.compression} if args.compression else {}}
-        tokens = provision(rest, args.devices, "WeatherStation", broker.bootstrap, topic, producer)
+        tokens = provision(tb, args.devices, "WeatherStation", broker.bootstrap, topic, producer)
         print(f"provisioned {args.devices} devices in {time.monotonic() - t0:.1f} s", flush=True)
         # memory per idle connection first, on a process that has not yet carried load
-        idle_tokens = provision(rest, args.idle, "IdleSensor") if args.idle else []
+        idle_tokens = provision(tb, args.idle, "IdleSensor") if args.idle else []
         if idle_tokens:
             time.sleep(1)
             rss0 = server.memory_info().rss
             load = Load("127.0.0.1", info["mqtt_port"], idle_tokens, 5, 0, 0, procs=args.procs, send_attrs=False)
             try:
-                wait_until(lambda: load.n_connected() >= len(idle_tokens), 300, "idle devices to connect")
+                wait_until(lambda: load.n_connected() >= len(idle_tokens), 300, "idle devices to connect", poll_s=0.1)
                 time.sleep(2)
                 rss1 = server.memory_info().rss
             finally:
@@ -416,8 +335,8 @@ def main() -> None:
             results[f"platform_qos{qos}"] = platform_load(info, server, tokens, 5, qos, args,
                                                           psutil.Process(broker.pid) if args.broker_cpu else None)
     finally:
-        if proc is not None:
-            stop(proc)
+        if plat is not None:
+            plat.stop(timeout_s=30)
         stop_pid(broker.pid, 10)
     if not args.skip_mosquitto:
         started = start_mosquitto(work)
@@ -431,7 +350,7 @@ def main() -> None:
                 for qos in (0, 1):
                     load = Load("127.0.0.1", mport, fake, 5, qos, args.rate_hz, procs=args.procs)
                     try:
-                        wait_until(lambda: load.n_connected() >= len(fake), 120, "mosquitto clients")
+                        wait_until(lambda: load.n_connected() >= len(fake), 120, "mosquitto clients", poll_s=0.1)
                         time.sleep(args.warmup_s)
                         rows = measure(mserver, load.n_sent, args.windows, args.window_s)
                     finally:
@@ -441,7 +360,7 @@ def main() -> None:
                 idle = [uuid.uuid4().hex for _ in range(args.idle)]
                 load = Load("127.0.0.1", mport, idle, 5, 0, 0, procs=args.procs, send_attrs=False)
                 try:
-                    wait_until(lambda: load.n_connected() >= len(idle), 180, "mosquitto idle clients")
+                    wait_until(lambda: load.n_connected() >= len(idle), 180, "mosquitto idle clients", poll_s=0.1)
                     time.sleep(2)
                     per = (mserver.memory_info().rss - rss0) / len(idle)
                 finally:

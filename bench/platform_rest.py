@@ -19,10 +19,7 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,30 +27,21 @@ from urllib.parse import urlparse
 
 import psutil
 
-REPO = Path(__file__).resolve().parent.parent
+from tbspark.testing.cpu import cpu_seconds
+from tbspark.testing.platform import PlatformProcess, start_platform
+
 T0 = 1_600_000_000_000
 
 
-def start(state: Path) -> tuple[subprocess.Popen, dict]:
-    cmd = [sys.executable, "-m", "tbspark", "platform", "serve", "--http-port", "0", "--mqtt-port", "0",
-           "--state-dir", str(state)]
-    if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1:
-        cmd = ["taskset", "-c", "0", *cmd]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    endpoint = state / "platform" / "endpoint.json"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if endpoint.exists():
-            return proc, json.loads(endpoint.read_text())
-        if proc.poll() is not None:
-            raise SystemExit(f"platform exited with {proc.returncode}")
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("platform did not start")
+def start(state: Path) -> PlatformProcess:
+    """The platform pinned to CPU 0 (when there are two or more)."""
+    pin = ("taskset", "-c", "0") if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else ()
+    return start_platform(state, timeout_s=60, log_name="platform.log", prefix=pin)
 
 
 class Client:
-    """One keep-alive HTTP/1.1 connection (http.client: the cheapest Python client, so the server is measured)."""
+    """One keep-alive HTTP/1.1 connection (http.client: the cheapest Python client, so the server is
+    measured; tbspark's TbRestClient, with its retries and token checks, would weigh on the client side)."""
 
     def __init__(self, url: str) -> None:
         u = urlparse(url)
@@ -89,12 +77,12 @@ def realtime(on: bool, server_pid: int) -> None:
 def rate(fn, n: int, server: "psutil.Process") -> tuple[float, float]:
     """(wall-clock req/s, req/s per core of server CPU). The second is what one dedicated core would
     sustain: it holds up when other work shares the machine, the first does not."""
-    cpu0 = sum(server.cpu_times()[:2])
+    cpu0 = cpu_seconds(server.pid)
     t = time.perf_counter()
     for i in range(n):
         fn(i)
     wall = time.perf_counter() - t
-    cpu = sum(server.cpu_times()[:2]) - cpu0
+    cpu = cpu_seconds(server.pid) - cpu0
     return n / wall, n / cpu if cpu > 0 else float("inf")
 
 
@@ -109,7 +97,8 @@ def main() -> None:
         os.sched_setaffinity(0, {1})
     load0 = os.getloadavg()
     state = Path(tempfile.mkdtemp(prefix="tbspark-bench-"))
-    proc, info = start(state)
+    plat = start(state)
+    info = {"url": plat.url, "pid": plat.pid}
     try:
         c = Client(info["url"])
         c.login()
@@ -162,11 +151,11 @@ def main() -> None:
         if args.rt:
             realtime(True, info["pid"])
         for _ in range(args.runs + 1):
-            c0 = sum(server.cpu_times()[:2])
+            c0 = cpu_seconds(server.pid)
             t = time.perf_counter()
             s, b = c.call("GET", q)
             lat.append((time.perf_counter() - t) * 1000)
-            cpu.append((sum(server.cpu_times()[:2]) - c0) * 1000)
+            cpu.append((cpu_seconds(server.pid) - c0) * 1000)
             assert s == 200
         if args.rt:
             realtime(False, info["pid"])
@@ -179,8 +168,7 @@ def main() -> None:
         db = state / "platform" / "platform.db"
         print(f"database size: {db.stat().st_size / 1e6:.0f} MB")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        plat.stop(timeout_s=60)
         shutil.rmtree(state, ignore_errors=True)
 
 

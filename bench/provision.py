@@ -10,54 +10,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import psutil
-import requests
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tbspark.provision import provision  # noqa: E402
-from tbspark.scenario import parse_scenario  # noqa: E402
-from tbspark.settings import Connection  # noqa: E402
-from tbspark.state import StateDir  # noqa: E402
-
-
-def start_platform(state: Path) -> tuple[subprocess.Popen, dict]:
-    log = open(state / "platform.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "tbspark", "platform", "serve", "--http-port", "0",
-                             "--mqtt-port", "0", "--state-dir", str(state)], cwd=REPO,
-                            stdout=log, stderr=subprocess.STDOUT)
-    endpoint = state / "platform" / "endpoint.json"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"platform exited: {(state / 'platform.log').read_text()[-2000:]}")
-        try:
-            info = json.loads(endpoint.read_text())
-            if requests.get(info["url"] + "/tbspark/health", timeout=2).status_code == 200:
-                return proc, info
-        except (OSError, ValueError, requests.RequestException):
-            pass
-        time.sleep(0.05)  # readiness poll interval
-    proc.kill()
-    raise SystemExit("platform not ready in 60 s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+from tbspark.provision import provision
+from tbspark.scenario import parse_scenario
+from tbspark.settings import Connection
+from tbspark.state import StateDir
+from tbspark.testing.cpu import cpu_seconds
+from tbspark.testing.platform import start_platform
 
 
 def one_run(n: int) -> dict:
@@ -74,9 +37,9 @@ devices:
     with tempfile.TemporaryDirectory() as tmp:
         pstate = Path(tmp) / "platform-state"
         pstate.mkdir()
-        proc, info = start_platform(pstate)
+        plat = start_platform(pstate, timeout_s=60, log_name="platform.log")
         try:
-            conn = Connection(tb_url=info["url"], mqtt_host="127.0.0.1", mqtt_port=info["mqtt_port"],
+            conn = Connection(tb_url=plat.url, mqtt_host="127.0.0.1", mqtt_port=plat.mqtt_port,
                               kafka_bootstrap="127.0.0.1:9092")
             state = StateDir(Path(tmp) / "state")
             stages: dict[str, list[float]] = {}
@@ -85,11 +48,10 @@ devices:
                 now = time.monotonic()
                 stages.setdefault(stage, [now, now])[1] = now
 
-            plat = psutil.Process(proc.pid)
-            p0 = sum(plat.cpu_times()[:2])
+            p0 = cpu_seconds(plat.pid)
             c0, t0 = time.process_time(), time.monotonic()
             first = provision(sc, conn, state, progress=progress)
-            platform_cpu = sum(plat.cpu_times()[:2]) - p0
+            platform_cpu = cpu_seconds(plat.pid) - p0
             if os.environ.get("BENCH_STAGES"):
                 print({k: round(v[1] - v[0], 1) for k, v in stages.items()}, flush=True)
             first_s, first_cpu = time.monotonic() - t0, time.process_time() - c0
@@ -97,7 +59,7 @@ devices:
             second = provision(sc, conn, state)
             second_s = time.monotonic() - t1
         finally:
-            stop(proc)
+            plat.stop(timeout_s=30)
             if os.environ.get("BENCH_KEEP_LOG"):
                 os.system(f"cp {pstate / 'platform.log'} /tmp/bench-provision-platform.log")
     assert first.created["devices"] == n and first.created["attributes"] == n

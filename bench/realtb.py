@@ -38,9 +38,8 @@ from pathlib import Path
 import psutil
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.e2e import CpuMeter, keep_up_limit_s  # noqa: E402
-from bench.e2e_pipeline import Pipeline  # noqa: E402
+from tbspark.testing.cpu import CpuMeter
+from tbspark.testing.pipeline import Pipeline, keep_up_limit_s
 
 REPO = Path(__file__).resolve().parents[1]
 SETTLE_S = 180

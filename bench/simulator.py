@@ -218,7 +218,7 @@ specs = sc.expand_devices()
 gt = GroundTruth("bench", 10, "device", "windSpeed")
 for s in specs:
     gt.add_device(s.name, s.zone)
-fleet = Fleet(build_devices(specs, {"devices": {s.name: {"token": "t"} for s in specs}}, "windSpeed", 1),
+fleet = Fleet(build_devices(specs, {s.name: "t" for s in specs}, "windSpeed", 1),
               RunConfig("h", 1, 0, "device", 1000, None, 100.0), gt, Stats())
 engine = AioEngine(fleet)
 class Conn:  # a connection whose send() takes everything at no cost
@@ -325,7 +325,6 @@ def build_floor(tmp: Path) -> tuple[Path, Path] | None:
     cc = shutil.which("cc") or shutil.which("gcc")
     if not cc:
         return None
-    sys.path.insert(0, str(REPO))
     from tbspark.mqtt import codec
     exe, packets = tmp / "send_floor", tmp / "packets.bin"
     subprocess.run([cc, "-O2", "-o", str(exe), str(REPO / "bench" / "send_floor.c")], check=True)

@@ -41,10 +41,8 @@ from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from bench._paced import produce_paced  # noqa: E402
+from tbspark.testing.cpu import cpu_seconds
+from tbspark.testing.paced import produce_paced
 
 
 FLEET = {"trigger_s": 3.0, "watermark_s": 120, "max_offsets_per_trigger": 150000}
@@ -62,11 +60,11 @@ VARIANTS: dict[str, tuple[dict, list, dict, dict]] = {
     # the JIT: C1 only (no C2 recompilation of hot code; less optimised code, much less compiling)
     "c1only": ({"trigger_s": 3.0}, ["-XX:TieredStopAtLevel=1"], {}, {}),
     # every batch spread over the cores (a task per Kafka partition, then a shuffle), as before
-    # job.SINGLE_TASK_BELOW read a small batch in one task
+    # JobTuning.single_task_below read a small batch in one task
     "spread": ({"trigger_s": 3.0}, [], {}, {}),
     # scenarios/fleet-3000.yaml's aggregation: trigger 3 s, watermark 120 s, at most 150,000 a batch
     "fleet": (dict(FLEET), [], {}, {}),
-    # the job without its JIT priming before the query starts (job.PRIME_RECORDS = 0)
+    # the job without its JIT priming before the query starts (JobTuning.prime_records = 0)
     "fleet-noprime": (dict(FLEET), [], {}, {}),
     "fleet-prime50k": (dict(FLEET), [], {}, {}),  # priming with 3 x 50,000 records
     "fleet-c1": (dict(FLEET), ["-XX:TieredStopAtLevel=1"], {}, {}),
@@ -76,9 +74,25 @@ VARIANTS: dict[str, tuple[dict, list, dict, dict]] = {
     "fleet-nocrc": (dict(FLEET), [], {}, {"kafka.check.crcs": "false"}),
     "fleet-poll": (dict(FLEET), [], {}, {"kafka.max.poll.records": "10000"}),
 }
-# module settings of tbspark.aggregate.job per variant
-JOB_KNOBS: dict[str, dict] = {"spread": {"SINGLE_TASK_BELOW": 0}, "fleet-noprime": {"PRIME_RECORDS": 0},
-                              "fleet-prime50k": {"PRIME_RECORDS": 50_000}}
+# further JobTuning fields per variant (tbspark/aggregate/tuning.py)
+JOB_KNOBS: dict[str, dict] = {"spread": {"single_task_below": 0}, "fleet-noprime": {"prime_records": 0},
+                              "fleet-prime50k": {"prime_records": 50_000}}
+
+
+def variant_tuning(name: str, jfr: str | None = None, warmup: float = 0.0, seconds: float = 0.0):
+    """The job's tuning for a variant: the defaults with the variant's JVM flags, session settings,
+    source options and knobs (and a flight recording of the measured interval with ``jfr``)."""
+    from dataclasses import replace
+
+    from tbspark.aggregate.tuning import DEFAULT_TUNING
+
+    _, jvm_flags, conf, source = VARIANTS[name]
+    flags = [*DEFAULT_TUNING.driver_java_options, *jvm_flags]
+    if jfr:  # a flight recording of the measured interval (the JVM's hot methods, GC, JIT)
+        flags.append(f"-XX:StartFlightRecording=delay={int(warmup)}s,duration={int(seconds - warmup)}s,"
+                     f"settings=profile,dumponexit=true,filename={jfr}")
+    return replace(DEFAULT_TUNING, driver_java_options=tuple(flags), session_conf=conf, source_options=source,
+                   **JOB_KNOBS.get(name, {}))
 
 
 def scenario_text(name: str, topic: str, over: dict, rate: int) -> str:
@@ -104,16 +118,8 @@ def child(args) -> int:
     from tbspark.settings import Connection
     from tbspark.state import StateDir
 
-    over, jvm_flags, conf, source = VARIANTS[args.variant]
-    job.DRIVER_JAVA_OPTIONS = job.DRIVER_JAVA_OPTIONS + jvm_flags
-    if args.jfr:  # a flight recording of the measured interval (the JVM's hot methods, GC, JIT)
-        job.DRIVER_JAVA_OPTIONS = job.DRIVER_JAVA_OPTIONS + [
-            f"-XX:StartFlightRecording=delay={int(args.warmup)}s,duration={int(args.seconds - args.warmup)}s,"
-            f"settings=profile,dumponexit=true,filename={args.jfr}"]
-    job.SESSION_CONF = dict(conf)
-    job.SOURCE_OPTIONS = dict(source)
-    for key, value in JOB_KNOBS.get(args.variant, {}).items():
-        setattr(job, key, value)
+    over = VARIANTS[args.variant][0]
+    tuning = variant_tuning(args.variant, args.jfr, args.warmup, args.seconds)
     sc = parse_scenario(scenario_text(f"steady-{args.variant}-{os.getpid()}", args.topic, over, args.rate))
     conn = Connection(tb_url=args.tb_url, kafka_bootstrap=args.bootstrap)
     stop = threading.Event()
@@ -136,11 +142,11 @@ def child(args) -> int:
                   file=sys.stderr, flush=True)
 
     job._lag = lag
-    spark = job.build_session("local[2]", sc.aggregation.shuffle_partitions)
+    spark = job.build_session("local[2]", sc.aggregation.shuffle_partitions, tuning=tuning)
     if args.probe:
         _probe_batches(job, spark)
     rep = job.aggregate(sc, conn, StateDir(Path(args.state)).ensure(), spark=spark, stop_event=stop,
-                        progress=progress, starting_offsets="earliest")
+                        progress=progress, starting_offsets="earliest", tuning=tuning)
     print(json.dumps({"t": time.time(), "done": True, "batches": rep.batches, "records": rep.records}),
           flush=True)
     return 0
@@ -192,18 +198,7 @@ def _probe_batches(job, spark) -> None:
 
 
 def tree_cpu(pid: int) -> float:
-    total = 0.0
-    try:
-        root = psutil.Process(pid)
-        for p in [root, *root.children(recursive=True)]:
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-            except psutil.NoSuchProcess:
-                pass
-    except psutil.NoSuchProcess:
-        pass
-    return total
+    return cpu_seconds(pid, children=True)
 
 
 def run_variant(name: str, services: dict, tmp: Path, rate: int, seconds: float, warmup: float,

@@ -26,12 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
+from tbspark.stack import jvm, kafka
+from tbspark.testing.cpu import cpu_seconds
+from tbspark.testing.wait import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tbspark.stack import jvm, kafka  # noqa: E402
 
 TBSPARK = [sys.executable, "-m", "tbspark"]
 KAFKA_SCRIPT_OPTS = ["-Xmx1G", "-Xms1G", "-server", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
@@ -42,11 +41,6 @@ KAFKA_SCRIPT_OPTS = ["-Xmx1G", "-Xms1G", "-server", "-XX:+UseG1GC", "-XX:MaxGCPa
 def _children_cpu_s() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
-
-
-def _cpu_s(pid: int) -> float:
-    t = psutil.Process(pid).cpu_times()
-    return t.user + t.system
 
 
 def _run(cmd: list[str]) -> tuple[float, float]:
@@ -60,7 +54,7 @@ def _run(cmd: list[str]) -> tuple[float, float]:
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr}")
     services = json.loads(done.stdout)
-    cpu = _children_cpu_s() - cpu0 + sum(_cpu_s(s["pid"]) for s in services.values())
+    cpu = _children_cpu_s() - cpu0 + sum(cpu_seconds(s["pid"]) for s in services.values())
     return elapsed, cpu
 
 
@@ -94,21 +88,24 @@ def reference(state: Path) -> tuple[float, float]:
     ref_config.write_text(kafka.server_properties(state / "kafka" / "data", "127.0.0.1", port, kafka.free_port()))
     cmd = [str(jvm.find_java()), *KAFKA_SCRIPT_OPTS, f"-Dlog4j2.configurationFile={state / 'kafka' / 'log4j2.properties'}",
            "-cp", jvm.kafka_classpath(), "kafka.Kafka", str(ref_config)]
-    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}", "logger": kafka._quiet_logger()})
+    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}", "logger": kafka.quiet_logger()})
     t0 = time.perf_counter()
     log = open(state / "kafka" / "reference.log", "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    def answers() -> bool:
+        try:
+            if admin.list_topics(timeout=1.0).brokers:
+                return True
+        except Exception:  # noqa: BLE001 — not up yet
+            pass
+        if proc.poll() is not None:
+            tail = (state / "kafka" / "reference.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"reference broker exited:\n{tail}")
+        return False
+
     try:
-        while True:
-            try:
-                if admin.list_topics(timeout=1.0).brokers:
-                    return time.perf_counter() - t0, _cpu_s(proc.pid)
-            except Exception:  # noqa: BLE001 — not up yet
-                pass
-            if proc.poll() is not None:
-                tail = (state / "kafka" / "reference.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"reference broker exited:\n{tail}")
-            time.sleep(0.05)
+        wait_until(answers, 300, "the reference broker to answer a metadata request")
+        return time.perf_counter() - t0, cpu_seconds(proc.pid)
     finally:
         proc.terminate()
         proc.wait(30)

@@ -7,21 +7,25 @@ docker-compose: every message acknowledged, none in Kafka). Two checks, both rea
 so they hold for real ThingsBoard and the embedded platform alike:
 
 - ``probe()`` (``tbspark provision``): one telemetry message from a probe device of the scenario's
-  device profile, carried by the real chain, looked for in the topic. The record carries
-  ``PROBE_KEY``; the aggregation drops such records before parsing (aggregate/parse.py).
+  device profile, carried by the real chain, looked for in the topic. The probe device's
+  zone is ``PROBE_ZONE``: the aggregation drops that zone's records (aggregate/parse.py).
 - ``TopicCounter`` (``tbspark simulate``): the topic's end offsets before and after a run; fewer new
   records than acknowledged messages means the chain lost them.
 """
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from tbspark.errors import MqttError, ThingsBoardError
+
+if TYPE_CHECKING:
+    from tbspark.scenario import Scenario
+    from tbspark.settings import Connection
+    from tbspark.thingsboard.rest import TbRestClient
 
 PROBE_KEY = "tbsparkProbe"
 PROBE_ZONE = "tbspark-probe"
@@ -166,7 +170,7 @@ def _await_record(bootstrap: str, topic: str, start: dict[int, int], nonce: str,
         consumer.close()
 
 
-def probe(tb: Any, conn: Any, scenario: Any, profile_id: str, device_type: str,
+def probe(tb: TbRestClient, conn: Connection, scenario: Scenario, profile_id: str, device_type: str,
           make_token: Callable[[], str], timeout_s: float = PROBE_TIMEOUT_S) -> DeliveryCheck:
     """Send one message through the scenario's chain from a probe device and look for it in Kafka.
 
@@ -215,18 +219,6 @@ def probe(tb: Any, conn: Any, scenario: Any, profile_id: str, device_type: str,
                              time.monotonic() - t0)
     return DeliveryCheck(True, f"a probe message reached Kafka topic {topic!r} in {seen:.1f} s",
                          time.monotonic() - t0)
-
-
-def is_probe_record(value: bytes | str) -> bool:
-    """True for the records ``probe()`` sends (the aggregation drops them)."""
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-    if PROBE_KEY not in text:
-        return False
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return False
-    return isinstance(data, dict) and PROBE_KEY in data
 
 
 __all__ = ["DeliveryCheck", "TopicCounter", "end_offsets", "probe", "PROBE_KEY", "PROBE_ZONE",

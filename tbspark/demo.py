@@ -12,10 +12,16 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from tbspark.errors import AggregationError, MqttError, TbsparkError, UsageError
+from tbspark.errors import AggregationError, MqttError, StateError, TbsparkError, UsageError
 from tbspark.state import StateDir
+
+if TYPE_CHECKING:
+    from tbspark.aggregate.job import AggregateStatus
+    from tbspark.scenario import Scenario
+    from tbspark.settings import Connection
+    from tbspark.verify import VerifyReport
 
 Progress = Callable[[str, str], None]  # (phase, message)
 FINAL_WINDOW_EXTRA_S = 120.0  # beyond window + watermark: the first batch on a 2-core machine under load
@@ -40,7 +46,7 @@ class DemoReport:
     kept: bool = False
     platform_url: str | None = None
     kafka_bootstrap: str | None = None
-    verify: Any = None                  # the VerifyReport
+    verify: VerifyReport | None = None
     problem: str | None = None          # why the run did not reach a verdict that holds
 
     def to_dict(self) -> dict:
@@ -67,18 +73,18 @@ class _SparkJob:
     """The aggregation job in a background thread: session first, then the query once Kafka and the
     platform are known. ``error`` holds what killed it."""
 
-    def __init__(self, scenario: Any, state: StateDir) -> None:
+    def __init__(self, scenario: Scenario, state: StateDir) -> None:
         self.scenario, self.state = scenario, state
         self.session_ready = threading.Event()
         self.running = threading.Event()
         self.go = threading.Event()
         self.stop = threading.Event()
-        self.conn: Any = None
+        self.conn: Connection | None = None
         self.spark: Any = None
         self.own_session = True
         self.error: BaseException | None = None
         self.session_s = 0.0
-        self.status: Any = None
+        self.status: AggregateStatus | None = None
         self.thread = threading.Thread(target=self._run, name="tbspark-demo-spark", daemon=True)
 
     def _run(self) -> None:
@@ -97,10 +103,11 @@ class _SparkJob:
                 if self.stop.is_set():
                     return
 
-            def progress(status: Any) -> None:
+            def progress(status: AggregateStatus) -> None:
                 self.status = status
                 self.running.set()
 
+            assert self.conn is not None  # set before ``go``
             aggregate(self.scenario, self.conn, self.state, starting_offsets="earliest",
                       progress=progress, stop_event=self.stop, spark=self.spark)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
@@ -168,20 +175,24 @@ def _stop_jvm() -> None:
         pass
 
 
-def _wait_final_window(scenario: Any, conn: Any, state: StateDir, job: _SparkJob,
+def _wait_final_window(scenario: Scenario, conn: Connection, state: StateDir, job: _SparkJob,
                        timeout_s: float) -> float | None:
-    """Poll the zone assets until every zone's message count equals the ground truth; return the
-    wall-clock time (epoch s) it first did, or None at the timeout."""
+    """Poll the zones' entities (verify's: assets, or the gateway sink's devices) until every zone's
+    message count equals the ground truth; return the wall-clock time (epoch s) it first did, or
+    None at the timeout."""
     from tbspark.thingsboard.rest import TbRestClient
-    from tbspark.verify import MetricKeys, load_records, metric_keys, read_points
+    from tbspark.verify import (MetricKeys, load_records, metric_keys, read_points, run_range,
+                                zone_entity_type, zone_ids)
 
     prov, gt = load_records(scenario, state)
-    window_ms = int(round(scenario.aggregation.window_s * 1000))
-    expected = {z: sum(int(w["count"]) for w in wins.values()) for z, wins in gt["windows"].items()}
+    if gt is None:
+        raise StateError(f"the simulator left no ground truth in {state.root}",
+                         "see the simulate phase above; the demo has nothing to wait for")
+    expected = {z: sum(w.count for w in wins.values()) for z, wins in gt.windows.items()}
     keys = metric_keys(scenario)
     count_only = MetricKeys(avg=keys.count or keys.avg, count=None, min=None, max=None)
-    start = (int(gt["started_ms"]) // window_ms) * window_ms - window_ms
-    end = int(gt["ended_ms"]) + 2 * window_ms
+    start, end = run_range(scenario.aggregation.window_s, prov, gt)
+    entity_type = zone_entity_type(scenario)
     deadline = time.monotonic() + timeout_s
     hard_deadline = time.monotonic() + FINAL_WINDOW_MAX_S
     last_batches = None
@@ -194,13 +205,10 @@ def _wait_final_window(scenario: Any, conn: Any, state: StateDir, job: _SparkJob
                 # A job that is still completing batches is slow, not stuck: give it more time.
                 last_batches = batches
                 deadline = min(hard_deadline, max(deadline, time.monotonic() + timeout_s))
-            for zone in expected:
-                if zone not in ids:
-                    rec = (prov.get("assets") or {}).get(zone) or tb.get_asset_by_name(zone)
-                    if rec:
-                        ids[zone] = rec["id"]["id"] if isinstance(rec.get("id"), dict) else rec["id"]
+            if len(ids) < len(expected):
+                ids.update(zone_ids(scenario, tb, prov, [z for z in expected if z not in ids]))
             if len(ids) == len(expected):
-                pts = read_points(lambda i, k, s, e: tb.get_timeseries("ASSET", i, k, s, e),
+                pts = read_points(lambda i, k, s, e: tb.get_timeseries(entity_type, i, k, s, e),
                                   ids, count_only, start, end)
                 found = {z: int(sum(v for _, v in pts[z]["avg"])) for z in ids}
                 if all(found[z] >= expected[z] for z in expected):
@@ -210,7 +218,7 @@ def _wait_final_window(scenario: Any, conn: Any, state: StateDir, job: _SparkJob
             time.sleep(POLL_S)  # poll interval: the latency figure's resolution
 
 
-def _stack_up_fresh(state: StateDir, scenario: Any, say: Progress) -> dict:
+def _stack_up_fresh(state: StateDir, scenario: Scenario, say: Progress) -> dict:
     """stack_up on free ports, retried once: a free port picked for Kafka can be taken by another
     process before the broker binds it (seen on a busy machine). The demo's state dir is its own,
     so a half-written broker directory can simply be removed."""
@@ -232,13 +240,13 @@ def _stack_up_fresh(state: StateDir, scenario: Any, say: Progress) -> dict:
     raise AssertionError("unreachable")
 
 
-def demo(scenario: Any, state_dir: Path | None = None, duration_s: float = 30.0, keep: bool = False,
+def demo(scenario: Scenario, state_dir: Path | None = None, duration_s: float = 30.0, keep: bool = False,
          seed: int | None = None, progress: Progress | None = None) -> DemoReport:
     """Run the scenario end to end on a fresh local stack and return the verdict with timings."""
     from tbspark.provision import provision
     from tbspark.simulate.run import simulate
     from tbspark.stack.services import stack_down
-    from tbspark.settings import connection_for as scenario_connection
+    from tbspark.settings import scenario_connection
     from tbspark.verify import verify
 
     if scenario.platform.kind != "embedded":
@@ -304,8 +312,9 @@ def demo(scenario: Any, state_dir: Path | None = None, duration_s: float = 30.0,
         else:
             from tbspark.verify import load_records
 
-            ended_ms = load_records(scenario, state)[1]["ended_ms"]
-            report.latency_s = max(0.0, arrived - ended_ms / 1000)
+            gt = load_records(scenario, state)[1]
+            assert gt is not None  # _wait_final_window found it
+            report.latency_s = max(0.0, arrived - gt.ended_ms / 1000)
             say("final window", f"written {report.latency_s:.1f} s after the last message was sent")
 
         t = time.monotonic()

@@ -11,12 +11,12 @@ import string
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from tbspark import delivery
 from tbspark.errors import KafkaError, TbApiError
 from tbspark.settings import Connection
-from tbspark.state import StateDir, write_json_atomic
+from tbspark.state import DeviceRecord, GatewayRecord, ProvisionRecord, StateDir
 from tbspark.thingsboard.mqtt import AttributePublisher
 from tbspark.thingsboard.rest import TbRestClient
 from tbspark.thingsboard.rulechain import (
@@ -24,6 +24,9 @@ from tbspark.thingsboard.rulechain import (
     chain_name,
     metadata_matches,
 )
+
+if TYPE_CHECKING:
+    from tbspark.scenario import AggregationSection, DeviceSpec, Scenario
 
 Progress = Callable[[str, int, int], None]  # (stage, done so far, total)
 KINDS = ("rule_chain", "device_profiles", "devices", "attributes", "assets", "gateway")
@@ -75,7 +78,7 @@ def _pmap(fn: Callable[[Any], Any], items: list, workers: int, stage: str,
     return out
 
 
-def provision(scenario: Any, conn: Connection, state: StateDir, dry_run: bool = False,
+def provision(scenario: Scenario, conn: Connection, state: StateDir, dry_run: bool = False,
               progress: Progress | None = None,
               check_delivery: bool | None = None) -> ProvisionReport:
     """``check_delivery``: send a probe message through the chain and look for it in Kafka
@@ -93,7 +96,8 @@ def provision(scenario: Any, conn: Connection, state: StateDir, dry_run: bool = 
         tb.login()
         chain_id = _rule_chain(tb, scenario, conn, report)
         profiles = _profiles(tb, sorted({s.type for s in specs}), chain_id, report)
-        previous = _previous(state, scenario.name)
+        last = ProvisionRecord.previous(state, scenario.name)
+        previous = dict(last.devices) if last else {}
         with AttributePublisher(conn.mqtt_host, conn.mqtt_port, parallel=MQTT_SESSIONS) as mqtt:
             devices = _devices(tb, mqtt, specs, profiles, previous, report, progress)
             existing_names = {n for n, d in devices.items() if not d["new"]}
@@ -108,19 +112,15 @@ def provision(scenario: Any, conn: Connection, state: StateDir, dry_run: bool = 
     report.elapsed_s = time.monotonic() - t0
     if dry_run:
         return report
-    record = {
-        "scenario": scenario.name, "complete": True, "tb_url": conn.tb_url,
-        "created_at_ms": int(time.time() * 1000),
-        "devices": {s.name: {"id": devices[s.name]["id"], "token": devices[s.name]["token"],
-                             "type": s.type, "zone": s.zone, "attrs": devices[s.name]["attrs"]}
-                    for s in specs},
-        "assets": {zone: {"id": uuid} for zone, uuid in assets.items()},
-        "rule_chain": {"id": chain_id, "name": chain_name(scenario)},
-        "device_profiles": profiles,
-        "gateway": gateway,
-    }
+    record = ProvisionRecord(
+        scenario=scenario.name, complete=True, tb_url=conn.tb_url,
+        created_at_ms=int(time.time() * 1000),
+        devices={s.name: DeviceRecord(devices[s.name]["id"], devices[s.name]["token"], s.type, s.zone,
+                                      devices[s.name]["attrs"]) for s in specs},
+        assets=assets, rule_chain_id=chain_id, rule_chain_name=chain_name(scenario),
+        device_profiles=profiles, gateway=gateway)
     state.ensure()
-    write_json_atomic(state.provision_file, record)
+    record.save(state.provision_file)
     report.record_path = str(state.provision_file)
     if check is not None and check.ok is False:
         bootstrap = conn.kafka_bootstrap_for_platform
@@ -147,7 +147,7 @@ def _replicated(bootstrap: str, topic: str) -> bool:
         return False
 
 
-def _rule_chain(tb: TbRestClient, scenario: Any, conn: Connection, report: ProvisionReport) -> str:
+def _rule_chain(tb: TbRestClient, scenario: Scenario, conn: Connection, report: ProvisionReport) -> str:
     wanted = build_rule_chain(scenario, conn.kafka_bootstrap_for_platform,
                               replicated=_replicated(conn.kafka_bootstrap, scenario.kafka.topic))
     name = wanted["ruleChain"]["name"]
@@ -205,18 +205,6 @@ def _profiles(tb: TbRestClient, types: list[str], chain_id: str,
     return out
 
 
-def _previous(state: StateDir, scenario_name: str) -> dict:
-    """The last complete record of this scenario: tokens and attribute fingerprints it holds
-    are reused for devices whose id is unchanged (saves two requests per device on re-runs)."""
-    try:
-        record = json.loads(state.provision_file.read_text())
-    except (OSError, ValueError):
-        return {}
-    if not record.get("complete") or record.get("scenario") != scenario_name:
-        return {}
-    return record.get("devices", {})
-
-
 def _fingerprint(attrs: dict) -> str:
     return hashlib.sha1(json.dumps(attrs, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -228,8 +216,8 @@ def _wait_all(futures: list, stage: str, progress: Progress | None) -> None:
             progress(stage, i, len(futures))
 
 
-def _devices(tb: TbRestClient, mqtt: AttributePublisher, specs: list, profiles: dict[str, str],
-             previous: dict, report: ProvisionReport, progress: Progress | None) -> dict[str, dict]:
+def _devices(tb: TbRestClient, mqtt: AttributePublisher, specs: list[DeviceSpec],
+             profiles: dict[str, str], previous: dict[str, DeviceRecord], report: ProvisionReport, progress: Progress | None) -> dict[str, dict]:
     """name → {"id", "token", "attrs", "new"}. Lists the tenant's devices once instead of one lookup
     each; a new device gets its token chosen here and its client attributes published right
     after it is created (same worker), so creation and attribute sessions overlap."""
@@ -251,12 +239,12 @@ def _devices(tb: TbRestClient, mqtt: AttributePublisher, specs: list, profiles: 
         plan = {}
         for s in specs:
             dev_id = _eid(existing[s.name]) if s.name in existing else "(new)"
-            prev = previous.get(s.name, {})
+            prev = previous.get(s.name)
             plan[s.name] = {"id": dev_id, "token": "", "new": s.name not in existing,
-                            "attrs": prev.get("attrs") if prev.get("id") == dev_id else None}
+                            "attrs": prev.attrs if prev is not None and prev.id == dev_id else None}
         return plan
 
-    def create(spec: Any) -> tuple[str, dict]:
+    def create(spec: DeviceSpec) -> tuple[str, dict]:
         token = _token()
         body = {"name": spec.name, "type": spec.type,
                 "deviceProfileId": _ref("DEVICE_PROFILE", profiles[spec.type])}
@@ -281,7 +269,7 @@ def _devices(tb: TbRestClient, mqtt: AttributePublisher, specs: list, profiles: 
     out: dict[str, dict] = dict(_pmap(create, missing, REST_WORKERS, "devices", progress))
     _wait_all(pending, "attributes", progress)
 
-    def retyped(spec: Any) -> None:
+    def retyped(spec: DeviceSpec) -> None:
         dev = dict(existing[spec.name])
         dev["type"] = spec.type
         dev["deviceProfileId"] = _ref("DEVICE_PROFILE", profiles[spec.type])
@@ -292,10 +280,10 @@ def _devices(tb: TbRestClient, mqtt: AttributePublisher, specs: list, profiles: 
     for s in specs:
         if s.name in existing:
             dev_id = _eid(existing[s.name])
-            prev = previous.get(s.name, {})
-            same = prev.get("id") == dev_id
-            out[s.name] = {"id": dev_id, "token": prev.get("token") if same else None,
-                           "attrs": prev.get("attrs") if same else None, "new": False}
+            prev = previous.get(s.name)
+            same = prev is not None and prev.id == dev_id
+            out[s.name] = {"id": dev_id, "token": prev.token if same else None,
+                           "attrs": prev.attrs if same else None, "new": False}
             if not out[s.name]["token"]:
                 need_token.append(s.name)
 
@@ -307,7 +295,7 @@ def _devices(tb: TbRestClient, mqtt: AttributePublisher, specs: list, profiles: 
     return out
 
 
-def _attributes(tb: TbRestClient, mqtt: AttributePublisher, specs: list, devices: dict[str, dict],
+def _attributes(tb: TbRestClient, mqtt: AttributePublisher, specs: list[DeviceSpec], devices: dict[str, dict],
                 existing_names: set[str], report: ProvisionReport,
                 progress: Progress | None) -> None:
     """Client attributes of devices that already existed: unchanged when the last record's
@@ -315,7 +303,7 @@ def _attributes(tb: TbRestClient, mqtt: AttributePublisher, specs: list, devices
     old = [s for s in specs if s.name in existing_names]
     unknown = [s for s in old if devices[s.name]["attrs"] != _fingerprint(s.attributes)]
 
-    def stale(spec: Any) -> bool:
+    def stale(spec: DeviceSpec) -> bool:
         have = tb.get_attributes("DEVICE", devices[spec.name]["id"], "CLIENT_SCOPE",
                                  list(spec.attributes))
         return any(have.get(k) != v for k, v in spec.attributes.items())
@@ -355,26 +343,26 @@ def _assets(tb: TbRestClient, zones: list[str], asset_type: str,
     return out
 
 
-def _gateway(tb: TbRestClient, agg: Any, report: ProvisionReport) -> dict | None:
+def _gateway(tb: TbRestClient, agg: AggregationSection, report: ProvisionReport) -> GatewayRecord:
     name = agg.gateway_device
     dev = tb.get_device_by_name(name)
     if dev is None:
         report.created["gateway"] += 1
         report.plan.append(f"create gateway device {name!r}")
         if report.dry_run:
-            return {"name": name, "id": "(new)", "token": ""}
+            return GatewayRecord(name, "(new)", "")
         dev = tb.save_device({"name": name, "type": "gateway",
                               "additionalInfo": {"gateway": True}}, access_token=_token())
     elif not (dev.get("additionalInfo") or {}).get("gateway"):
         report.updated["gateway"] += 1
         report.plan.append(f"flag device {name!r} as a gateway")
         if report.dry_run:
-            return {"name": name, "id": _eid(dev), "token": ""}
+            return GatewayRecord(name, _eid(dev), "")
         dev["additionalInfo"] = {**(dev.get("additionalInfo") or {}), "gateway": True}
         dev = tb.save_device(dev)
     else:
         report.existing["gateway"] += 1
         if report.dry_run:
-            return {"name": name, "id": _eid(dev), "token": ""}
+            return GatewayRecord(name, _eid(dev), "")
     token = tb.get_device_credentials(_eid(dev))["credentialsId"]
-    return {"name": name, "id": _eid(dev), "token": token}
+    return GatewayRecord(name, _eid(dev), token)

@@ -10,10 +10,15 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from tbspark.errors import StateError, TbNotFoundError, UsageError, VerificationError
-from tbspark.state import StateDir, read_json
+from tbspark.state import GroundTruthRecord, ProvisionRecord, StateDir, WindowTruth
+
+if TYPE_CHECKING:
+    from tbspark.scenario import Scenario
+    from tbspark.settings import Connection
+    from tbspark.thingsboard.rest import TbRestClient
 
 # Averages are computed by Spark in double precision and travel as text; a relative difference
 # above this is a real difference, not rounding.
@@ -46,7 +51,7 @@ class WindowMismatch:
     found: Any = None
 
     def describe(self) -> str:
-        when = _iso(self.window_start_ms)
+        when = clock_utc(self.window_start_ms)
         if self.problem == "missing":
             return f"{self.zone} window {when}: missing (expected {self.expected} messages)"
         if self.problem == "extra":
@@ -54,7 +59,7 @@ class WindowMismatch:
         if self.problem == "duplicated":
             return f"{self.zone} window {when}: duplicated — {self.found} points for one window"
         if self.problem == "misaligned":
-            return f"{self.zone} point at {_iso(self.found)}: not at a window start"
+            return f"{self.zone} point at {clock_utc(self.found)}: not at a window start"
         return f"{self.zone} window {when}: {self.problem} expected {self.expected}, found {self.found}"
 
 
@@ -101,7 +106,8 @@ class VerifyReport:
         return d
 
 
-def _iso(ms: int | None) -> str:
+def clock_utc(ms: int | None) -> str:
+    """A report's time of day in UTC, to the millisecond (``-`` for none)."""
     if ms is None:
         return "-"
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%H:%M:%S.%f")[:-3]
@@ -128,9 +134,13 @@ def _close(a: float, b: float) -> bool:
 
 def _by_window(points: Iterable[tuple[int, float]], window_ms: int,
                zone: str, out: list[WindowMismatch]) -> dict[int, list[float]]:
+    # The ground truth's window arithmetic, deliberately not the job's (groundtruth.window_key);
+    # imported here: tbspark.simulate's package pulls in the simulator, which verify does not need.
+    from tbspark.simulate.groundtruth import window_start
+
     grouped: dict[int, list[float]] = {}
     for ts, value in points:
-        start = (ts // window_ms) * window_ms
+        start = window_start(ts, window_ms)  # the ground truth's arithmetic, not the job's
         if ts != start:
             out.append(WindowMismatch(zone, start, "misaligned", found=ts))
         grouped.setdefault(start, []).append(value)
@@ -138,16 +148,15 @@ def _by_window(points: Iterable[tuple[int, float]], window_ms: int,
 
 
 def judge(*, scenario: str, window_s: float, keys: MetricKeys, points: Points,
-          groundtruth: dict | None, expectations: dict[str, tuple[float, float]],
+          groundtruth: GroundTruthRecord | None, expectations: dict[str, tuple[float, float]],
           exact: bool, timestamps: str = "device", since_ms: int | None = None) -> VerifyReport:
     """Judge the read-back points. ``expectations``: zone -> (mean, tolerance).
     ``groundtruth``: the simulator's record (None when there is none)."""
     window_ms = int(round(window_s * 1000))
-    gt_windows: dict[str, dict[int, dict]] = {}
+    gt_windows: dict[str, dict[int, WindowTruth]] = {}
     if groundtruth:
-        for zone, wins in groundtruth.get("windows", {}).items():
-            gt_windows[zone] = {int(ts): w for ts, w in wins.items()
-                                if since_ms is None or int(ts) >= since_ms}
+        for zone, wins in groundtruth.windows.items():
+            gt_windows[zone] = {ts: w for ts, w in wins.items() if since_ms is None or ts >= since_ms}
     do_exact = bool(exact and groundtruth)
     server_ts = timestamps == "server"
     zones = list(dict.fromkeys([*expectations, *gt_windows, *points]))
@@ -167,7 +176,7 @@ def judge(*, scenario: str, window_s: float, keys: MetricKeys, points: Points,
         matching = 0
         zone_moved = 0
         if do_exact:
-            near = {ws: int(w.get("near_edge", 0)) for ws, w in gt.items()}
+            near = {ws: w.near_edge for ws, w in gt.items()}
             for ws in sorted(set(gt) | set(avg_w)):
                 exp = gt.get(ws)
                 got = avg_w.get(ws)
@@ -184,16 +193,16 @@ def judge(*, scenario: str, window_s: float, keys: MetricKeys, points: Points,
                                                      + (f", count {int(n)}" if n is not None else "")))
                     continue
                 if got is None:
-                    if server_ts and exp["count"] <= slack:
+                    if server_ts and exp.count <= slack:
                         continue
-                    mismatches.append(WindowMismatch(zone, ws, "missing", expected=exp["count"]))
+                    mismatches.append(WindowMismatch(zone, ws, "missing", expected=exp.count))
                     continue
                 problems = _compare_window(zone, ws, exp, got[0], found)
                 if problems and server_ts:
                     n = found["count"][ws][0] if found.get("count", {}).get(ws) else None
-                    if n is not None and abs(n - exp["count"]) <= slack:
+                    if n is not None and abs(n - exp.count) <= slack:
                         # count arrivals only: each moved message leaves one window and enters another
-                        zone_moved += max(0, int(n - exp["count"]))
+                        zone_moved += max(0, int(n - exp.count))
                         matching += 1
                         continue
                 if problems:
@@ -208,7 +217,7 @@ def judge(*, scenario: str, window_s: float, keys: MetricKeys, points: Points,
         mean_ok = None if exp_mean is None else (deviation is not None and abs(deviation) <= tol)
         verdicts.append(ZoneVerdict(
             zone=zone, windows_expected=len(gt), windows_found=len(avg_w), windows_matching=matching,
-            messages_expected=sum(int(w["count"]) for w in gt.values()) if groundtruth else None,
+            messages_expected=sum(w.count for w in gt.values()) if groundtruth else None,
             messages_found=n_found, mean=mean, expected_mean=exp_mean, tolerance=tol,
             deviation=deviation, mean_ok=mean_ok, series=series))
 
@@ -226,15 +235,16 @@ def judge(*, scenario: str, window_s: float, keys: MetricKeys, points: Points,
              and any(z.windows_found for z in verdicts))
     return VerifyReport(
         scenario=scenario, holds=holds, window_s=window_s, timestamps=timestamps, exact=do_exact,
-        started_ms=(groundtruth or {}).get("started_ms"), ended_ms=(groundtruth or {}).get("ended_ms"),
+        started_ms=groundtruth.started_ms if groundtruth else None,
+        ended_ms=groundtruth.ended_ms if groundtruth else None,
         zones=verdicts, mismatches=mismatches, notes=notes)
 
 
-def _compare_window(zone: str, ws: int, exp: dict, got_avg: float,
+def _compare_window(zone: str, ws: int, exp: WindowTruth, got_avg: float,
                     found: dict[str, dict[int, list[float]]]) -> list[WindowMismatch]:
     problems: list[WindowMismatch] = []
-    count = int(exp["count"])
-    exp_avg = float(exp["sum"]) / count if count else float("nan")
+    count = exp.count
+    exp_avg = float(exp.sum) / count if count else float("nan")
     if "count" in found:
         got = found["count"].get(ws)
         if got is None or int(got[0]) != count:
@@ -242,10 +252,11 @@ def _compare_window(zone: str, ws: int, exp: dict, got_avg: float,
     if not _close(got_avg, exp_avg):
         problems.append(WindowMismatch(zone, ws, "avg", exp_avg, got_avg))
     for m in ("min", "max"):
-        if m in found and m in exp:
+        want = getattr(exp, m)
+        if m in found and want is not None:
             got = found[m].get(ws)
-            if got is None or not _close(got[0], float(exp[m])):
-                problems.append(WindowMismatch(zone, ws, m, exp[m], None if got is None else got[0]))
+            if got is None or not _close(got[0], float(want)):
+                problems.append(WindowMismatch(zone, ws, m, want, None if got is None else got[0]))
     return problems
 
 
@@ -290,31 +301,68 @@ def read_points(fetch: Callable[[str, list[str], int, int], dict], zones: dict[s
     return out
 
 
-def metric_keys(scenario: Any) -> MetricKeys:
+def metric_keys(scenario: Scenario) -> MetricKeys:
     m = scenario.aggregation.metrics
     return MetricKeys(avg=m.avg or scenario.aggregation.value_key, count=m.count, min=m.min, max=m.max)
 
 
-def load_records(scenario: Any, state: StateDir) -> tuple[dict, dict | None]:
+def load_records(scenario: Scenario, state: StateDir) -> tuple[ProvisionRecord, GroundTruthRecord | None]:
     """The provision record (required) and the ground truth (optional) for this scenario."""
-    prov = read_json(state.provision_file, "provision record",
-                     f"run `tbspark provision {scenario.source}` first (or pass --state-dir)")
-    if prov.get("scenario") not in (None, scenario.name):
-        raise StateError(f"the provision record in {state.root} is for scenario {prov.get('scenario')!r}, "
-                         f"not {scenario.name!r}", "pass the --state-dir of this scenario's run")
     from tbspark.simulate.groundtruth import load as load_groundtruth
 
+    prov = ProvisionRecord.for_scenario(state, scenario)
     # groundtruth.json, or the shards of `simulate --shard I/N` merged (a missing shard is an error)
     gt = load_groundtruth(state.root, f"tbspark simulate {scenario.source}")
-    if gt is not None:
-        if gt.get("scenario") not in (None, scenario.name):
-            raise StateError(f"the ground truth in {state.root} is for scenario {gt.get('scenario')!r}, "
-                             f"not {scenario.name!r}", "pass the --state-dir of this scenario's run")
+    if gt is not None and gt.scenario != scenario.name:
+        raise StateError(f"the ground truth in {state.root} is for scenario {gt.scenario!r}, "
+                         f"not {scenario.name!r}", "pass the --state-dir of this scenario's run")
     return prov, gt
 
 
-def verify(scenario: Any, conn: Any, state: StateDir, since_ms: int | None = None,
-           client: Any = None) -> VerifyReport:
+def zone_entity_type(scenario: Scenario) -> str:
+    """Where the job writes a zone's aggregates: an asset (REST sink) or a device (gateway sink)."""
+    return "ASSET" if scenario.aggregation.sink == "rest" else "DEVICE"
+
+
+def run_range(window_s: float, prov: ProvisionRecord, gt: GroundTruthRecord | None,
+              now_ms: int | None = None) -> tuple[int, int]:
+    """The time range (ms) the run's aggregates lie in: from the window before the first message
+    sent to two windows after the last (a window is written once the watermark passes it); without
+    a ground truth, from the provisioning to a window from now."""
+    from tbspark.simulate.groundtruth import window_start
+
+    window_ms = int(round(window_s * 1000))
+    if gt is not None:
+        return window_start(gt.started_ms, window_ms) - window_ms, gt.ended_ms + 2 * window_ms
+    if now_ms is None:
+        now_ms = int(datetime.now(tz=timezone.utc).timestamp() * 1000)
+    return prov.created_at_ms, now_ms + window_ms
+
+
+def zone_ids(scenario: Scenario, client: TbRestClient, prov: ProvisionRecord,
+             zones: Iterable[str]) -> dict[str, str]:
+    """zone name -> id of the entity holding its aggregates (``zone_entity_type``), for the zones
+    that have one yet: an asset from the provision record when it has it, else looked up by name
+    (the job creates the zone devices of the gateway sink, and assets provision did not)."""
+    entity_type = zone_entity_type(scenario)
+    ids: dict[str, str] = {}
+    for zone in zones:
+        known = prov.assets.get(zone) if entity_type == "ASSET" else None
+        if known:
+            ids[zone] = known
+            continue
+        try:
+            ent = (client.get_asset_by_name(zone) if entity_type == "ASSET"
+                   else client.get_device_by_name(zone))
+        except TbNotFoundError:
+            ent = None
+        if ent:
+            ids[zone] = ent["id"]["id"] if isinstance(ent.get("id"), dict) else ent["id"]
+    return ids
+
+
+def verify(scenario: Scenario, conn: Connection, state: StateDir, since_ms: int | None = None,
+           client: TbRestClient | None = None) -> VerifyReport:
     """Read the zone aggregates of the run over REST and judge them."""
     from tbspark.thingsboard.rest import TbRestClient
 
@@ -328,32 +376,14 @@ def verify(scenario: Any, conn: Any, state: StateDir, since_ms: int | None = Non
             client.close()
 
 
-def _read_and_judge(scenario: Any, conn: Any, client: Any, prov: dict, gt: dict | None,
-                    since_ms: int | None) -> VerifyReport:
+def _read_and_judge(scenario: Scenario, conn: Connection, client: TbRestClient, prov: ProvisionRecord,
+                    gt: GroundTruthRecord | None, since_ms: int | None) -> VerifyReport:
     agg = scenario.aggregation
-    window_ms = int(round(agg.window_s * 1000))
     keys = metric_keys(scenario)
-    entity_type = "ASSET" if agg.sink == "rest" else "DEVICE"
-    zones = list(dict.fromkeys([*scenario.zones(), *(gt or {}).get("windows", {})]))
-    ids: dict[str, str] = {}
-    for zone in zones:
-        rec = (prov.get("assets") or {}).get(zone) if entity_type == "ASSET" else None
-        if rec and rec.get("id"):
-            ids[zone] = rec["id"]
-            continue
-        try:
-            ent = (client.get_asset_by_name(zone) if entity_type == "ASSET"
-                   else client.get_device_by_name(zone))
-        except TbNotFoundError:
-            ent = None
-        if ent:
-            ids[zone] = ent["id"]["id"] if isinstance(ent.get("id"), dict) else ent["id"]
-    if gt:
-        start = (int(gt["started_ms"]) // window_ms) * window_ms - window_ms
-        end = int(gt["ended_ms"]) + 2 * window_ms
-    else:
-        start = int(prov.get("created_at_ms") or 0)
-        end = int(datetime.now(tz=timezone.utc).timestamp() * 1000) + window_ms
+    entity_type = zone_entity_type(scenario)
+    zones = list(dict.fromkeys([*scenario.zones(), *(gt.windows if gt else {})]))
+    ids = zone_ids(scenario, client, prov, zones)
+    start, end = run_range(agg.window_s, prov, gt)
     if since_ms is not None:
         start = max(start, since_ms)
     if not ids:
@@ -368,11 +398,10 @@ def _read_and_judge(scenario: Any, conn: Any, client: Any, prov: dict, gt: dict 
     expectations = {z: (e.mean, e.tolerance) for z, e in scenario.expectations.zones.items()}
     report = judge(scenario=scenario.name, window_s=agg.window_s, keys=keys, points=points,
                    groundtruth=gt, expectations=expectations, exact=scenario.expectations.exact,
-                   timestamps=(gt or {}).get("timestamps") or scenario.simulation.timestamps,
+                   timestamps=gt.timestamps if gt else scenario.simulation.timestamps,
                    since_ms=since_ms)
     for zone in zones:
         if zone not in ids:
             report.notes.append(f"no {entity_type.lower()} named {zone!r} on {conn.tb_url}: "
                                 "the aggregation job has written nothing for this zone")
     return report
-

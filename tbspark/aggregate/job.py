@@ -12,46 +12,31 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from tbspark import settings
 from tbspark.aggregate.parse import (TS_KEY, ParseSpec, batch_partials, classify_groups, dead_letters,
                                      parse, parse_stable)
 from tbspark.aggregate.location import location_uri
 from tbspark.aggregate.sinks import (GatewaySink, RestSink, Sink, StopRequested, produce_letters,
                                      refusal_letters, write_until_done)
 from tbspark.aggregate.store import WindowStore, open_store
+from tbspark.aggregate.tuning import DEFAULT_TUNING, JobTuning
 from tbspark.aggregate.windows import WindowState, ZoneWindow
 from tbspark.errors import AggregationError, TbsparkError
 from tbspark.settings import Connection
-from tbspark.state import StateDir, read_json
+from tbspark.state import ProvisionRecord, StateDir
+
+if TYPE_CHECKING:
+    from tbspark.scenario import Scenario
 
 
-# The driver JVM's flags (local mode: the executors are threads of this JVM). -Xss16m: py4j callbacks
-# of foreachBatch recurse deeply.
-DRIVER_JAVA_OPTIONS = ["-Xss16m"]
-# Further session settings (bench/spark_steady.py measures alternatives by changing these).
-SESSION_CONF: dict[str, str] = {}
-# Extra options of the Kafka source, e.g. the consumer's "kafka.fetch.min.bytes".
-SOURCE_OPTIONS: dict[str, str] = {}
-# Read a batch in one task (no shuffle: one stage) when the previous batch had fewer records than
-# this; 0 = always spread the batch over the cores (a Kafka partition per task, then a shuffle).
-# One core parses ~100,000 records a second, so such a batch stays well inside a 3 s trigger, and it
-# saves five task launches and the shuffle files: 13 % less CPU per record at 5,000 records/s
-# (bench/spark_steady.py, variant "spread" = 0). A larger batch (a backlog) still uses every core.
-SINGLE_TASK_BELOW = 100_000
-# Before a continuous job starts its query: run the batch's query PRIME_ROUNDS times over this many
-# synthetic forwarding-chain records (generated in the JVM), so that the JIT has compiled Spark's JSON
-# parsing, casts, aggregation and planning code before the first real records arrive; a young JVM
-# spends most of its CPU compiling (0 = no priming). See prime().
-PRIME_RECORDS = 200_000
-PRIME_ROUNDS = 3
-# ... only for a scenario whose fleet sends at least this many messages a second (its
-# expected_rate_hz): a smaller one's young JVM keeps up, and priming would only delay its start.
-PRIME_FROM_RATE = 5_000
+# The job's tuning (driver JVM flags, session settings, source options, single-task batches, JIT
+# priming) is ``tuning.JobTuning``, passed in; its defaults cite the measurements behind them.
 # A file to append one JSON line per micro-batch to (diagnosis, e.g. bench/e2e.py's latency split):
 # wall-clock start and end, records, rejects by reason, watermark, and each window written with its
-# count so far.
-BATCH_LOG_ENV = "TBSPARK_AGGREGATE_BATCH_LOG"
+# count so far. Read from the environment by tbspark.settings.
+BATCH_LOG_ENV = settings.BATCH_LOG
 
 
 @dataclass
@@ -118,20 +103,21 @@ def cluster_conf(master: str | None, stack: dict | None) -> dict[str, str]:
 
 def build_session(master: str | None = "local[2]", shuffle_partitions: int | None = None,
                   jars: list[Path] | None = None, app_name: str = "tbspark-aggregate",
-                  log_file: Path | None = None, conf: dict[str, str] | None = None) -> Any:
+                  log_file: Path | None = None, conf: dict[str, str] | None = None,
+                  tuning: JobTuning = DEFAULT_TUNING) -> Any:
     """A SparkSession for the job (or the running one): UI off, WARN logs, shuffle partitions sized
     to the cores (Spark's default 200 cannot keep up with a 10 s window at 50K rows/s). With
     ``log_file``, a JVM started here logs there and not to the terminal (see ``sparklog``).
-    ``conf``: further settings (``cluster_conf`` for a standalone cluster)."""
+    ``conf``: further settings (``cluster_conf`` for a standalone cluster); ``tuning``: the driver's
+    JVM flags and session settings."""
     from pyspark.sql import SparkSession
 
-    from tbspark import settings
     from tbspark.aggregate import sparklog
 
     # Only for a JVM we start (not spark-submit's, not a running session's), and not over a user's
     # own log4j configuration (SPARK_CONF_DIR).
-    if (SparkSession.getActiveSession() is not None or settings.env("SPARK_CONF_DIR")
-            or settings.env("PYSPARK_GATEWAY_PORT")):
+    if (SparkSession.getActiveSession() is not None or settings.spark_conf_dir()
+            or settings.under_spark_submit()):
         log_file = None
 
     builder = (SparkSession.builder.appName(app_name)
@@ -141,7 +127,7 @@ def build_session(master: str | None = "local[2]", shuffle_partitions: int | Non
                .config("spark.sql.adaptive.enabled", "false"))
     if master:
         builder = builder.master(master)
-    if jars is None and not os.environ.get("PYSPARK_GATEWAY_PORT"):  # under spark-submit: --packages
+    if jars is None and not settings.under_spark_submit():  # under spark-submit: --jars/--packages
         from tbspark.stack.jvm import spark_connector_jars
 
         jars = spark_connector_jars()
@@ -149,8 +135,8 @@ def build_session(master: str | None = "local[2]", shuffle_partitions: int | Non
         builder = builder.config("spark.jars", ",".join(str(j) for j in jars))
     # A deeper thread stack on the driver: py4j callbacks of foreachBatch recurse deeply.
     log_opts = sparklog.java_options(log_file) if log_file else []
-    builder = builder.config("spark.driver.extraJavaOptions", " ".join(DRIVER_JAVA_OPTIONS + log_opts))
-    for key, value in {**SESSION_CONF, **(conf or {})}.items():
+    builder = builder.config("spark.driver.extraJavaOptions", " ".join([*tuning.driver_java_options, *log_opts]))
+    for key, value in {**tuning.session_conf, **(conf or {})}.items():
         builder = builder.config(key, value)
     # pyspark installs a SIGINT handler that cancels jobs over py4j from inside the signal handler,
     # which breaks a py4j call the main thread is in; keep the caller's handler (the CLI's clean stop).
@@ -170,7 +156,8 @@ class _Batcher:
     """The foreachBatch function. Holds ``lock`` while it runs, so a stop can wait for it."""
 
     def __init__(self, spec: ParseSpec, store: WindowStore, sink: Sink, bootstrap: str, topic: str,
-                 dlq_topic: str, output_mode: str, status: AggregateStatus):
+                 dlq_topic: str, output_mode: str, status: AggregateStatus, single_task_below: int = 0,
+                 batch_log: str | None = None):
         self.spec, self.store, self.sink, self.status = spec, store, sink, status
         self.bootstrap, self.topic, self.dlq_topic = bootstrap, topic, dlq_topic
         self.output_mode = output_mode
@@ -178,7 +165,8 @@ class _Batcher:
         self.stopping = threading.Event()
         self.error: BaseException | None = None
         self.last_state: WindowState | None = None
-        self.batch_log = os.environ.get(BATCH_LOG_ENV) or None
+        self.single_task_below = single_task_below  # JobTuning.single_task_below
+        self.batch_log = batch_log
         self.last_records: int | None = None  # records of the previous batch (None: none yet)
 
     def __call__(self, df: Any, batch_id: int) -> None:
@@ -201,7 +189,7 @@ class _Batcher:
         # One Spark job per batch: the batch's (zone, window, reason) groups, collected. The plan has
         # no per-batch literal, so its generated code is compiled once, not in every batch.
         prev = self.last_records
-        if SINGLE_TASK_BELOW and prev is not None and prev < SINGLE_TASK_BELOW:
+        if self.single_task_below and prev is not None and prev < self.single_task_below:
             df = df.coalesce(1)  # a single partition needs no exchange before the aggregation
         rows = batch_partials(parse_stable(df, self.spec)).collect()
         groups = classify_groups(rows, self.spec, state.watermark_ms, now_ms)
@@ -277,27 +265,29 @@ class _Batcher:
         return self._write(self.last_state.flush())
 
 
-def make_sink(scenario: Any, conn: Connection, state: StateDir) -> Sink:
+def make_sink(scenario: Scenario, conn: Connection, state: StateDir) -> Sink:
     agg = scenario.aggregation
     keys = {"avg": agg.metrics.avg, "count": agg.metrics.count, "min": agg.metrics.min,
             "max": agg.metrics.max}
     if agg.sink == "gateway":
-        record = read_json(state.provision_file, "provision record",
-                           "run `tbspark provision` first (it creates the gateway device)")
-        return GatewaySink(conn, record.get("gateway") or {}, agg.asset_type, keys)
+        gateway = ProvisionRecord.for_scenario(state, scenario).require_gateway(scenario)
+        return GatewaySink(conn, {"name": gateway.name, "id": gateway.id, "token": gateway.token},
+                           agg.asset_type, keys)
     return RestSink(conn, agg.asset_type, keys)
 
 
-def aggregate(scenario: Any, conn: Connection, state: StateDir, master: str | None = "local[2]",
+def aggregate(scenario: Scenario, conn: Connection, state: StateDir, master: str | None = "local[2]",
               checkpoint: str | Path | None = None, starting_offsets: str = "earliest", once: bool = False,
               progress: Callable[[AggregateStatus], None] | None = None,
               stop_event: threading.Event | None = None, *, sink: Sink | None = None,
-              spark: Any = None, nice: int = 0, spark_conf: dict[str, str] | None = None) -> AggregateReport:
+              spark: Any = None, nice: int = 0, spark_conf: dict[str, str] | None = None,
+              tuning: JobTuning = DEFAULT_TUNING) -> AggregateReport:
     """Run the aggregation job until ``stop_event`` is set (or, with ``once``, until the topic's
     backlog is processed). ``progress`` is called about twice a second with the running status.
     ``nice`` > 0 lowers the CPU priority of this process and of the Spark JVM it starts (children
     inherit it): on a machine shared with the platform, ingest gets the CPU first and the job's
-    micro-batches catch up between triggers."""
+    micro-batches catch up between triggers. ``tuning``: how the session, query and batches are built
+    (``JobTuning``; the session's part only applies to a session built here)."""
     if starting_offsets not in ("earliest", "latest"):
         raise AggregationError(f"unknown starting offsets {starting_offsets!r}",
                                "use --starting-offsets earliest or latest")
@@ -322,17 +312,19 @@ def aggregate(scenario: Any, conn: Connection, state: StateDir, master: str | No
     if nice:
         os.nice(nice)  # before the JVM starts, so that it inherits the priority
     spark = spark or build_session(master, agg.shuffle_partitions, log_file=state.logs_dir / "spark.log",
-                                   conf=spark_conf)
+                                   conf=spark_conf, tuning=tuning)
     store = open_store(spark, checkpoint_uri, window_ms, int(round(agg.watermark_s * 1000)))
     store.before(1 << 62)  # fail now, not in the first batch, on a checkpoint of other settings
     batcher = _Batcher(spec, store, sink, conn.kafka_bootstrap, scenario.kafka.topic,
-                       scenario.kafka.dlq_topic, agg.output_mode, status)
+                       scenario.kafka.dlq_topic, agg.output_mode, status, tuning.single_task_below,
+                       settings.aggregate_batch_log())
     started = time.monotonic()
     try:
         # (a --once run is one backlog: it warms the JVM up itself)
-        if not once and scenario.expected_rate_hz() >= PRIME_FROM_RATE:
-            prime(spark, spec, stop_event=stop_event)
-        query = _start(spark, scenario, conn, checkpoint_uri, starting_offsets, once, batcher)
+        if not once and scenario.expected_rate_hz() >= tuning.prime_from_rate:
+            prime(spark, spec, tuning.prime_records, tuning.prime_rounds, stop_event=stop_event)
+        query = _start(spark, scenario, conn, checkpoint_uri, starting_offsets, once, batcher,
+                       tuning.source_options)
         stopped = _watch(query, batcher, status, progress, stop_event, once)
         if once and stopped == "caught up":
             status.windows_written += batcher.flush_open()
@@ -359,8 +351,8 @@ def prime(spark: Any, spec: ParseSpec, records: int | None = None, rounds: int |
     this JVM was primed already."""
     from pyspark.sql import functions as F
 
-    records = PRIME_RECORDS if records is None else records
-    rounds = PRIME_ROUNDS if rounds is None else rounds
+    records = DEFAULT_TUNING.prime_records if records is None else records
+    rounds = DEFAULT_TUNING.prime_rounds if rounds is None else rounds
     app = spark.sparkContext.applicationId
     if records <= 0 or rounds <= 0 or app in _PRIMED:
         return 0
@@ -390,8 +382,8 @@ def prime(spark: Any, spec: ParseSpec, records: int | None = None, rounds: int |
     return done
 
 
-def _start(spark: Any, scenario: Any, conn: Connection, checkpoint: str, starting_offsets: str,
-           once: bool, batcher: _Batcher) -> Any:
+def _start(spark: Any, scenario: Scenario, conn: Connection, checkpoint: str, starting_offsets: str,
+           once: bool, batcher: _Batcher, source_options: Mapping[str, str] | None = None) -> Any:
     agg = scenario.aggregation
     reader = (spark.readStream.format("kafka")
               .option("kafka.bootstrap.servers", conn.kafka_bootstrap)
@@ -404,7 +396,7 @@ def _start(spark: Any, scenario: Any, conn: Connection, checkpoint: str, startin
               .option("minPartitions", str(spark.sparkContext.defaultParallelism)))
     if agg.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(agg.max_offsets_per_trigger))
-    for key, value in SOURCE_OPTIONS.items():
+    for key, value in (source_options or {}).items():
         reader = reader.option(key, value)
     writer = (reader.load().writeStream.foreachBatch(batcher)
               .option("checkpointLocation", checkpoint)

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sc = load_scenario(args.scenario)
         state = StateDir(settings.state_dir(args.state_dir))
-        conn = settings.connection_for(sc, state, flags=connection_flags(args))
+        conn = settings.scenario_connection(sc, state, flags=connection_flags(args))
         spark = build_session(master=None, shuffle_partitions=sc.aggregation.shuffle_partitions,
                               log_file=state.logs_dir / "spark.log")
         warning = driver_java_options_warning(spark)

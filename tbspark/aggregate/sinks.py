@@ -21,10 +21,9 @@ from tbspark.errors import (
     TbNotFoundError,
     TbUnavailableError,
 )
+from tbspark.mqtt.topics import GATEWAY_CONNECT_TOPIC, GATEWAY_TELEMETRY_TOPIC
 from tbspark.settings import Connection
 
-GATEWAY_CONNECT = "v1/gateway/connect"
-GATEWAY_TELEMETRY = "v1/gateway/telemetry"
 MAX_BACKOFF_S = 5.0
 
 
@@ -242,9 +241,9 @@ class GatewaySink:
             session = self._connected()
             for zone in per_zone:
                 if zone not in self.announced:
-                    session.publish(GATEWAY_CONNECT, {"device": zone, "type": self.device_type}, qos=1)
+                    session.publish(GATEWAY_CONNECT_TOPIC, {"device": zone, "type": self.device_type}, qos=1)
                     self.announced.add(zone)
-            session.publish(GATEWAY_TELEMETRY, per_zone, qos=1)
+            session.publish(GATEWAY_TELEMETRY_TOPIC, per_zone, qos=1)
         except MqttError:
             self.close()
             raise

@@ -1,7 +1,8 @@
-"""The `tbspark` command line. No logic lives here: each verb parses its options, calls one
-library function, renders the result with rich, and maps errors to exit codes
-(``tbspark.cli._common.handle_errors``). One module per verb group registers its commands;
-options several verbs share are declared once in ``tbspark.cli._options``.
+"""The `tbspark` command line: the root command (``--debug`` anywhere, ``--version``, usage errors as
+one line). No verb's logic lives here: each verb parses its options, calls one library function,
+renders the result with rich, and maps errors to exit codes (``tbspark.cli._common.handle_errors``).
+One module per verb group registers its commands; options several verbs share are declared once in
+``tbspark.cli._options``.
 
 The conventions of ThingsBoard's official CLI tools: shell completion, ``--version``, ``-h``,
 ``--debug`` anywhere on the command line (or ``TB_DEBUG=1``) for tracebacks, one error line otherwise.

@@ -7,7 +7,7 @@ import functools
 import socket
 import sys
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from urllib.parse import urlparse
 
 import typer
@@ -20,6 +20,9 @@ from tbspark.errors import (
     TbsparkError,
     TbUnavailableError,
 )
+
+if TYPE_CHECKING:
+    from tbspark.settings import Connection
 
 console = Console()
 err_console = Console(stderr=True)
@@ -106,7 +109,7 @@ def _answers(host: str, port: int) -> bool:
         return False
 
 
-def check_reachable(conn: Any, state_root: Path, *, rest: bool = True, mqtt: bool = False,
+def check_reachable(conn: Connection, state_root: Path, *, rest: bool = True, mqtt: bool = False,
                     local_only: bool = False) -> None:
     """Fail in about a second, with what to do, when nothing listens where ``conn`` points —
     instead of retrying for seconds and blaming TB_URL when the real cause is a stack that is

@@ -74,7 +74,3 @@ def parse_duration(text: str, flag: str = "--duration") -> float:
                          f"a positive number with ms, s, m or h, e.g. {flag} 30s, 500ms, 2m")
     return value
 
-
-def format_duration(seconds: float) -> str:
-    """``parse_duration``'s inverse for defaults shown in help: 9000 → '9000s'."""
-    return f"{seconds:g}s"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 import typer
 from rich.live import Live
@@ -25,8 +25,11 @@ from tbspark.cli._options import (
     conn_flags,
 )
 
+if TYPE_CHECKING:
+    from tbspark.aggregate.job import AggregateStatus  # pulls pyspark: only when the command runs
 
-def _status_text(st: Any) -> Text:
+
+def _status_text(st: AggregateStatus) -> Text:
     lag = "?" if st.lag is None else f"{st.lag:,}"
     line = (f"batches {st.batches:,} · records {st.records:,} ({st.records_per_s:,.0f}/s last batch) · "
             f"windows written {st.windows_written:,} · zones {len(st.zones):,} · "
@@ -65,12 +68,12 @@ def aggregate_cmd(
     from tbspark import settings
     from tbspark.aggregate.job import aggregate, cluster_conf
     from tbspark.scenario import load_scenario
-    from tbspark.settings import connection_for
+    from tbspark.settings import scenario_connection
     from tbspark.state import StateDir
 
     sc = load_scenario(scenario)
     state = StateDir(settings.state_dir(state_dir))
-    conn = connection_for(sc, state, conn_flags(tb_url, mqtt_host, mqtt_port, kafka_bootstrap))
+    conn = scenario_connection(sc, state, conn_flags(tb_url, mqtt_host, mqtt_port, kafka_bootstrap))
     check_reachable(conn, state.root, mqtt=sc.aggregation.sink == "gateway", local_only=True)
     spark_conf = cluster_conf(master, settings.read_stack_record(state))  # the stack's cluster secret
     stop = threading.Event()

@@ -38,38 +38,18 @@ def serve(
     JSON object (url, mqtt_port, state_dir, pid) is printed once it is ready."""
     from tbspark.platform.app import serve as run
 
-    user = tenant_username or settings.env("TBSPARK_TENANT_USERNAME") or settings.DEFAULT_USERNAME
-    password = tenant_password or settings.env("TBSPARK_TENANT_PASSWORD") or settings.DEFAULT_PASSWORD
+    env_user, env_password = settings.tenant_login()
+    user = tenant_username or env_user
+    password = tenant_password or env_password
     root = settings.state_dir(state_dir)
     lifetimes = {}
-    for key, flag, name, env_name in (("access_ttl_s", token_ttl, "--token-ttl", "JWT_TOKEN_EXPIRATION_TIME"),
-                                      ("refresh_ttl_s", refresh_ttl, "--refresh-ttl",
-                                       "JWT_REFRESH_TOKEN_EXPIRATION_TIME")):
+    for key, flag, name, from_env in (("access_ttl_s", token_ttl, "--token-ttl", settings.access_token_ttl_s),
+                                      ("refresh_ttl_s", refresh_ttl, "--refresh-ttl", settings.refresh_token_ttl_s)):
         if flag is not None:
             lifetimes[key] = max(1, round(parse_duration(flag, name)))
-            continue
-        value = settings.env(env_name)
-        if value is not None:
-            try:
-                lifetimes[key] = int(value)
-            except ValueError:
-                raise UsageError(f"{env_name}={value!r} is not a number of seconds",
-                                 f"set {env_name} to an integer, e.g. 9000") from None
-
-    device_state = {}
-    for key, env_name, unit in (("inactivity_timeout_s", "DEFAULT_INACTIVITY_TIMEOUT", "seconds"),
-                                ("check_interval_s", "DEFAULT_STATE_CHECK_INTERVAL", "seconds"),
-                                ("report_ms", "TB_TRANSPORT_SESSIONS_REPORT_TIMEOUT", "milliseconds")):
-        value = settings.env(env_name)
-        if value is not None:
-            try:
-                number = float(value)
-            except ValueError:
-                number = -1.0
-            if not number > 0:
-                raise UsageError(f"{env_name}={value!r} is not a positive number of {unit}",
-                                 f"set {env_name} to a number above 0, or unset it")
-            device_state[key] = int(number) if key == "report_ms" else number
+        elif (seconds := from_env()) is not None:
+            lifetimes[key] = seconds
+    device_state = settings.device_state()
     policy = _login_policy()
 
     def ready(info: dict) -> None:
@@ -93,21 +73,7 @@ def _login_policy():
     None when none is set: then the platform's saved security settings apply."""
     from tbspark.platform.login_throttle import LoginPolicy
 
-    values: dict = {}
-    for key, env_name, kind, what in (
-            ("max_failed_attempts", "TBSPARK_MAX_FAILED_LOGIN_ATTEMPTS", int, "a whole number, 0 (no lockout) or more"),
-            ("lockout_s", "TBSPARK_LOGIN_LOCKOUT_S", float, "a number of seconds above 0"),
-            ("max_lockout_s", "TBSPARK_LOGIN_MAX_LOCKOUT_S", float, "a number of seconds above 0")):
-        raw = settings.env(env_name)
-        if raw is None:
-            continue
-        try:
-            value = kind(raw)
-        except ValueError:
-            value = -1
-        if value < 0 or (kind is float and not 0 < value < float("inf")):
-            raise UsageError(f"{env_name}={raw!r} is not {what}", f"set {env_name} to {what}, or unset it")
-        values[key] = value
+    values = settings.login_lockout()
     if not values:
         return None  # the platform's saved security settings, else the defaults
     if "lockout_s" in values and "max_lockout_s" not in values:

@@ -27,7 +27,7 @@ from tbspark.cli._options import (
 from tbspark.errors import UsageError
 from tbspark.provision import KINDS, provision
 from tbspark.scenario import load_scenario
-from tbspark.settings import connection_for
+from tbspark.settings import scenario_connection
 from tbspark.state import StateDir
 from tbspark.thingsboard.rulechain import build_rule_chain
 
@@ -55,7 +55,7 @@ def provision_cmd(
     attributes), zone assets and gateway; idempotent. Writes provision.json."""
     sc = load_scenario(scenario)
     state = StateDir(settings.state_dir(state_dir))
-    conn = connection_for(sc, state, conn_flags(tb_url, mqtt_host, mqtt_port, kafka_bootstrap,
+    conn = scenario_connection(sc, state, conn_flags(tb_url, mqtt_host, mqtt_port, kafka_bootstrap,
                                                 platform_kafka_bootstrap))
     check_reachable(conn, state.root)
     with Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
@@ -111,7 +111,7 @@ def export(
     """Write the forwarding chain as ThingsBoard's import JSON ({"ruleChain", "metadata"}).
     With -o - the chain itself is the one JSON document on stdout."""
     sc = load_scenario(scenario)
-    conn = connection_for(sc, StateDir(settings.state_dir(state_dir)),
+    conn = scenario_connection(sc, StateDir(settings.state_dir(state_dir)),
                           conn_flags(kafka_bootstrap=kafka_bootstrap,
                                      platform_kafka_bootstrap=platform_kafka_bootstrap))
     bootstrap = conn.kafka_bootstrap_for_platform

@@ -26,15 +26,15 @@ from tbspark.cli._options import (
     parse_duration,
 )
 from tbspark.errors import KafkaError, UsageError
-from tbspark.scenario import load_scenario
-from tbspark.settings import connection_for
+from tbspark.scenario import Scenario, load_scenario
+from tbspark.settings import scenario_connection
 from tbspark.simulate import simulate
 from tbspark.simulate.fleet import Stats
-from tbspark.simulate.run import load_record
+from tbspark.simulate.run import SimulationReport, load_record
 from tbspark.state import StateDir
 
 
-def planned_seconds(scenario: Any, duration_s: float | None, messages: int | None) -> float | None:
+def planned_seconds(scenario: Scenario, duration_s: float | None, messages: int | None) -> float | None:
     """How long the run should take: the duration, or N messages at the slowest stream's rate."""
     if duration_s is not None:
         return duration_s
@@ -116,7 +116,7 @@ def simulate_cmd(
     shard_in = parse_shard(shard) if shard is not None else None
     sc = load_scenario(scenario)
     state = StateDir(settings.state_dir(state_dir))
-    conn = connection_for(sc, state, conn_flags(tb_url, mqtt_host, mqtt_port, kafka_bootstrap))
+    conn = scenario_connection(sc, state, conn_flags(tb_url, mqtt_host, mqtt_port, kafka_bootstrap))
     load_record(sc, state)  # a missing record is the first thing to fix: say so before connecting
     check_reachable(conn, state.root, rest=False, mqtt=True)
     expected = sc.expected_rate_hz()
@@ -154,7 +154,7 @@ def simulate_cmd(
     _delivery_verdict(report)
 
 
-def _delivery_verdict(report: Any) -> None:
+def _delivery_verdict(report: SimulationReport) -> None:
     """A run whose acknowledged messages did not reach Kafka fails, in one line (exit code of
     KafkaError), after its summary was printed."""
     if report.delivery_failed:

@@ -26,7 +26,7 @@ from tbspark.errors import EXIT_DOES_NOT_HOLD, EXIT_OK
 def render_report(report, chart: bool = True, verdict: bool = True) -> None:
     """The verdict as a person reads it: one row per zone, the failing windows, a chart, and (unless
     ``verdict`` is False: the demo prints its own) the one verdict line."""
-    from tbspark.verify import _iso
+    from tbspark.verify import clock_utc
 
     table = Table(title=f"{report.scenario}: zone aggregates, {report.window_s:g}-second windows",
                   box=box.SIMPLE_HEAVY, pad_edge=False, collapse_padding=True)
@@ -59,7 +59,7 @@ def render_report(report, chart: bool = True, verdict: bool = True) -> None:
         console.print(zone_chart(report), highlight=False, markup=False)
     if not verdict:
         return
-    when = f"run {_iso(report.started_ms)} – {_iso(report.ended_ms)} UTC" if report.started_ms else ""
+    when = f"run {clock_utc(report.started_ms)} – {clock_utc(report.ended_ms)} UTC" if report.started_ms else ""
     if report.holds:
         console.print(f"[bold green]HOLDS[/bold green] — {report.windows_verified} window(s) verified {when}",
                       soft_wrap=True)
@@ -109,7 +109,7 @@ def verify(
     (2: usage or scenario error, 3: ThingsBoard cannot be reached)."""
     from tbspark import settings
     from tbspark.scenario import load_scenario
-    from tbspark.settings import connection_for
+    from tbspark.settings import scenario_connection
     from tbspark.state import StateDir
     from tbspark.verify import load_records, parse_since
     from tbspark.verify import verify as run_verify
@@ -117,7 +117,7 @@ def verify(
     since_ms = parse_since(since) if since else None
     sc = load_scenario(scenario)
     state = StateDir(settings.state_dir(state_dir))
-    conn = connection_for(sc, state, conn_flags(tb_url, mqtt_host, mqtt_port, kafka_bootstrap))
+    conn = scenario_connection(sc, state, conn_flags(tb_url, mqtt_host, mqtt_port, kafka_bootstrap))
     load_records(sc, state)  # a missing record is the first thing to fix: say so before connecting
     check_reachable(conn, state.root)
     report = run_verify(sc, conn, state, since_ms=since_ms)

@@ -18,12 +18,14 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from tbspark.errors import PortInUseError, StackError, UsageError
+from tbspark.errors import PortInUseError, StackError
 from tbspark.platform import auth as auth_mod
+from tbspark.platform.errors import Forbidden
 from tbspark.platform.limits import Limits
 from tbspark.platform.rest import common, errors
 from tbspark.platform.store import RuleChain, Store
 from tbspark.platform.store.models import new_id, now_ms
+from tbspark import settings
 from tbspark.settings import (
     DEFAULT_PASSWORD, DEFAULT_SYSADMIN_PASSWORD, DEFAULT_SYSADMIN_USERNAME, DEFAULT_USERNAME, platform_limits,
 )
@@ -126,7 +128,8 @@ class Platform:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def build_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._middleware, common.body_deadline(self.limits.http_body_timeout_s)],
+        app = web.Application(middlewares=[errors.error_middleware, self._middleware,
+                                           common.body_deadline(self.limits.http_body_timeout_s)],
                               client_max_size=MAX_BODY_BYTES)
         app[common.PLATFORM_KEY] = self
         common.register(app)
@@ -235,44 +238,25 @@ class Platform:
             known = self._hosts[host] = host_allowed(host)
         return known
 
-    # -- the one middleware: auth for /api and /tbspark, ThingsBoard's error bodies for everything -
+    # -- the guard: Host, Origin and the token (errors.error_middleware, outside it, answers its refusals)
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Callable) -> web.StreamResponse:
         self.requests += 1
-        try:
-            if self._check_host and not self._host_ok(request.headers.get("Host")):
-                # DNS rebinding: a web page whose own name now points at 127.0.0.1 (docs/security.md).
-                return errors.json_error(403, "This platform listens on loopback and answers only to an IP "
-                                              "address or localhost in the Host header", errors.PERMISSION_DENIED)
-            if request.method not in SAFE_METHODS and not origin_allowed(request.headers.get("Origin"),
-                                                                      request.headers.get("Host")):
-                # A write a browser sends for another site's page (CSRF), whatever its content type.
-                return errors.json_error(403, "Cross-site requests are not accepted: the Origin is not this "
-                                              "platform", errors.PERMISSION_DENIED)
-            path = request.path
-            if (path.startswith("/api/") and not path.startswith(_PUBLIC)) or (
-                    path.startswith("/tbspark/") and path not in _TBSPARK_PUBLIC):
-                header = request.headers.get("X-Authorization") or request.headers.get("Authorization")
-                request[common.PRINCIPAL_KEY] = self.auth.verify(header)
-            return await handler(request)
-        except errors.TbHttpError as exc:
-            return exc.response()
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            if exc.status == 404:
-                return errors.json_error(404, "Not Found", errors.ITEM_NOT_FOUND)
-            if exc.status == 405:
-                return errors.json_error(405, f"Request method '{request.method}' is not supported", errors.GENERAL)
-            if exc.status == 413:
-                return errors.json_error(413, "Request body is too large", errors.BAD_REQUEST_PARAMS)
-            return errors.json_error(exc.status, exc.reason, errors.GENERAL)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # never a traceback in a response
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            return errors.json_error(500, "Internal server error", errors.GENERAL)
+        if self._check_host and not self._host_ok(request.headers.get("Host")):
+            # DNS rebinding: a web page whose own name now points at 127.0.0.1 (docs/security.md).
+            raise Forbidden("This platform listens on loopback and answers only to an IP address or localhost "
+                            "in the Host header")
+        if request.method not in SAFE_METHODS and not origin_allowed(request.headers.get("Origin"),
+                                                                  request.headers.get("Host")):
+            # A write a browser sends for another site's page (CSRF), whatever its content type.
+            raise Forbidden("Cross-site requests are not accepted: the Origin is not this platform")
+        path = request.path
+        if (path.startswith("/api/") and not path.startswith(_PUBLIC)) or (
+                path.startswith("/tbspark/") and path not in _TBSPARK_PUBLIC):
+            header = request.headers.get("X-Authorization") or request.headers.get("Authorization")
+            request[common.PRINCIPAL_KEY] = self.auth.verify(header)
+        return await handler(request)
 
 
 def endpoint_file(state_dir: Path) -> Path:
@@ -280,17 +264,7 @@ def endpoint_file(state_dir: Path) -> Path:
 
 
 def stop_grace_s() -> float:
-    raw = os.environ.get("TBSPARK_PLATFORM_STOP_GRACE_S", "").strip()
-    if not raw:
-        return STOP_GRACE_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 3600:
-        raise UsageError(f"TBSPARK_PLATFORM_STOP_GRACE_S={raw!r} is not a number of seconds in (0, 3600]",
-                         f"unset it (default {STOP_GRACE_S:g} s) or set e.g. 10")
-    return value
+    return settings.platform_stop_grace_s(STOP_GRACE_S)
 
 
 def install_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, grace_s: float,
@@ -368,10 +342,7 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop when it is installed (its socket reads, writes and callbacks cost less CPU than the stock
     loop's with thousands of connections: docs/benchmarks.md, platform-mqtt), else asyncio's default.
     ``TBSPARK_EVENT_LOOP=asyncio`` forces the stock loop (A/B runs), ``=uvloop`` requires uvloop."""
-    choice = os.environ.get("TBSPARK_EVENT_LOOP", "auto").strip().lower()
-    if choice not in ("auto", "uvloop", "asyncio"):
-        raise StackError(f"TBSPARK_EVENT_LOOP={choice!r} is not one of auto, uvloop, asyncio",
-                         "unset it or pick one of those")
+    choice = settings.event_loop()
     if choice == "asyncio":
         return None
     try:

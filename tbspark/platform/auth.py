@@ -21,8 +21,8 @@ from pathlib import Path
 
 import jwt
 
+from tbspark.platform import errors
 from tbspark.platform.login_throttle import LoginPolicy, LoginThrottle
-from tbspark.platform.rest import errors
 from tbspark.platform.store import NULL_UUID, Store, User
 from tbspark.platform.store.models import new_id, now_ms
 from tbspark.state import write_json_atomic
@@ -170,15 +170,15 @@ class Auth:
         well-formed request costs one scrypt, known user or not; a locked username costs none and
         answers the same whether it exists or not (the throttle counts unknown names too)."""
         if not isinstance(username, str) or not isinstance(password, str) or not username.strip() or not password:
-            raise errors.auth_failed("Authentication failed")
+            raise errors.AuthFailed("Authentication failed")
         self.throttle.attempt(username)  # raises TB's "locked" 401 while the name is locked
         user = self.store.user_by_email(username)
         matches = check_password(password, user.password_hash if user is not None else self._dummy_hash)
         if user is None or not matches:
-            raise errors.auth_failed("Invalid username or password")
+            raise errors.AuthFailed("Invalid username or password")
         self.throttle.succeeded(username)
         if not user.enabled:
-            raise errors.auth_failed("User account is not active")
+            raise errors.AuthFailed("User account is not active")
         return self._pair(user)
 
     def _decode(self, token: str) -> dict:
@@ -187,30 +187,30 @@ class Auth:
                               options={"require": ["exp", "sub"]})
         except (jwt.ExpiredSignatureError, jwt.InvalidSignatureError):
             # ThingsBoard maps both to JwtExpiredTokenException.
-            raise errors.token_expired() from None
+            raise errors.TokenExpired() from None
         except jwt.PyJWTError:
-            raise errors.auth_failed("Invalid username or password") from None
+            raise errors.AuthFailed("Invalid username or password") from None
 
     def refresh(self, refresh_token: object) -> dict[str, str]:
         if not isinstance(refresh_token, str) or not refresh_token.strip():
-            raise errors.auth_failed("Authentication failed")
+            raise errors.AuthFailed("Authentication failed")
         claims = self._decode(refresh_token)
         if claims.get("scopes") != ["REFRESH_TOKEN"]:  # ThingsBoard: a 500, errorCode 2 (checked live)
-            raise errors.TbHttpError(500, "Invalid Refresh Token scope", errors.GENERAL)
+            raise errors.PlatformError("Invalid Refresh Token scope")
         chain = _chain(claims)
         if chain in self.revoked:
-            raise errors.token_expired()  # TB: a token of an invalidated session is "outdated"
+            raise errors.TokenExpired()  # TB: a token of an invalidated session is "outdated"
         user = self.store.users.get(claims.get("userId", ""))
         if user is None:
-            raise errors.auth_failed("User not found")
+            raise errors.AuthFailed("User not found")
         if not user.enabled:
-            raise errors.auth_failed("User account is not active")
+            raise errors.AuthFailed("User account is not active")
         return self._pair(user, chain or None)
 
     def verify(self, header_value: str | None) -> Principal:
         """Principal of an ``X-Authorization``/``Authorization`` header value ``Bearer <jwt>``."""
         if not header_value or not header_value.startswith("Bearer "):
-            raise errors.auth_failed("Authentication failed")
+            raise errors.AuthFailed("Authentication failed")
         token = header_value[7:]
         hit = self._verified.get(token)
         if hit is not None and hit[1] > time.time():
@@ -218,15 +218,15 @@ class Auth:
         claims = self._decode(token)
         scopes = claims.get("scopes") or []
         if scopes == ["REFRESH_TOKEN"] or not scopes:
-            raise errors.auth_failed("Invalid username or password")
+            raise errors.AuthFailed("Invalid username or password")
         chain = _chain(claims)
         if chain in self.revoked:
-            raise errors.token_expired()
+            raise errors.TokenExpired()
         user = self.store.users.get(claims.get("userId", ""))
         if user is None or user.email != claims.get("sub"):
-            raise errors.auth_failed("Invalid username or password")
+            raise errors.AuthFailed("Invalid username or password")
         if not user.enabled:
-            raise errors.auth_failed("User account is not active")
+            raise errors.AuthFailed("User account is not active")
         principal = Principal(user, scopes[0], user.tenant_id, user.customer_id, chain)
         if len(self._verified) > 10000:
             self._verified.clear()

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
-from tbspark.platform.rest import errors
+from tbspark.platform import errors
 
 LOCKED_MESSAGE = "User account is locked due to security policy"  # ThingsboardErrorResponseHandler
 
@@ -83,7 +83,7 @@ class LoginThrottle:
             else:
                 self._entries.move_to_end(key)
                 if now < entry.locked_until:
-                    raise errors.auth_failed(LOCKED_MESSAGE)
+                    raise errors.AuthFailed(LOCKED_MESSAGE)
                 if now - entry.last_failure > self.policy.max_lockout_s:
                     entry.failures = 0  # an old streak of typos does not count against today
             entry.failures += 1

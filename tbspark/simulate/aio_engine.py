@@ -9,10 +9,13 @@ take everything keeps the rest in a per-connection buffer flushed when it turns 
 messages queue behind it, in order). Ground truth is counted inline and per zone in batches
 (see Fleet.set_window).
 
-Where the C extension is built and the fleet allows it (QoS 0, integer and constant generators;
-see native.py), the whole per-message loop runs in C instead (``_send_due_native``): one call per
-wake-up; the bytes a socket does not take come back here, into the same per-connection buffer.
-``TBSPARK_SIM_ENGINE=python`` forces the Python path."""
+Where the C extension is built and the fleet allows it (QoS 0; per message constant keys and at
+most one random key: ``uniform_int``, or ``normal`` / ``uniform_float`` with ``decimals``; the exact
+rules are ``native.stream_plan``), the whole per-message loop runs in C instead
+(``_send_due_native``): one call per wake-up; the bytes a socket does not take come back here, into
+the same per-connection buffer.
+``TBSPARK_SIM_HOT_PATH=python`` forces the Python path. ("Engine" names the simulator's MQTT client,
+``--engine asyncio`` or ``paho``; C or Python is this engine's hot path.)"""
 
 from __future__ import annotations
 
@@ -24,9 +27,10 @@ import time
 from typing import Any
 
 from tbspark.errors import MqttError
-from tbspark.mqtt import codec
+from tbspark.mqtt import client, codec
 from tbspark.simulate import native
-from tbspark.simulate.fleet import MAX_BATCH, TELEMETRY_TOPIC, DevicePlan, Fleet
+from tbspark.mqtt.topics import TELEMETRY_TOPIC
+from tbspark.simulate.fleet import MAX_BATCH, DevicePlan, Fleet
 
 RECONNECT_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 MIN_SLEEP_S = 0.005
@@ -49,7 +53,7 @@ class _Conn:
         self.fd = sock.fileno()
         self.connected = False
         self.was_connected = False
-        self.decoder = codec.StreamDecoder()
+        self.decoder = codec.StreamDecoder(client.MAX_PACKET_SIZE)
         self.inflight: dict[int, float | None] = {}
         self.next_id = 0
         self.pending = bytearray()  # bytes the socket did not take yet, in order
@@ -57,9 +61,11 @@ class _Conn:
         self.dead = False
 
     def start(self) -> None:
+        # The handshake stays event-driven (one reader from CONNECT to close: no extra epoll
+        # registrations per connection while a fleet ramps up); the CONNACK is read by the shared
+        # client.accepted.
         self.loop.add_reader(self.fd, self._readable)
-        self.write(codec.encode_connect(client_id=f"tbspark-{self.dev.index}",
-                                        username=self.dev.token,
+        self.write(codec.encode_connect(f"tbspark-{self.dev.index}", username=self.dev.token,
                                         keep_alive=self.engine.fleet.cfg.keepalive_s))
 
     # ---- writing ---------------------------------------------------------------------------
@@ -115,35 +121,38 @@ class _Conn:
             self.lost(None)
             return
         try:
-            packets = self.decoder.feed(data)
+            if self.connected:
+                packets = self.decoder.feed(data)
+            else:
+                packets = client.accepted(self.decoder, data, self.engine.where)
+                if packets is None:
+                    return  # the CONNACK is not complete yet
+                self.on_connected()
+        except client.ConnectRefusedError as exc:
+            self.engine.refuse(self.dev, exc)
+            self.lost(None)
+            return
         except codec.MqttProtocolError as exc:
             self.engine.error(f"{self.dev.name}: bad packet from the server ({exc.message})")
             self.lost(None)
             return
+        self.handle(packets)
+
+    def handle(self, packets: list) -> None:
         fleet = self.engine.fleet
         for ptype, _flags, body in packets:
             if ptype == codec.PUBACK:
                 value = self.inflight.pop((body[0] << 8) | body[1], _MISSING)
                 if value is not _MISSING:
                     fleet.record_acked(self.dev, value)  # type: ignore[arg-type]
-            elif ptype == codec.CONNACK:
-                self.on_connack(body[1])
             elif ptype == codec.DISCONNECT:
                 self.lost(None)
                 return
             if self.dead:
                 return
 
-    def on_connack(self, rc: int) -> None:
+    def on_connected(self) -> None:
         fleet = self.engine.fleet
-        if rc != 0:
-            # An unknown token is not a network fault: reconnecting would be refused again.
-            fleet.stats.refused += 1
-            self.engine.error(f"{self.dev.name}: the server refused its token (CONNACK {rc})")
-            self.engine.refused.add(self.dev.index)
-            self.engine.drop_device(self.dev)
-            self.lost(None)
-            return
         self.connected = self.was_connected = True
         fleet.stats.connected += 1
         fleet.set_conn(self.dev, self)
@@ -180,7 +189,7 @@ class AioEngine:
 
     def __init__(self, fleet: Fleet):
         self.fleet = fleet
-        # The C hot path when it can drive this fleet (and TBSPARK_SIM_ENGINE allows it).
+        # The C hot path when it can drive this fleet (and TBSPARK_SIM_HOT_PATH allows it).
         self.native = native.choose(fleet)
         self.hot = self.native.hot if self.native is not None else None
         self.conns: dict[int, _Conn] = {}
@@ -188,6 +197,7 @@ class AioEngine:
         self.stopping = False
         self._tasks: set[asyncio.Task] = set()
         self._addr: tuple | None = None
+        self.where = f"{fleet.cfg.host}:{fleet.cfg.port}"
 
     # ---- the schedule, on whichever path drives it ------------------------------------------
 
@@ -278,25 +288,19 @@ class AioEngine:
                 await asyncio.sleep(max(MIN_SLEEP_S, t0 + i / ramp - time.monotonic()))
 
     async def _connect(self, dev: DevicePlan) -> _Conn:
-        loop = asyncio.get_running_loop()
-        cfg = self.fleet.cfg
         if self._addr is None:
-            infos = await loop.getaddrinfo(cfg.host, cfg.port, type=socket.SOCK_STREAM)
-            self._addr = infos[0]
-        family, type_, proto, _, addr = self._addr
-        sock = socket.socket(family, type_, proto)
-        try:
-            sock.setblocking(False)
-            if family in (socket.AF_INET, socket.AF_INET6):
-                # Small telemetry packets go out at once.
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await loop.sock_connect(sock, addr)
-        except BaseException:
-            sock.close()
-            raise
-        conn = _Conn(self, dev, sock, loop)
+            self._addr = await client.resolve(self.fleet.cfg.host, self.fleet.cfg.port)
+        conn = _Conn(self, dev, await client.open_socket(self._addr), asyncio.get_running_loop())
         conn.start()
         return conn
+
+    def refuse(self, dev: DevicePlan, exc: client.ConnectRefusedError) -> None:
+        """An unknown token is not a network fault: reconnecting would be refused again."""
+        self.fleet.stats.refused += 1
+        self.error(f"{dev.name}: the server refused its token "
+                   f"({client.REFUSALS.get(exc.code, 'refused')}, CONNACK {exc.code})")
+        self.refused.add(dev.index)
+        self.drop_device(dev)
 
     async def _keep_connected(self, dev: DevicePlan) -> None:
         cfg = self.fleet.cfg

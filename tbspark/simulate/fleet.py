@@ -6,12 +6,14 @@ from __future__ import annotations
 import heapq
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from tbspark.simulate.generators import MessageStream, device_rng, device_seed, message_streams
-from tbspark.simulate.groundtruth import NEAR_EDGE_MS, GroundTruth
+from tbspark.simulate.groundtruth import GroundTruth, window_key
 
-TELEMETRY_TOPIC = "v1/devices/me/telemetry"
+if TYPE_CHECKING:
+    from tbspark.scenario import DeviceSpec
+
 GOLDEN = 0.6180339887498949  # spreads the first-message phases of many devices evenly over a period
 MAX_BATCH = 5000  # messages handled per engine wake-up, about (whole wheel slots are taken)
 SLOTS_PER_S = 1000  # timing-wheel slots of 1 ms
@@ -243,11 +245,9 @@ class Fleet:
         self.gt.record_sent(f.dev.name, ts, value)
 
     def window_key(self, ts: int) -> tuple[int, bool]:
-        """(window start, near an edge) of a timestamp, as GroundTruth.record_sent files it."""
-        wms = self._window_ms
-        start = ts - ts % wms
-        offset = ts - start
-        return start, offset < NEAR_EDGE_MS or wms - offset <= NEAR_EDGE_MS
+        """(window start, near an edge) of a timestamp, as GroundTruth.record_sent files it: the
+        ground truth's own window arithmetic, not the job's (groundtruth.window_key)."""
+        return window_key(ts, self._window_ms)
 
     def set_window(self, key: tuple[int, bool]) -> None:
         """The (window, near edge) the values buffered from now on belong to; the ones buffered
@@ -273,13 +273,14 @@ class Fleet:
         self.gt.record_acked(dev.name, value)
 
 
-def build_devices(specs: list, record: dict, value_key: str, seed: int | None) -> list[DevicePlan]:
+def build_devices(specs: list[DeviceSpec], tokens: Mapping[str, str], value_key: str,
+                  seed: int | None) -> list[DevicePlan]:
+    """The devices' plans; ``tokens``: device name -> access token (ProvisionRecord.tokens())."""
     out = []
-    known = record.get("devices", {})
     for i, spec in enumerate(specs):
         rng = device_rng(seed, spec.name)
         streams = message_streams(spec.telemetry, rng)
         pos = [st.keys.index(value_key) if value_key in st.keys else -1 for st in streams]
-        out.append(DevicePlan(i, spec.name, known[spec.name]["token"], spec.zone, streams, pos,
+        out.append(DevicePlan(i, spec.name, tokens[spec.name], spec.zone, streams, pos,
                               seed=device_seed(seed, spec.name)))
     return out

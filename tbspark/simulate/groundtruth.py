@@ -6,18 +6,42 @@ the shards for verify)."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Sequence
 
 from tbspark.errors import StateError, UsageError
-from tbspark.state import write_json_atomic
+from tbspark.state import DeviceTruth, GroundTruthRecord, WindowTruth
 
 NEAR_EDGE_MS = 250  # a server-stamped message this close to an edge may land in the neighbour window
 
 
+def window_key(ts_ms: int, window_ms: int) -> tuple[int, bool]:
+    """(start of the tumbling window that holds ``ts_ms``, aligned to the epoch as Spark's; whether
+    ``ts_ms`` is within NEAR_EDGE_MS of one of its edges).
+
+    A deliberate, independent copy of ``aggregate.windows.window_start_ms``: the ground truth and
+    verify judge the aggregation job, so they must not share its arithmetic (a wrong window there
+    would be wrong on both sides and pass). The only copy on this side: the simulator's bookkeeping
+    (GroundTruth, Fleet) and verify (``window_start``) use it; the C hot path (simulate/native.py)
+    has its own in C."""
+    start = ts_ms - ts_ms % window_ms
+    offset = ts_ms - start
+    return start, offset < NEAR_EDGE_MS or window_ms - offset <= NEAR_EDGE_MS
+
+
+def window_start(ts_ms: int, window_ms: int) -> int:
+    """The ground truth's window start of ``ts_ms`` (see ``window_key``)."""
+    return window_key(ts_ms, window_ms)[0]
+
+
 @dataclass
 class WindowStats:
+    """The running count/sum/min/max of one zone's window while the simulator sends, frozen into a
+    ``state.WindowTruth`` when the ground truth is written. Deliberately independent of
+    ``aggregate.windows.WindowAgg``, the job's type: the ground truth judges the job, so it shares
+    none of its code."""
+
     count: int = 0
     sum: float = 0
     min: float | None = None
@@ -67,9 +91,7 @@ class GroundTruth:
         if value is None:
             return
         dev.sum += value
-        start = ts_ms - ts_ms % self._window_ms  # tumbling windows aligned to the epoch, as Spark's
-        offset = ts_ms - start
-        near = offset < NEAR_EDGE_MS or self._window_ms - offset <= NEAR_EDGE_MS
+        start, near = window_key(ts_ms, self._window_ms)
         zone = self.windows[dev.zone]
         stats = zone.get(start)
         if stats is None:
@@ -114,22 +136,23 @@ class GroundTruth:
     def acked(self) -> int:
         return sum(d.acked for d in self.devices.values())
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "scenario": self.scenario, "window_s": self.window_s, "timestamps": self.timestamps,
-            "value_key": self.value_key, "started_ms": self.started_ms, "ended_ms": self.ended_ms,
-            "sent": self.sent, "acked": self.acked, "errors": self.errors,
-            "devices": {name: {"zone": d.zone, "sent": d.sent, "acked": d.acked,
-                               "sum": _num(d.sum), "acked_sum": _num(d.acked_sum)}
-                        for name, d in self.devices.items()},
-            "windows": {zone: {str(start): {"count": w.count, "sum": _num(w.sum), "min": w.min,
-                                            "max": w.max, "near_edge": w.near_edge}
-                               for start, w in sorted(wins.items())}
-                        for zone, wins in self.windows.items()},
-        }
+    def to_record(self) -> GroundTruthRecord:
+        return GroundTruthRecord(
+            scenario=self.scenario, window_s=self.window_s, timestamps=self.timestamps,
+            value_key=self.value_key, started_ms=self.started_ms, ended_ms=self.ended_ms,
+            sent=self.sent, acked=self.acked, errors=self.errors,
+            devices={name: DeviceTruth(d.zone, d.sent, d.acked, _num(d.sum), _num(d.acked_sum))
+                     for name, d in self.devices.items()},
+            windows={zone: {start: WindowTruth(w.count, _num(w.sum), w.min, w.max, w.near_edge)
+                            for start, w in sorted(wins.items())}
+                     for zone, wins in self.windows.items()})
+
+    def to_json(self) -> dict:
+        """The record as written to groundtruth.json."""
+        return self.to_record().to_json()
 
     def write(self, path: Path) -> None:
-        write_json_atomic(path, self.to_json())
+        self.to_record().save(path)
 
 
 def _num(x: float) -> float:
@@ -166,44 +189,35 @@ def shard_file(root: Path, index: int, count: int) -> Path:
     return Path(root) / f"groundtruth.shard-{index}-of-{count}.json"
 
 
-def merge(records: list[dict]) -> dict:
-    """The ground truth of several shards as one record (the format of groundtruth.json): devices
-    side by side, windows added up (count, sum, near-edge; min of mins, max of maxes)."""
-    out = {k: records[0][k] for k in ("scenario", "window_s", "timestamps", "value_key")}
-    out["started_ms"] = min(r["started_ms"] for r in records)
-    out["ended_ms"] = max(r["ended_ms"] for r in records)
-    for key in ("sent", "acked", "errors"):
-        out[key] = sum(r.get(key, 0) for r in records)
-    out["devices"], out["windows"] = {}, {}
+def merge(records: Sequence[GroundTruthRecord]) -> GroundTruthRecord:
+    """The ground truth of several shards as one record: devices side by side, windows added up
+    (count, sum, near-edge; min of mins, max of maxes)."""
+    windows: dict[str, dict[int, WindowTruth]] = {}
+    devices: dict[str, DeviceTruth] = {}
     for r in records:
-        out["devices"].update(r["devices"])
-        for zone, wins in r["windows"].items():
-            mine = out["windows"].setdefault(zone, {})
+        devices.update(r.devices)
+        for zone, wins in r.windows.items():
+            mine = windows.setdefault(zone, {})
             for start, w in wins.items():
                 have = mine.get(start)
-                if have is None:
-                    mine[start] = dict(w)
-                    continue
-                have["count"] += w["count"]
-                have["sum"] = _num(have["sum"] + w["sum"])
-                have["near_edge"] += w["near_edge"]
-                have["min"] = _pick(min, have["min"], w["min"])
-                have["max"] = _pick(max, have["max"], w["max"])
-    out["windows"] = {z: dict(sorted(ws.items(), key=lambda kv: int(kv[0]))) for z, ws in out["windows"].items()}
-    out["shards"] = len(records)
-    return out
+                mine[start] = w if have is None else WindowTruth(
+                    have.count + w.count, _num(have.sum + w.sum), _pick(min, have.min, w.min),
+                    _pick(max, have.max, w.max), have.near_edge + w.near_edge)
+    return replace(records[0], started_ms=min(r.started_ms for r in records),
+                   ended_ms=max(r.ended_ms for r in records), sent=sum(r.sent for r in records),
+                   acked=sum(r.acked for r in records), errors=sum(r.errors for r in records),
+                   devices=devices, windows={z: dict(sorted(ws.items())) for z, ws in windows.items()},
+                   shards=len(records))
 
 
 def _pick(f, a, b):
     return a if b is None else b if a is None else f(a, b)
 
 
-def load(root: Path, what_to_run: str) -> dict | None:
+def load(root: Path, what_to_run: str) -> GroundTruthRecord | None:
     """The ground truth in state dir ``root``: groundtruth.json, or the shards' files merged when
     they are newer (None when there is neither). Shards of one run must all be there: a missing one
     is a StateError that names it. ``what_to_run``: the simulate command, for the hint."""
-    from tbspark.state import read_json
-
     root = Path(root)
     whole = root / "groundtruth.json"
     shards: dict[int, dict[int, Path]] = {}
@@ -215,7 +229,7 @@ def load(root: Path, what_to_run: str) -> dict | None:
     if newest_shard is None or (whole.exists() and whole.stat().st_mtime >= newest_shard):
         if not whole.exists():
             return None
-        return read_json(whole, "ground truth", f"run `{what_to_run}` again")
+        return GroundTruthRecord.load(whole, f"run `{what_to_run}` again")
     count = max(shards, key=lambda n: max(p.stat().st_mtime for p in shards[n].values()))
     found = shards[count]
     missing = [i for i in range(1, count + 1) if i not in found]
@@ -224,5 +238,5 @@ def load(root: Path, what_to_run: str) -> dict | None:
                          f"in {root} (found {', '.join(f'{i}/{count}' for i in sorted(found))})",
                          f"run `{what_to_run} --shard {missing[0]}/{count}`, or copy its "
                          f"groundtruth.shard-{missing[0]}-of-{count}.json here from the machine that ran it")
-    return merge([read_json(found[i], "ground truth", f"run `{what_to_run} --shard {i}/{count}` again")
+    return merge([GroundTruthRecord.load(found[i], f"run `{what_to_run} --shard {i}/{count}` again")
                   for i in range(1, count + 1)])

@@ -18,17 +18,19 @@ decimal ("42.3", "42.0"), so the text on the wire and the ground truth are the s
 ground truth is counted in units of 10^-scale (scale = the largest ``decimals`` of a float value
 key) with exact integer sums, and divided once when it is folded.
 
-``TBSPARK_SIM_ENGINE``: ``python`` forces the Python path, ``c`` requires the C path (an error
-names why it cannot run), unset or ``auto`` takes the C path where it can."""
+``TBSPARK_SIM_HOT_PATH`` (old name ``TBSPARK_SIM_ENGINE``): ``python`` forces the Python path, ``c``
+requires the C path (an error names why it cannot run), unset or ``auto`` takes the C path where it
+can."""
 
 from __future__ import annotations
 
 import math
-import os
-from typing import Any
+from typing import Any, NamedTuple
 
+from tbspark import settings
 from tbspark.errors import UsageError
-from tbspark.simulate.fleet import TELEMETRY_TOPIC, Fleet
+from tbspark.mqtt.topics import TELEMETRY_TOPIC
+from tbspark.simulate.fleet import Fleet
 from tbspark.simulate.generators import MessageStream, json_value, numeric
 from tbspark.simulate.groundtruth import NEAR_EDGE_MS
 
@@ -37,12 +39,37 @@ try:
 except ImportError:  # built without a C compiler: the Python path does everything
     _fastsend = None  # type: ignore[assignment]
 
-ENV = "TBSPARK_SIM_ENGINE"
 _I64 = (-(1 << 63), (1 << 63) - 1)
 _M64 = (1 << 64) - 1
 _FLOAT_KINDS = {"normal": 2, "uniform_float": 3}
 _MAX_DECIMALS = 9
 _FLOAT_LIMIT = 1e15  # |round(x * 10^decimals)| below this (the C side's FLOAT_LIMIT)
+
+
+class FeedPlan(NamedTuple):
+    """What the C side needs to send one message stream (``Hot.add_feed``'s arguments but the device,
+    period, quota and seed; _fastsend.c's header describes each). A tuple, so building the call costs
+    nothing more; it is made once per stream at start, never per message."""
+
+    pre: bytes  # the payload before the random value (all of it when kind is 0)
+    post: bytes  # the payload after it
+    kind: int  # 0 no random key, 1 uniform_int, 2 normal, 3 uniform_float
+    lo: int  # uniform_int's range
+    hi: int
+    quote: bool  # the random value is written as a JSON string
+    num_mode: int  # the value key's number: 0 none, 1 the random value, 2 const_num
+    const_num: int  # the constant value key, in ground-truth units
+    fa: float  # normal: mean, stddev; uniform_float: low, high
+    fb: float
+    decimals: int  # a float's digits after the point
+    clip_lo: float  # normal: the clip range
+    clip_hi: float
+
+    def add_to(self, hot: Any, dev: int, period_s: float, quota: int, seed: int) -> int:
+        """``hot.add_feed`` with this plan: the C boundary's positional order, in one place."""
+        return hot.add_feed(dev, period_s, quota, self.pre, self.post, self.kind, self.lo, self.hi, self.quote,
+                            self.num_mode, self.const_num, seed, self.fa, self.fb, self.decimals,
+                            self.clip_lo, self.clip_hi)
 
 
 def available() -> bool:
@@ -60,9 +87,8 @@ def fleet_scale(fleet: Fleet) -> int:
     return scale
 
 
-def stream_plan(stream: MessageStream, value_pos: int, scale: int = 0) -> tuple | str:
-    """The C feed's arguments for one stream (pre, post, kind, lo, hi, quote, num_mode,
-    const_num, fa, fb, decimals, clip_lo, clip_hi), or why the C path cannot send it."""
+def stream_plan(stream: MessageStream, value_pos: int, scale: int = 0) -> FeedPlan | str:
+    """The C feed for one stream, or why the C path cannot send it."""
     parts: list[str | None] = []
     rnd = -1
     kind_no = 0
@@ -116,12 +142,12 @@ def stream_plan(stream: MessageStream, value_pos: int, scale: int = 0) -> tuple 
                     return "a constant value key outside 64-bit integers (in ground-truth units)"
                 num_mode, const_num = 2, num
     if rnd < 0:
-        return (",".join(parts).encode(), b"", 0, 0, 0, False, num_mode, const_num,  # type: ignore[arg-type]
-                0.0, 0.0, 0, c_lo, c_hi)
+        return FeedPlan(",".join(parts).encode(), b"", 0, 0, 0, False, num_mode,  # type: ignore[arg-type]
+                        const_num, 0.0, 0.0, 0, c_lo, c_hi)
     pre = "".join(p + "," for p in parts[:rnd]) + stream.prefixes[rnd]  # type: ignore[operator]
     post = "".join("," + p for p in parts[rnd + 1:])  # type: ignore[operator]
-    return (pre.encode(), post.encode(), kind_no, lo, hi, quote, num_mode, const_num, fa, fb, decimals,
-            c_lo, c_hi)
+    return FeedPlan(pre.encode(), post.encode(), kind_no, lo, hi, quote, num_mode, const_num, fa, fb, decimals,
+                    c_lo, c_hi)
 
 
 def why_not(fleet: Fleet) -> str | None:
@@ -140,18 +166,16 @@ def why_not(fleet: Fleet) -> str | None:
 
 
 def choose(fleet: Fleet) -> "NativePath | None":
-    """The C path for the fleet when it can and may drive it (see ``TBSPARK_SIM_ENGINE``)."""
-    mode = os.environ.get(ENV, "auto").strip().lower() or "auto"
-    if mode not in ("auto", "c", "python"):
-        raise UsageError(f"{ENV}={mode!r} is not a simulator engine", "use auto, c or python")
+    """The C path for the fleet when it can and may drive it (see ``TBSPARK_SIM_HOT_PATH``)."""
+    mode, var = settings.sim_hot_path()
     if mode == "python":
-        fleet.stats.hot_path = f"python ({ENV}=python)"
+        fleet.stats.hot_path = f"python ({var}=python)"
         return None
     reason = why_not(fleet)
     if reason is not None:
         if mode == "c":
-            raise UsageError(f"{ENV}=c, but the C hot path cannot run this fleet: {reason}",
-                             f"unset {ENV} to fall back to the Python path")
+            raise UsageError(f"{var}=c, but the C hot path cannot run this fleet: {reason}",
+                             f"unset {var} to fall back to the Python path")
         fleet.stats.hot_path = f"python ({reason})"
         return None
     fleet.stats.hot_path = "c"
@@ -184,8 +208,8 @@ class NativePath:
             for s, stream in enumerate(dev.streams):
                 plan = stream_plan(stream, dev.value_pos[s], self.scale)
                 assert not isinstance(plan, str), plan
-                ids.append(self.hot.add_feed(dev.index, stream.period, fleet.quota(stream), *plan[:8],
-                                             feed_seed(dev.seed, s), *plan[8:]))
+                ids.append(plan.add_to(self.hot, dev.index, stream.period, fleet.quota(stream),
+                                       feed_seed(dev.seed, s)))
             self.feeds.append(ids)
         fleet.fold = self.fold
 

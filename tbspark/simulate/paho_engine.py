@@ -12,7 +12,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tbspark.errors import MqttError
-from tbspark.simulate.fleet import TELEMETRY_TOPIC, DevicePlan, Fleet
+from tbspark.mqtt.topics import TELEMETRY_TOPIC
+from tbspark.simulate.fleet import DevicePlan, Fleet
 
 RECONNECT_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 MIN_SLEEP_S = 0.002

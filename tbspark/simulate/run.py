@@ -6,14 +6,17 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from tbspark.delivery import DeliveryCheck, TopicCounter
-from tbspark.errors import MqttError, StateError, UsageError
+from tbspark.errors import MqttError, UsageError
 from tbspark.settings import Connection
 from tbspark.simulate.fleet import Fleet, RunConfig, Stats, build_devices
 from tbspark.simulate.groundtruth import GroundTruth, shard_file, shard_of
-from tbspark.state import StateDir, read_json
+from tbspark.state import ProvisionRecord, StateDir
+
+if TYPE_CHECKING:
+    from tbspark.scenario import Scenario
 
 ENGINES = ("asyncio", "paho")
 
@@ -47,22 +50,14 @@ class SimulationReport:
         return self.sent / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
-def load_record(scenario: Any, state: StateDir) -> dict:
-    record = read_json(state.provision_file, "provision record",
-                       f"run: tbspark provision {scenario.source or scenario.name}")
-    if not record.get("complete") or record.get("scenario") != scenario.name:
-        raise StateError(f"the provision record at {state.provision_file} is for scenario "
-                         f"{record.get('scenario')!r}, not {scenario.name!r}",
-                         f"run: tbspark provision {scenario.source or scenario.name}")
-    missing = [s.name for s in scenario.expand_devices() if s.name not in record.get("devices", {})]
-    if missing:
-        raise StateError(f"{len(missing)} devices of the scenario are not provisioned "
-                         f"(e.g. {missing[0]!r})",
-                         f"run: tbspark provision {scenario.source or scenario.name}")
+def load_record(scenario: Scenario, state: StateDir) -> ProvisionRecord:
+    """The provision record of ``scenario``, holding every one of its devices (else StateError)."""
+    record = ProvisionRecord.for_scenario(state, scenario)
+    record.require_devices(scenario)
     return record
 
 
-def simulate(scenario: Any, conn: Connection, state: StateDir, duration_s: float | None = None,
+def simulate(scenario: Scenario, conn: Connection, state: StateDir, duration_s: float | None = None,
              messages: int | None = None, seed: int | None = None,
              progress: Callable[[Stats], None] | None = None, engine: str | None = None,
              qos: int | None = None, stop: threading.Event | None = None,
@@ -105,7 +100,7 @@ def simulate(scenario: Any, conn: Connection, state: StateDir, duration_s: float
     for spec in specs:
         gt.add_device(spec.name, spec.zone)
     stats = Stats()
-    fleet = Fleet(build_devices(specs, record, agg.value_key,
+    fleet = Fleet(build_devices(specs, record.tokens(), agg.value_key,
                                 seed if seed is not None else sim.seed), cfg, gt, stats)
     expected = sum(fleet.quota(st) for d in fleet.devices for st in d.streams)
     if engine == "paho":

@@ -24,12 +24,12 @@ MAVEN_INSTALL_HINT = "install Maven (e.g. apt-get install maven), or run `make j
 
 def find_java(environ: dict[str, str] | None = None) -> Path:
     """The java executable: $JAVA_HOME/bin/java if JAVA_HOME is set, else the one on PATH."""
-    java_home = settings.env("JAVA_HOME", environ)
+    java_home = settings.java_home(environ)
     if java_home:
         candidate = Path(java_home) / "bin" / "java"
         if os.access(candidate, os.X_OK):
             return candidate
-    found = shutil.which("java", path=_path(environ))
+    found = shutil.which("java", path=settings.search_path(environ))
     if found:
         return Path(found)
     where = f"JAVA_HOME={java_home} has no bin/java, and none on PATH" if java_home else "not on PATH"
@@ -38,17 +38,13 @@ def find_java(environ: dict[str, str] | None = None) -> Path:
 
 def find_mvn(environ: dict[str, str] | None = None) -> Path:
     """The mvn executable: $MAVEN_HOME/bin/mvn if set, else the one on PATH."""
-    maven_home = settings.env("MAVEN_HOME", environ)
+    maven_home = settings.maven_home(environ)
     if maven_home and os.access(Path(maven_home) / "bin" / "mvn", os.X_OK):
         return Path(maven_home) / "bin" / "mvn"
-    found = shutil.which("mvn", path=_path(environ))
+    found = shutil.which("mvn", path=settings.search_path(environ))
     if found:
         return Path(found)
     raise JvmMissingError("mvn (Apache Maven) not found on PATH", MAVEN_INSTALL_HINT)
-
-
-def _path(environ: dict[str, str] | None) -> str | None:
-    return (environ if environ is not None else os.environ).get("PATH")
 
 
 def pom_path() -> Path:

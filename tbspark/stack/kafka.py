@@ -3,7 +3,6 @@ waits on, and stops by PID. Its config, data and log live under <state>/kafka/."
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import time
@@ -16,7 +15,7 @@ from tbspark.stack.kafka_config import (  # noqa: F401 — server_properties is 
     LOG4J2, format_storage, java_cmd, server_properties, tail)
 from tbspark.state import StateDir, write_json_atomic
 from tbspark.kafka_topics import ensure_topic  # noqa: F401 — part of this module's API
-from tbspark.kafka_topics import quiet_logger as _quiet_logger
+from tbspark.kafka_topics import quiet_logger
 
 READY_TIMEOUT_S = 120.0  # generous: a busy 2-core machine has taken 30 s; a dead broker is seen at once
 STOP_TIMEOUT_S = 20.0
@@ -124,7 +123,7 @@ def _wait_ready(proc: subprocess.Popen, broker: Broker, timeout_s: float) -> Non
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": broker.bootstrap, "log_level": 0,
-                         "logger": _quiet_logger(), "socket.connection.setup.timeout.ms": 1000,
+                         "logger": quiet_logger(), "socket.connection.setup.timeout.ms": 1000,
                          "reconnect.backoff.max.ms": 200})
     deadline = time.monotonic() + timeout_s
     while True:
@@ -163,14 +162,6 @@ def stop_broker(state: StateDir, timeout_s: float = STOP_TIMEOUT_S) -> dict:
     paths["pid"].unlink(missing_ok=True)
     (paths["dir"] / "broker.json").unlink(missing_ok=True)
     return results
-
-
-def broker_record(state: StateDir) -> dict | None:
-    """The last broker started on this state dir (broker.json), or None."""
-    try:
-        return json.loads((broker_paths(state)["dir"] / "broker.json").read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def is_alive(pid: int | None, config: str) -> bool:

@@ -15,7 +15,7 @@ import requests
 from tbspark.errors import ServiceStartError, StackError
 from tbspark.stack import kafka, kafka_cluster, procs
 from tbspark.stack import spark as spark_cluster
-from tbspark.state import StateDir, read_json, write_json_atomic
+from tbspark.state import StackRecord, StateDir
 
 DEFAULT_TOPIC = "weather-stations-data"
 UI_PATH = "/tbspark/ui"  # the platform's live page (tbspark/platform/web; not imported: it pulls aiohttp)
@@ -74,7 +74,8 @@ def stack_up(state_dir: Path, kafka_port: int = 9092, http_port: int = 8080, mqt
         if platform:
             services["platform"] = start_platform(state, http_port, mqtt_port, host,
                                                   die_with_parent=die_with_parent)
-        write_json_atomic(state.services_file, services)
+        StackRecord(services.get("kafka"), services.get("platform"), services.get("spark")).save(
+            state.services_file)
     except BaseException:
         stop_platform(state)
         spark_cluster.stop_cluster(state.root)
@@ -101,10 +102,8 @@ def stack_status(state_dir: Path, probe: bool = True) -> dict:
     GET <url>/tbspark/stats (as the tenant administrator: TBSPARK_TENANT_USERNAME/PASSWORD, the
     logins the platform was started with, or the defaults; None when that login is refused)."""
     state = StateDir(Path(state_dir))
-    try:
-        services = json.loads(state.services_file.read_text())
-    except (OSError, ValueError):
-        services = {}
+    record = StackRecord.find(state)
+    services = record.to_json() if record else {}
     out: dict = {"state_dir": str(state.root)}
     k = services.get("kafka")
     if k:
@@ -136,13 +135,6 @@ def stack_status(state_dir: Path, probe: bool = True) -> dict:
     if orphans:
         out["orphans"] = orphans  # brokers of this state dir that services.json does not know about
     return out
-
-
-def read_services(state_dir: Path) -> dict:
-    """services.json of a running stack, for other verbs (raises StateError when there is none)."""
-    state = StateDir(Path(state_dir))
-    return read_json(state.services_file, "running stack record (services.json)",
-                     f"start the stack with `tbspark stack up --state-dir {state.root}`")
 
 
 # ---- the embedded platform -----------------------------------------------------------------------
@@ -254,7 +246,7 @@ def _kafka_answers(bootstrap: str) -> bool:
     from confluent_kafka.admin import AdminClient
 
     try:
-        admin = AdminClient({"bootstrap.servers": bootstrap, "logger": kafka._quiet_logger()})
+        admin = AdminClient({"bootstrap.servers": bootstrap, "logger": kafka.quiet_logger()})
         return bool(admin.list_topics(timeout=2.0).brokers)
     except Exception:  # noqa: BLE001 — any failure means "does not answer", which status reports
         return False
@@ -271,8 +263,7 @@ def _platform_stats(url: str) -> dict | None:
     """GET /tbspark/stats with a tenant JWT (every control but health needs one)."""
     from tbspark import settings
 
-    username = settings.env("TBSPARK_TENANT_USERNAME") or settings.DEFAULT_USERNAME
-    password = settings.env("TBSPARK_TENANT_PASSWORD") or settings.DEFAULT_PASSWORD
+    username, password = settings.tenant_login()
     try:
         login = requests.post(f"{url}/api/auth/login", json={"username": username, "password": password},
                               timeout=5)

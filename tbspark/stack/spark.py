@@ -13,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from tbspark import settings
 from tbspark.errors import ServiceStartError, StackError, UsageError
 from tbspark.stack import jvm, procs
 from tbspark.stack.kafka_config import tail
@@ -116,11 +117,11 @@ def _write_conf(path: Path) -> None:
 
 
 def _spawn(root: Path, java: Path, name: str, log: Path, die_with_parent: bool, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1",  # the web UIs bind to it (else 0.0.0.0)
-           "SPARK_DAEMON_MEMORY": DAEMON_MEMORY, "SPARK_DAEMON_JAVA_OPTS": marker(root, name),
-           "JAVA_HOME": os.environ.get("JAVA_HOME") or str(java.resolve().parent.parent),
-           "SPARK_NO_DAEMONIZE": "1"}
-    env.pop("SPARK_HOME", None)  # pyspark's own distribution, found by spark-class itself
+    # SPARK_HOME dropped: pyspark's own distribution, found by spark-class itself
+    env = settings.child_environ({"SPARK_LOCAL_IP": "127.0.0.1",  # the web UIs bind to it (else 0.0.0.0)
+                                  "SPARK_DAEMON_MEMORY": DAEMON_MEMORY, "SPARK_DAEMON_JAVA_OPTS": marker(root, name),
+                                  "JAVA_HOME": settings.java_home() or str(java.resolve().parent.parent),
+                                  "SPARK_NO_DAEMONIZE": "1"}, drop=("SPARK_HOME",))
     with open(log, "ab") as fh:
         fh.write(f"\n=== tbspark: starting {name} at {time.strftime('%F %T')} ===\n".encode())
         fh.flush()

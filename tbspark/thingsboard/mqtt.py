@@ -1,24 +1,19 @@
-"""Device-side MQTT: a device session on paho-mqtt 2.x (CallbackAPIVersion.VERSION2) — connect
-with an access token, publish and wait for the PUBACK — and AttributePublisher, which publishes
-client attributes for thousands of devices from one asyncio loop (provision uses it)."""
+"""Device-side MQTT on the project's codec: DeviceSession — connect with an access token, publish
+and wait for the PUBACK — and AttributePublisher, which publishes client attributes for thousands of
+devices from one asyncio loop (provision uses it). Both connect through tbspark.mqtt.client."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
+import threading
 import time
-from typing import Any, Callable
-
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from typing import Any
 
 from tbspark.errors import MqttError
-
-ATTRIBUTES_TOPIC = "v1/devices/me/attributes"
-TELEMETRY_TOPIC = "v1/devices/me/telemetry"
-
-
-class TokenRefusedError(MqttError):
-    """The server answered CONNACK with a refusal: retrying the same token cannot help."""
+from tbspark.mqtt import client, codec
+from tbspark.mqtt.topics import ATTRIBUTES_TOPIC, TELEMETRY_TOPIC
 
 
 def _payload(data: Any) -> bytes:
@@ -29,68 +24,77 @@ def _payload(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":")).encode()
 
 
+def _unreachable(host: str, port: int, exc: OSError) -> MqttError:
+    return MqttError(f"cannot connect to MQTT at {host}:{port} ({exc.strerror or exc})",
+                     "is the platform running? check TB_MQTT_HOST / TB_MQTT_PORT")
+
+
 class DeviceSession:
-    """One device's MQTT session, driven from the calling thread (no paho background thread,
-    so thousands of short sessions can run from a small thread pool)."""
+    """One device's MQTT 3.1.1 session on a blocking socket, driven from the calling thread (no
+    background thread, so thousands of short sessions can run from a small thread pool)."""
 
     def __init__(self, host: str, port: int, token: str, *, client_id: str = "",
-                 keepalive_s: int = 60, timeout_s: float = 10, mqtt5: bool = False):
-        self.host, self.port, self.timeout_s = host, port, timeout_s
-        self._keepalive_s = keepalive_s
-        protocol = paho.MQTTv5 if mqtt5 else paho.MQTTv311
-        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                   protocol=protocol)
-        self._client.username_pw_set(token)
-        self._connack: Any = None
-        self._acked: set[int] = set()
-        self._client.on_connect = self._on_connect
-        self._client.on_publish = self._on_publish
-
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        self._connack = reason
-
-    def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
-        self._acked.add(mid)
-
-    def _pump(self, done: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + self.timeout_s
-        while not done():
-            if time.monotonic() > deadline:
-                raise MqttError(f"no {what} from {self.host}:{self.port} within {self.timeout_s:g} s",
-                                "the platform is overloaded or not an MQTT server")
-            rc = self._client.loop(timeout=0.05)
-            if rc != paho.MQTT_ERR_SUCCESS and not done():
-                raise MqttError(f"connection to {self.host}:{self.port} lost while waiting for "
-                                f"{what} ({paho.error_string(rc)})",
-                                "check the platform's log; it may have dropped the session")
+                 keepalive_s: int = 60, timeout_s: float = 10):
+        self.host, self.port, self.token, self.timeout_s = host, port, token, timeout_s
+        self._client_id, self._keepalive_s = client_id, keepalive_s
+        self._sock: socket.socket | None = None
+        self._decoder = codec.StreamDecoder(client.MAX_PACKET_SIZE)
+        self._packets: list = []
+        self._next_id = 0
 
     def connect(self) -> "DeviceSession":
         try:
-            self._client.connect(self.host, self.port, keepalive=self._keepalive_s)
+            self._sock, self._decoder, self._packets = client.connect(
+                self.host, self.port, username=self.token, client_id=self._client_id,
+                keep_alive=self._keepalive_s, timeout_s=self.timeout_s)
         except OSError as exc:
-            raise MqttError(f"cannot connect to MQTT at {self.host}:{self.port} ({exc.strerror or exc})",
-                            "is the platform running? check TB_MQTT_HOST / TB_MQTT_PORT") from exc
-        try:
-            self._pump(lambda: self._connack is not None, "CONNACK")
-        except MqttError:
-            if self._connack is None:
-                raise
-        if self._connack.is_failure:
-            raise TokenRefusedError(f"{self.host}:{self.port} refused the device token "
-                            f"(CONNACK: {self._connack})",
-                            "provision the devices again (tbspark provision) or check the token")
+            raise _unreachable(self.host, self.port, exc) from exc
         return self
+
+    def _lost(self, what: str, why: str) -> MqttError:
+        return MqttError(f"connection to {self.host}:{self.port} lost while waiting for {what} ({why})",
+                         "check the platform's log; it may have dropped the session")
+
+    def _wait_puback(self, packet_id: int) -> None:
+        sock = self._sock
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            for ptype, _flags, body in self._packets:
+                if ptype == codec.PUBACK and body[:2] == packet_id.to_bytes(2, "big"):
+                    self._packets = []
+                    return
+                if ptype == codec.DISCONNECT:
+                    raise self._lost("PUBACK", "the server sent DISCONNECT")
+            self._packets = []
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise MqttError(f"no PUBACK from {self.host}:{self.port} within {self.timeout_s:g} s",
+                                "the platform is overloaded or not an MQTT server")
+            sock.settimeout(left)
+            try:
+                data = sock.recv(4096)
+            except TimeoutError:
+                continue  # the deadline check above words it
+            except OSError as exc:
+                raise self._lost("PUBACK", exc.strerror or str(exc)) from exc
+            if not data:
+                raise self._lost("PUBACK", "closed by the server")
+            self._packets = self._decoder.feed(data)
 
     def publish(self, topic: str, data: Any, qos: int = 1) -> None:
         """Publish; with QoS 1, return only once the PUBACK is in."""
-        info = self._client.publish(topic, _payload(data), qos=qos)
-        if info.rc != paho.MQTT_ERR_SUCCESS:
-            raise MqttError(f"publish to {topic} failed ({paho.error_string(info.rc)})",
-                            "the session is not connected")
+        if self._sock is None:
+            raise MqttError(f"publish to {topic} failed (not connected)", "the session is not connected")
+        packet_id = 0
         if qos:
-            self._pump(lambda: info.mid in self._acked, "PUBACK")
-        else:
-            self._pump(lambda: not self._client.want_write(), "write")
+            self._next_id = packet_id = self._next_id % 65535 + 1
+        try:
+            self._sock.settimeout(self.timeout_s)
+            self._sock.sendall(codec.encode_publish(topic, _payload(data), qos, packet_id))
+        except OSError as exc:
+            raise self._lost("write", exc.strerror or str(exc)) from exc
+        if qos:
+            self._wait_puback(packet_id)
 
     def publish_attributes(self, attributes: dict) -> None:
         self.publish(ATTRIBUTES_TOPIC, attributes, qos=1)
@@ -99,17 +103,15 @@ class DeviceSession:
         self.publish(TELEMETRY_TOPIC, {"ts": ts_ms, "values": values} if ts_ms else values, qos)
 
     def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
         try:
-            self._client.disconnect()
-            self._client.loop(timeout=0.01)
-        except Exception:  # noqa: BLE001 - closing a dead socket must never raise
-            pass
-        sock = self._client.socket()
-        if sock is not None:
-            try:
-                sock.close()
-            except OSError:
-                pass
+            sock.settimeout(0.5)
+            sock.sendall(codec.encode_disconnect())
+        except OSError:
+            pass  # closing a dead socket must never raise
+        sock.close()
 
     def __enter__(self) -> "DeviceSession":
         return self.connect()
@@ -121,18 +123,14 @@ class DeviceSession:
 class AttributePublisher:
     """Client attributes for many devices from one asyncio loop (in its own thread), with the
     project's MQTT codec: per device connect → PUBLISH (QoS 1) → PUBACK → DISCONNECT, at most
-    ``parallel`` sessions at once. Much lighter than a paho client per device, and callers
+    ``parallel`` sessions at once. Much lighter than a blocking session per device, and callers
     (REST worker threads) hand devices over as soon as they exist."""
 
     def __init__(self, host: str, port: int, *, parallel: int = 64, timeout_s: float = 10,
                  attempts: int = 3):
-        import asyncio
-        import threading
-
         self.host, self.port, self.timeout_s, self.attempts = host, port, timeout_s, attempts
         self._loop = asyncio.new_event_loop()
         self._sem: Any = None
-        self._parallel = parallel
         ready = threading.Event()
 
         def run() -> None:
@@ -147,20 +145,16 @@ class AttributePublisher:
 
     def submit(self, token: str, attributes: dict) -> Any:
         """A concurrent.futures.Future that resolves once the PUBACK is in (or raises MqttError)."""
-        import asyncio
-
         return asyncio.run_coroutine_threadsafe(self._publish(token, attributes), self._loop)
 
     async def _publish(self, token: str, attributes: dict) -> None:
-        import asyncio
-
         async with self._sem:
             for attempt in range(self.attempts):
                 try:
                     await asyncio.wait_for(self._session(token, _payload(attributes)),
                                            self.timeout_s)
                     return
-                except TokenRefusedError:
+                except client.ConnectRefusedError:
                     raise
                 except (MqttError, OSError, asyncio.TimeoutError) as exc:
                     if attempt + 1 == self.attempts:
@@ -172,39 +166,23 @@ class AttributePublisher:
                     await asyncio.sleep(0.2 * (attempt + 1))
 
     async def _session(self, token: str, payload: bytes) -> None:
-        import asyncio
-
-        from tbspark.mqtt import codec
-
-        reader, writer = await asyncio.open_connection(self.host, self.port)
+        loop = asyncio.get_running_loop()
+        where = f"{self.host}:{self.port}"
+        sock = await client.open_socket(await client.resolve(self.host, self.port))
         try:
-            writer.write(codec.encode_connect(username=token, keep_alive=60))
-            decoder = codec.StreamDecoder()
-            state = "connack"
-            while True:
-                data = await reader.read(4096)
+            decoder, packets = await client.handshake(sock, username=token, keep_alive=60,
+                                                      timeout_s=self.timeout_s, where=where)
+            await loop.sock_sendall(sock, codec.encode_publish(ATTRIBUTES_TOPIC, payload, 1, 1))
+            while not any(ptype == codec.PUBACK for ptype, _flags, _body in packets):
+                data = await loop.sock_recv(sock, 4096)
                 if not data:
-                    raise MqttError(f"{self.host}:{self.port} closed the session while waiting "
-                                    f"for {state.upper()}")
-                for ptype, _flags, body in decoder.feed(data):
-                    if ptype == codec.CONNACK:
-                        if body[1] != 0:
-                            raise TokenRefusedError(
-                                f"{self.host}:{self.port} refused the device token "
-                                f"(CONNACK {body[1]})",
-                                "provision the devices again (tbspark provision) or check the token")
-                        writer.write(codec.encode_publish(ATTRIBUTES_TOPIC, payload, 1, 1))
-                        state = "puback"
-                    elif ptype == codec.PUBACK and state == "puback":
-                        writer.write(codec.encode_disconnect())
-                        await writer.drain()
-                        return
+                    raise MqttError(f"{where} closed the session while waiting for PUBACK")
+                packets = decoder.feed(data)
+            await loop.sock_sendall(sock, codec.encode_disconnect())
         finally:
-            writer.close()
+            sock.close()
 
     def close(self) -> None:
-        import asyncio
-
         async def cancel_pending() -> None:
             # Sessions nobody waits for any more (a caller gave up after an error) end here,
             # instead of being destroyed pending with the stopped loop.

@@ -4,7 +4,10 @@ chain needs. Runs unchanged on ThingsBoard 3.6.2+ and on the embedded platform."
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tbspark.scenario import Scenario
 
 PKG = "org.thingsboard.rule.engine"
 STRING_SERIALIZER = "org.apache.kafka.common.serialization.StringSerializer"
@@ -12,7 +15,7 @@ PRODUCER_LINGER_MS = 20
 PRODUCER_BATCH_SIZE = 65536
 
 
-def chain_name(scenario: Any) -> str:
+def chain_name(scenario: Scenario) -> str:
     return f"tbspark {scenario.name} to Kafka"
 
 
@@ -29,7 +32,7 @@ def _node(cls: str, name: str, version: int, config: dict, x: int, y: int) -> di
 REPLICATED_PRODUCER = {"retries": 2147483647, "otherProperties": {"enable.idempotence": "true"}}
 
 
-def build_rule_chain(scenario: Any, bootstrap: str, replicated: bool = False) -> dict:
+def build_rule_chain(scenario: Scenario, bootstrap: str, replicated: bool = False) -> dict:
     """ThingsBoard's import JSON ``{"ruleChain": {...}, "metadata": {...}}`` for ``scenario``;
     ``bootstrap`` is the platform-side Kafka address (``Connection.kafka_bootstrap_for_platform``);
     ``replicated``: the topic has replicas on other brokers (``REPLICATED_PRODUCER``)."""

@@ -21,7 +21,7 @@ import psutil
 import pytest
 import requests
 
-from bench.e2e_pipeline import REPO, Pipeline, Proc, describe, scenario_yaml
+from tbspark.testing.pipeline import REPO, Pipeline, Proc, describe, scenario_yaml
 
 pytestmark = [pytest.mark.drill, pytest.mark.slow, pytest.mark.kafka, pytest.mark.spark, pytest.mark.cluster]
 

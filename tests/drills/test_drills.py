@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from bench.e2e_pipeline import Pipeline, describe, scenario_yaml
+from tbspark.testing.pipeline import Pipeline, describe, scenario_yaml
+from tbspark.testing.wait import wait_until
 from tests.drills.proxy import Proxy
 
 pytestmark = [pytest.mark.drill, pytest.mark.slow, pytest.mark.kafka, pytest.mark.spark]
@@ -55,13 +56,6 @@ def _pipeline(stack: Pipeline, tmp_path: Path, drill: str, env: dict | None = No
     return p
 
 
-def _until(cond, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)  # poll interval on a condition another thread changes
-
-
 def _run(p: Pipeline, fault, settle=None, sim_exit: tuple = (0,)) -> tuple:
     """Aggregator up, simulator for RUN_S, ``fault(p)`` at FAULT_AT_S, then wait for the verdict
     (``settle(p)`` instead of waiting for verify to hold, when given; its result is returned).
@@ -86,12 +80,12 @@ def test_rest_side_unavailable_for_30_s_loses_no_window(stack, tmp_path):
     p = _pipeline(stack, tmp_path, "rest-outage", env={"TB_URL": f"http://127.0.0.1:{proxy.port}"})
 
     def outage(p: Pipeline) -> None:
-        _until(lambda: proxy.accepted > 0, 180, "the job never wrote to ThingsBoard")
+        wait_until(lambda: proxy.accepted > 0, 180, "the job's first write to ThingsBoard", poll_s=0.2)
         proxy.down()  # from the job's first write on: windows are closing while it is down
         t0 = time.monotonic()
         # 30 s, and longer if need be until the job has really tried (a slow batch on a busy machine)
-        _until(lambda: time.monotonic() - t0 >= 30 and proxy.refused > 0, 180,
-               "the job did not try to reach ThingsBoard during the outage")
+        wait_until(lambda: time.monotonic() - t0 >= 30 and proxy.refused > 0, 180,
+                   "the job to try to reach ThingsBoard during the outage", poll_s=0.2)
         proxy.up()
 
     try:

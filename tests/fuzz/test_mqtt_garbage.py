@@ -16,6 +16,8 @@ import paho.mqtt.client as mqtt
 import pytest
 import requests
 
+from tbspark.testing.wait import wait_until
+
 pytestmark = [pytest.mark.slow]
 
 GARBAGE_CONNECTIONS = int(os.environ.get("TBSPARK_FUZZ_GARBAGE", "600"))
@@ -151,10 +153,7 @@ class Healthy:
 
 
 def _wait(cond, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)  # poll interval on a condition set by another thread
+    wait_until(cond, timeout_s, what)  # a condition set by another thread
 
 
 def test_garbage_from_hundreds_of_connections_leaves_healthy_sessions_untouched(own_platform):

@@ -18,9 +18,10 @@ import pytest
 
 from tbspark.aggregate.job import aggregate
 from tbspark.settings import Connection
-from tbspark.state import StateDir, write_json_atomic
+from tbspark.state import GatewayRecord, ProvisionRecord, StateDir
 from tbspark.thingsboard.rest import TbRestClient
-from tests.fixtures.platform import REPO
+from tbspark.testing.platform import REPO, PlatformProcess, start_platform
+from tbspark.testing.wait import wait_until
 from tests.integration.aggregate_helpers import KEYS, T0, expected_table, produce, scenario_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark, pytest.mark.slow]
@@ -89,10 +90,10 @@ def test_rest_sink_stores_the_exact_windows_and_the_gateway_sink_the_same_number
     token = uuid.uuid4().hex[:20]
     dev = client.save_device({"name": gw_name, "type": "gateway", "additionalInfo": {"gateway": True}},
                              access_token=token)
-    write_json_atomic(gw_state.provision_file,
-                      {"gateway": {"name": gw_name, "id": dev["id"]["id"], "token": token}})
-    report = aggregate(scenario_for(topic, "sink-gw", sink="gateway"), conn, gw_state, once=True,
-                       spark=spark)
+    gw_scenario = scenario_for(topic, "sink-gw", sink="gateway")
+    ProvisionRecord(gw_scenario.name, {}, gateway=GatewayRecord(gw_name, dev["id"]["id"], token)).save(
+        gw_state.provision_file)
+    report = aggregate(gw_scenario, conn, gw_state, once=True, spark=spark)
     assert report.windows_written == len(want)
     devices = _ids(client, "DEVICE", zones)
     assert set(devices) == set(zones)
@@ -109,43 +110,19 @@ class _OwnPlatform:
         self.state_dir = state_dir
         self.http_port, self.mqtt_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
-        self.proc: subprocess.Popen | None = None
+        self.proc: PlatformProcess | None = None
 
     def start(self) -> None:
-        import requests
-
-        endpoint = self.state_dir / "platform" / "endpoint.json"
-        endpoint.unlink(missing_ok=True)
-        log = open(self.state_dir / "platform.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tbspark", "platform", "serve", "--http-port", str(self.http_port),
-             "--mqtt-port", str(self.mqtt_port), "--state-dir", str(self.state_dir)],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (self.state_dir / "platform.log").read_text()[-2000:]
-            try:
-                if endpoint.exists() and requests.get(self.url + "/tbspark/health", timeout=2).ok:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)  # readiness poll interval
-        raise AssertionError("own platform not ready in 60 s")
+        self.proc = start_platform(self.state_dir, 60, http_port=self.http_port, mqtt_port=self.mqtt_port,
+                                   log_name="platform.log")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=30)
+        if self.proc:
+            self.proc.stop(timeout_s=30)
 
 
-def _wait_for(pred, timeout_s: float, what: str, poll_s: float = 0.2):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(poll_s)  # polling interval of a condition, not a wait for a service
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+def _wait_for(pred, timeout_s: float, what: str):
+    return wait_until(pred, timeout_s, what, poll_s=0.2)  # each look reads over REST or the checkpoint
 
 
 def test_every_window_arrives_after_the_platform_was_down_for_20_s(spark, kafka, kafka_topic, tmp_path):

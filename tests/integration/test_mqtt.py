@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import requests
 
 from tbspark.mqtt import codec as c
+from tbspark.testing.platform import start_platform
+from tbspark.testing.wait import wait_until
 
 WAIT_S = 15.0
 
@@ -30,14 +29,7 @@ class Endpoint:
 
 def wait_for(predicate, timeout_s: float = WAIT_S, what: str = "condition"):
     """Poll a readiness condition (data readable over REST, a callback fired)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.05)
+    return wait_until(predicate, timeout_s, what)
 
 
 @pytest.fixture(scope="session")
@@ -50,34 +42,11 @@ def mqtt_platform(request, tmp_path_factory):
         return
     except pytest.FixtureLookupError:
         pass
-    state = tmp_path_factory.mktemp("mqtt-platform")
-    log = open(state / "platform.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-c", "from tbspark.cli import main; main()", "platform", "serve",
-                             "--host", "127.0.0.1", "--http-port", "0", "--mqtt-port", "0", "--state-dir", str(state)],
-                            stdout=log, stderr=subprocess.STDOUT)
+    p = start_platform(tmp_path_factory.mktemp("mqtt-platform"), 60, log_name="platform.log")
     try:
-        endpoint = state / "platform" / "endpoint.json"
-
-        def ready():
-            if proc.poll() is not None:
-                raise AssertionError(f"platform exited: {(state / 'platform.log').read_text()[-2000:]}")
-            if not endpoint.exists():
-                return None
-            info = json.loads(endpoint.read_text())
-            try:
-                return info if requests.get(info["url"] + "/tbspark/health", timeout=2).ok else None
-            except requests.RequestException:
-                return None
-        info = wait_for(ready, 60, "the platform to serve")
-        yield Endpoint(info["url"], "127.0.0.1", info["mqtt_port"])
+        yield Endpoint(p.url, "127.0.0.1", p.mqtt_port)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        p.stop()
 
 
 class Rest:

@@ -117,7 +117,7 @@ def test_simulate_before_provision_says_what_to_run(stack, tmp_path):
 
 
 def test_c_and_python_hot_paths_both_match_what_the_platform_stored(stack, tmp_path):
-    # QoS 0 with device timestamps: the C hot path when it is built (TBSPARK_SIM_ENGINE=c makes
+    # QoS 0 with device timestamps: the C hot path when it is built (TBSPARK_SIM_HOT_PATH=c makes
     # the run fail rather than fall back), and the pure-Python path, each against the platform;
     # the C path also with the fleet scenario's generator (normal, one decimal: JSON numbers).
     import math
@@ -135,7 +135,7 @@ def test_c_and_python_hot_paths_both_match_what_the_platform_stored(stack, tmp_p
         state = tmp_path / case / "state"
         assert run(["provision", str(path)], stack, state).exit_code == 0
         res = run(["simulate", str(path), "--messages", "30", "--qos", "0", "--seed", "7",
-                   "--json"], stack, state, TBSPARK_SIM_ENGINE=hot)
+                   "--json"], stack, state, TBSPARK_SIM_HOT_PATH=hot)
         assert res.exit_code == 0, (hot, res.output)
         summary = json.loads(res.output)
         assert summary["sent"] == 90 and summary["errors"] == 0 and summary["skipped"] == 0

@@ -162,3 +162,48 @@ def test_missing_provision_record_says_what_to_run(world, tmp_path):
     result = CliRunner().invoke(app, ["verify", str(world["scenario"]), "--state-dir", str(empty)])
     assert result.exit_code == 2
     assert "Error: no provision record" in result.output and "tbspark provision" in result.output
+
+
+def test_demo_and_verify_read_a_gateway_sinks_zone_devices(platform, tmp_path):
+    """With ``aggregation.sink: gateway`` the job writes each zone to a device of the zone's name, not
+    to an asset: the demo's wait for the last window (verify's own zone lookup and run range) must
+    find them there instead of waiting out its timeout, and verify must judge them."""
+    from tbspark.demo import _wait_final_window
+    from tbspark.scenario import load_scenario
+    from tbspark.settings import scenario_connection
+    from tbspark.state import GroundTruthRecord, ProvisionRecord
+
+    name = f"verify-gw-{uuid.uuid4().hex[:8]}"
+    zones = {"A": f"{name} Zone A", "B": f"{name} Zone B"}
+    path = _scenario(tmp_path / f"{name}.yaml", name, zones)
+    path.write_text(path.read_text() + "aggregation: {sink: gateway}\n")
+    scenario = load_scenario(path)
+    state = StateDir(tmp_path / "state").ensure()
+    write_json_atomic(state.services_file, {"platform": platform})
+    ProvisionRecord(name, {}, tb_url=platform["url"], created_at_ms=T0 - W).save(state.provision_file)
+    GroundTruthRecord.from_json({
+        "scenario": name, "window_s": 10, "timestamps": "device", "value_key": "windSpeed",
+        "started_ms": T0, "ended_ms": T0 + 3 * W - 1,
+        "windows": {zones[k]: {str(ws): {"count": len(v), "sum": sum(v), "min": min(v), "max": max(v)}
+                               for ws, v in wins.items()} for k, wins in SENT.items()}},
+    ).save(state.groundtruth_file)
+    tb = TbRestClient(platform["url"], "tenant@thingsboard.org", "tenant")
+    for k, wins in SENT.items():
+        dev = tb.save_device({"name": zones[k], "type": "WeatherStation"})
+        tb.save_telemetry("DEVICE", dev["id"]["id"], [
+            {"ts": ws, "values": {"windSpeed": sum(v) / len(v), "windSpeedCount": len(v),
+                                  "windSpeedMin": min(v), "windSpeedMax": max(v)}}
+            for ws, v in sorted(wins.items())])
+    tb.close()
+
+    class Job:  # the Spark job's part the wait asks about: alive, and its last status
+        status = None
+
+        def check(self) -> None:
+            pass
+
+    conn = scenario_connection(scenario, state)
+    assert _wait_final_window(scenario, conn, state, Job(), timeout_s=5.0) is not None
+    result = CliRunner().invoke(app, ["verify", str(path), "--state-dir", str(state.root)])
+    assert result.exit_code == 0, result.output
+    assert "6 window(s) verified" in result.output

@@ -3,16 +3,8 @@ under the job's rule (and Spark's default one, a batch behind), and the windows'
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 from tbspark.aggregate.windows import WindowAgg, WindowState, is_late, window_start_ms
-from tbspark.settings import REPO_ROOT
-
-_spec = importlib.util.spec_from_file_location("bench_state_store", REPO_ROOT / "bench" / "state_store.py")
-bench = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = bench  # its dataclasses look their module up
-_spec.loader.exec_module(bench)
+from tbspark.testing import window_model as bench
 
 W, D = 10_000, 5_000
 T = 1_700_000_000_000  # a window start

@@ -107,15 +107,15 @@ def test_rule_chain_bootstrap_for_compose_is_documented_and_the_scenario_works_o
     assert f"TB_KAFKA_BOOTSTRAP={internal}" in doc
     assert f"TB_KAFKA_BOOTSTRAP={internal}" in COMPOSE.read_text()
     from tbspark.scenario import load_scenario
-    from tbspark.settings import connection_for
+    from tbspark.settings import scenario_connection
 
     sc = load_scenario(REPO_ROOT / "scenarios" / "wind-turbines-thingsboard.yaml")
     assert sc.platform.kind == "thingsboard"
     assert sc.kafka.bootstrap == "localhost:9092"
     assert sc.kafka.bootstrap_for_platform is None
-    local = connection_for(sc, REPO_ROOT / "no-such-state-dir", environ={})
+    local = scenario_connection(sc, REPO_ROOT / "no-such-state-dir", environ={})
     assert local.kafka_bootstrap_for_platform == "localhost:9092"
-    in_compose = connection_for(sc, REPO_ROOT / "no-such-state-dir", environ={"TB_KAFKA_BOOTSTRAP": internal})
+    in_compose = scenario_connection(sc, REPO_ROOT / "no-such-state-dir", environ={"TB_KAFKA_BOOTSTRAP": internal})
     assert in_compose.kafka_bootstrap_for_platform == internal
     assert in_compose.kafka_bootstrap == "localhost:9092"  # tbspark on the host still uses the host listener
 

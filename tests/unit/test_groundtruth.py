@@ -90,7 +90,7 @@ devices:
     specs = sc.expand_devices()
     gt = GroundTruth("s", 10, "device", "windSpeed")
     gt.add_device("d", "Z")
-    fleet = Fleet(build_devices(specs, {"devices": {"d": {"token": "t"}}}, "windSpeed", 1),
+    fleet = Fleet(build_devices(specs, {"d": "t"}, "windSpeed", 1),
                   RunConfig("h", 1, 0, "device", 1000, None, 100.0), gt, Stats())
     fleet.start_device(fleet.devices[0], 1000.0)
     first = fleet.next_due()

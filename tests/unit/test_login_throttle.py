@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from tbspark.platform.errors import AuthFailed
 from tbspark.platform.login_throttle import LOCKED_MESSAGE, LoginPolicy, LoginThrottle
-from tbspark.platform.rest.errors import TbHttpError
 from tbspark.platform.web.security import host_allowed, is_loopback, origin_allowed
 
 
@@ -25,7 +25,7 @@ def fail(t: LoginThrottle, name: str) -> None:
 def is_locked_out(t: LoginThrottle, name: str) -> bool:
     try:
         t.attempt(name)
-    except TbHttpError as exc:
+    except AuthFailed as exc:
         assert (exc.status, exc.message, exc.error_code) == (401, LOCKED_MESSAGE, 10)
         return True
     t.succeeded(name)  # that probe was a correct password: it must not count against the name
@@ -67,7 +67,7 @@ def test_lock_expires_then_doubles_up_to_the_cap_and_success_forgives():
 def test_parallel_guesses_are_counted_before_any_of_them_is_checked():
     t = LoginThrottle(LoginPolicy(max_failed_attempts=3), Clock())
     started = 0
-    with pytest.raises(TbHttpError):
+    with pytest.raises(AuthFailed):
         for _ in range(10):  # none has finished (no succeeded/failed yet): the 4th is refused
             t.attempt("u")
             started += 1

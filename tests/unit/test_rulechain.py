@@ -75,12 +75,12 @@ kafka: {bootstrap: "localhost:9092", bootstrap_for_platform: "kafka:19092", topi
 devices:
   - {name: d, zone: Z, telemetry: {windSpeed: {kind: constant, value: 1, rate_hz: 1}}}
 """)
-    from tbspark.settings import connection_for
+    from tbspark.settings import scenario_connection
 
     # the scenario's platform-side address wins over the host's (env and flags win over both:
     # tests/unit/test_settings.py); without one, the host's
-    assert connection_for(sc, "/nonexistent", environ={}).kafka_bootstrap_for_platform == "kafka:19092"
-    assert connection_for(tutorial(), "/nonexistent", environ={"KAFKA_BOOTSTRAP": "127.0.0.1:9999"}
+    assert scenario_connection(sc, "/nonexistent", environ={}).kafka_bootstrap_for_platform == "kafka:19092"
+    assert scenario_connection(tutorial(), "/nonexistent", environ={"KAFKA_BOOTSTRAP": "127.0.0.1:9999"}
                           ).kafka_bootstrap_for_platform == "127.0.0.1:9999"
 
 

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from tbspark.scenario import parse_scenario
-from tbspark.settings import connection_for, resolve_connection, state_dir
+from tbspark.settings import scenario_connection, resolve_connection, state_dir
 
 STACK = {"kafka": {"bootstrap": "127.0.0.1:39092"},
          "platform": {"url": "http://127.0.0.1:38080", "mqtt_port": 31883}}
@@ -30,7 +30,7 @@ def test_real_thingsboard_ignores_the_embedded_platform(tmp_path: Path) -> None:
     (tmp_path / "services.json").write_text(json.dumps(STACK))
     text = ("name: t\nplatform: {kind: thingsboard, url: 'http://tb.example:8080'}\ndevices:\n  - name: a\n    zone: Z\n"
             "    telemetry:\n      windSpeed: {kind: constant, value: 1, rate_hz: 1}\n")
-    conn = connection_for(parse_scenario(text), tmp_path, environ={})
+    conn = scenario_connection(parse_scenario(text), tmp_path, environ={})
     assert (conn.tb_url, conn.mqtt_host, conn.kafka_bootstrap) == ("http://tb.example:8080", "tb.example", "127.0.0.1:39092")
 
 
@@ -88,3 +88,18 @@ def test_tb_debug() -> None:
     from tbspark.settings import debug
 
     assert debug({"TB_DEBUG": "1"}) and debug({"TB_DEBUG": "true"}) and not debug({}) and not debug({"TB_DEBUG": "0"})
+
+
+def test_a_damaged_stack_record_is_said_not_skipped(tmp_path: Path) -> None:
+    """A cut-short services.json used to be skipped silently, so a verb then talked to the default
+    addresses (another stack, or nothing) instead of saying the record was damaged."""
+    import pytest
+
+    from tbspark.errors import StateError
+
+    (tmp_path / "services.json").write_text('{"kafka": {"bootstrap": "127.0.0.1:39')
+    text = ("name: t\ndevices:\n  - name: a\n    zone: Z\n"
+            "    telemetry:\n      windSpeed: {kind: constant, value: 1, rate_hz: 1}\n")
+    with pytest.raises(StateError) as e:
+        scenario_connection(parse_scenario(text), tmp_path, environ={})
+    assert "services.json" in str(e.value) and "stack down" in (e.value.hint or "")

@@ -14,7 +14,7 @@ from tbspark.settings import Connection
 from tbspark.simulate import simulate
 from tbspark.simulate.groundtruth import load, merge, parse_shard, shard_file, shard_of
 from tbspark.simulate.sink import ThreadedSink
-from tbspark.state import StateDir
+from tbspark.state import GroundTruthRecord, StateDir, WindowTruth
 from tests.unit.test_groundtruth import fleet
 
 
@@ -44,15 +44,15 @@ def test_three_shards_send_what_one_process_sends_and_verify_merges_them(tmp_pat
     assert not sharded.groundtruth_file.exists()
     assert sorted(p.name for p in sharded.root.glob("groundtruth.shard-*")) == [
         f"groundtruth.shard-{i}-of-3.json" for i in (1, 2, 3)]
-    one = json.loads(whole.groundtruth_file.read_text())
+    one = GroundTruthRecord.load(whole.groundtruth_file)
     merged = load(sharded.root, "tbspark simulate x")
-    assert merged["shards"] == 3
+    assert merged.shards == 3 and one.shards is None
     # the same devices with the same values (each device's generator is seeded by its name)
-    assert merged["devices"] == one["devices"] and merged["sent"] == one["sent"] == 7 * 15
+    assert merged.devices == one.devices and merged.sent == one.sent == 7 * 15
     # every value in exactly one window, in the merged record as in the single one
     for key in ("count", "sum"):
-        assert sum(w[key] for ws in merged["windows"].values() for w in ws.values()) == \
-            pytest.approx(sum(w[key] for ws in one["windows"].values() for w in ws.values()))
+        assert sum(getattr(w, key) for ws in merged.windows.values() for w in ws.values()) == \
+            pytest.approx(sum(getattr(w, key) for ws in one.windows.values() for w in ws.values()))
 
 
 def _gt(devices: dict, windows: dict, started: int = 0) -> dict:
@@ -68,10 +68,13 @@ def test_merge_adds_windows_up_and_takes_the_extremes():
                                                            "near_edge": 0},
                                                      "10000": {"count": 1, "sum": 1, "min": 1, "max": 1,
                                                                "near_edge": 0}}}, started=5)
-    m = merge([a, b])
-    assert m["windows"]["A"]["0"] == {"count": 3, "sum": 10.5, "min": 1.5, "max": 7, "near_edge": 1}
-    assert list(m["windows"]["A"]) == ["0", "10000"]
-    assert (m["sent"], m["started_ms"], m["ended_ms"], sorted(m["devices"])) == (3, 5, 15, ["d1", "d2"])
+    m = merge([GroundTruthRecord.from_json(a), GroundTruthRecord.from_json(b)])
+    assert m.windows["A"][0] == WindowTruth(count=3, sum=10.5, min=1.5, max=7, near_edge=1)
+    assert list(m.windows["A"]) == [0, 10000]
+    assert (m.sent, m.started_ms, m.ended_ms, sorted(m.devices)) == (3, 5, 15, ["d1", "d2"])
+    # written as groundtruth.json is
+    assert m.to_json()["windows"]["A"]["0"] == {"count": 3, "sum": 10.5, "min": 1.5, "max": 7,
+                                                "near_edge": 1}
 
 
 def test_verify_names_the_missing_shard_and_prefers_the_newer_of_whole_and_shards(tmp_path):
@@ -86,5 +89,5 @@ def test_verify_names_the_missing_shard_and_prefers_the_newer_of_whole_and_shard
     whole.write_text(json.dumps(_gt({"d9": {"zone": "A", "sent": 4}}, {})))
     later = max(shard_file(root, i, 3).stat().st_mtime for i in (1, 3)) + 5
     os.utime(whole, (later, later))
-    assert load(root, "x")["sent"] == 4
+    assert load(root, "x").sent == 4
     assert load(tmp_path / "empty", "x") is None

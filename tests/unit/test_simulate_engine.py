@@ -29,8 +29,8 @@ devices:
     gt = GroundTruth("s", 10, timestamps, "windSpeed")
     for spec in specs:
         gt.add_device(spec.name, spec.zone)
-    record = {"devices": {s.name: {"token": f"t{i}"} for i, s in enumerate(specs)}}
-    return Fleet(build_devices(specs, record, "windSpeed", 1),
+    tokens = {s.name: f"t{i}" for i, s in enumerate(specs)}
+    return Fleet(build_devices(specs, tokens, "windSpeed", 1),
                  RunConfig("h", 1, 0, timestamps, 1000, None, duration_s), gt, Stats())
 
 
@@ -130,7 +130,7 @@ def test_a_socket_that_cannot_keep_up_gets_every_byte_in_order():
 
 
 def test_packets_are_what_the_codec_encodes(monkeypatch):
-    monkeypatch.setenv("TBSPARK_SIM_ENGINE", "python")  # the Python path (fake sockets)
+    monkeypatch.setenv("TBSPARK_SIM_HOT_PATH", "python")  # the Python path (fake sockets)
     fleet = make_fleet(4, "{windSpeed: {kind: uniform_int, min: 30, max: 60, rate_hz: 10, "
                           "send_as: string}}")
     engine = AioEngine(fleet)

@@ -17,9 +17,9 @@ import pytest
 
 from tbspark.errors import UsageError
 from tbspark.mqtt import codec
+from tbspark.mqtt.topics import TELEMETRY_TOPIC
 from tbspark.simulate import native
 from tbspark.simulate.aio_engine import AioEngine, _Conn
-from tbspark.simulate.fleet import TELEMETRY_TOPIC
 from tests.unit.test_simulate_engine import make_fleet
 
 TUTORIAL = "{windSpeed: {kind: uniform_int, min: 30, max: 60, rate_hz: 10, send_as: string}}"
@@ -220,8 +220,8 @@ devices:
     gt = GroundTruth("s", 10, "device", "windSpeed")
     for spec in specs:
         gt.add_device(spec.name, spec.zone)
-    record = {"devices": {s.name: {"token": f"t{i}"} for i, s in enumerate(specs)}}
-    fleet = Fleet(build_devices(specs, record, "windSpeed", 1), RunConfig("h", 1, 0, "device", 1000, None, 3.0),
+    tokens = {s.name: f"t{i}" for i, s in enumerate(specs)}
+    fleet = Fleet(build_devices(specs, tokens, "windSpeed", 1), RunConfig("h", 1, 0, "device", 1000, None, 3.0),
                   gt, Stats())
     assert native.fleet_scale(fleet) == 2 and native.why_not(fleet) is None
     got, _ = drive(fleet)
@@ -303,6 +303,7 @@ def native_seed(seed, name):
 
 @needs_c
 def test_a_socket_that_cannot_keep_up_loses_nothing_and_counts_nothing_unsent(monkeypatch):
+    monkeypatch.delenv("TBSPARK_SIM_HOT_PATH", raising=False)
     monkeypatch.delenv("TBSPARK_SIM_ENGINE", raising=False)
 
     async def main():
@@ -316,7 +317,7 @@ def test_a_socket_that_cannot_keep_up_loses_nothing_and_counts_nothing_unsent(mo
         ours.setblocking(False)
         theirs.setblocking(False)
         conn = _Conn(engine, fleet.devices[0], ours, loop)
-        conn.on_connack(0)  # the C path starts sending on this connection
+        conn.on_connected()  # the C path starts sending on this connection
         # Every message already late: one per wake-up. The peer does not read: 4,000 messages,
         # far more than the socket holds.
         now = time.monotonic() + 1000.0
@@ -354,6 +355,7 @@ def test_a_socket_that_cannot_keep_up_loses_nothing_and_counts_nothing_unsent(mo
 
 
 def test_fleets_the_c_path_cannot_drive_fall_back_to_python(monkeypatch):
+    monkeypatch.delenv("TBSPARK_SIM_HOT_PATH", raising=False)
     monkeypatch.delenv("TBSPARK_SIM_ENGINE", raising=False)
     for telemetry in ("{windSpeed: {kind: uniform_float, min: 1, max: 2, rate_hz: 10}}",
                       "{windSpeed: {kind: normal, mean: 1, stddev: 2, rate_hz: 10}}",
@@ -367,14 +369,18 @@ def test_fleets_the_c_path_cannot_drive_fall_back_to_python(monkeypatch):
     fleet = make_fleet(1, TUTORIAL)
     fleet.cfg.qos = 1
     assert AioEngine(fleet).hot is None and "QoS 1" in fleet.stats.hot_path
-    monkeypatch.setenv("TBSPARK_SIM_ENGINE", "python")
+    monkeypatch.setenv("TBSPARK_SIM_ENGINE", "python")  # the old name still works
     fleet = make_fleet(1, TUTORIAL)
     assert AioEngine(fleet).hot is None and fleet.stats.hot_path == "python (TBSPARK_SIM_ENGINE=python)"
+    monkeypatch.setenv("TBSPARK_SIM_HOT_PATH", "python")  # the new name, and it wins over the old
     monkeypatch.setenv("TBSPARK_SIM_ENGINE", "c")
-    with pytest.raises(UsageError, match="cannot run this fleet"):
+    fleet = make_fleet(1, TUTORIAL)
+    assert AioEngine(fleet).hot is None and fleet.stats.hot_path == "python (TBSPARK_SIM_HOT_PATH=python)"
+    monkeypatch.setenv("TBSPARK_SIM_HOT_PATH", "c")
+    with pytest.raises(UsageError, match="TBSPARK_SIM_HOT_PATH=c, but .* cannot run this fleet"):
         AioEngine(make_fleet(1, "{windSpeed: {kind: normal, mean: 1, stddev: 2, rate_hz: 10}}"))
-    monkeypatch.setenv("TBSPARK_SIM_ENGINE", "fast")
-    with pytest.raises(UsageError, match="not a simulator engine"):
+    monkeypatch.setenv("TBSPARK_SIM_HOT_PATH", "fast")
+    with pytest.raises(UsageError, match="not a simulator hot path"):
         AioEngine(make_fleet(1, TUTORIAL))
 
 
@@ -383,7 +389,7 @@ def run_against_sink(hot: str, monkeypatch, drop_after=None):
     the counting sink; returns (fleet, payloads per token)."""
     from tbspark.simulate.fleet import Fleet, RunConfig, Stats
     from tbspark.simulate.sink import ThreadedSink
-    monkeypatch.setenv("TBSPARK_SIM_ENGINE", hot)
+    monkeypatch.setenv("TBSPARK_SIM_HOT_PATH", hot)
     base = make_fleet(12, TUTORIAL)
     with ThreadedSink(keep_payloads=True, drop_after=drop_after) as sink:
         cfg = RunConfig("127.0.0.1", sink.port, 0, "device", 500, 25, 0.0)

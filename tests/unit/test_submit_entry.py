@@ -11,7 +11,7 @@ import pytest
 from tbspark.aggregate import main as entry
 from tbspark.errors import UsageError
 from tbspark.scenario import parse_scenario
-from tbspark.settings import connection_for
+from tbspark.settings import scenario_connection
 
 
 def test_the_job_imports_nothing_of_the_local_stack():
@@ -31,7 +31,7 @@ def test_connection_flags_override_the_environment_and_the_password_comes_from_a
     assert args.checkpoint == "hdfs://nn:8020/ckpt"
     sc = parse_scenario("name: s\nplatform: {kind: thingsboard}\nkafka: {topic: t}\ndevices:\n"
                         "  - {name: d, type: T, zone: Z, telemetry: {windSpeed: {kind: constant, value: 1, rate_hz: 1}}}\n")
-    conn = connection_for(sc, tmp_path, flags=entry.connection_flags(args),
+    conn = scenario_connection(sc, tmp_path, flags=entry.connection_flags(args),
                           environ={"KAFKA_BOOTSTRAP": "env:9092", "TB_PASSWORD": "from-env"})
     assert (conn.kafka_bootstrap, conn.tb_url, conn.mqtt_host) == ("k1:9092,k2:9092", "http://tb:8080", "tb")
     assert (conn.username, conn.password) == ("ops@example.com", "s3cret")

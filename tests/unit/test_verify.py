@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tbspark.errors import UsageError
+from tbspark.state import GroundTruthRecord
 from tbspark.verify import MetricKeys, judge, parse_since, read_points
 
 W = 10_000
@@ -48,7 +49,8 @@ EXPECT = {"Zone A": (40.0, 1.5), "Zone B": (45.0, 5.0)}
 
 def run(points, gt=None, exact=True, expectations=EXPECT, timestamps="device", since_ms=None):
     return judge(scenario="s", window_s=10, keys=MetricKeys(), points=points,
-                 groundtruth=gt if gt is not None else _gt(SENT, timestamps), expectations=expectations,
+                 groundtruth=GroundTruthRecord.from_json(gt if gt is not None else _gt(SENT, timestamps)),
+                 expectations=expectations,
                  exact=exact, timestamps=timestamps, since_ms=since_ms)
 
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from tbspark.platform.rest import errors
+from tbspark.platform import errors
 from tbspark.platform.rest.common import (
     PAGE_PARAMS, Param, eid, entity_profile, entity_sort, entity_types, id_from, json_object, ok_empty, ok_json,
     one_by_name, owned, platform, required_name, required_query, route, tenant_admin, tenant_infos_page, tenant_page,
@@ -56,7 +56,7 @@ async def save_asset(request: web.Request) -> web.Response:
         while store.asset_by_name(principal.tenant_id, name) is not None:
             name = f"{base}{sep}{secrets.token_hex(3)}"
     if store.asset_by_name(principal.tenant_id, name) is not None:
-        raise errors.bad_request("Asset with such name already exists!")
+        raise errors.BadRequest("Asset with such name already exists!")
     a = Asset(new_id(), principal.tenant_id, NULL_UUID, name, profile.name, profile.id, now_ms(),
               label=body.get("label"), additional_info=body.get("additionalInfo"), fields=extra)
     return ok_json(asset_json(await store.save_asset(a)))

@@ -11,7 +11,7 @@ import json
 
 from aiohttp import web
 
-from tbspark.platform.rest import errors
+from tbspark.platform import errors
 from tbspark.platform.rest.common import PRINCIPAL_KEY, eid, ok_json, platform, route
 from tbspark.platform.store import NULL_UUID
 
@@ -22,8 +22,8 @@ def require_json(request: web.Request) -> None:
     ctype = request.content_type.lower()  # aiohttp: application/octet-stream when absent
     if ctype != "application/json" and not (ctype.startswith("application/") and ctype.endswith("+json")):
         shown = request.headers.get("Content-Type", "")
-        raise errors.TbHttpError(415, f"Content-Type '{shown}' is not supported" if shown else
-                                 "Content-Type 'application/json' is required", errors.GENERAL)
+        raise errors.PlatformError(f"Content-Type '{shown}' is not supported" if shown else
+                                   "Content-Type 'application/json' is required", status=415)
 
 
 async def _body(request: web.Request) -> dict:
@@ -31,9 +31,9 @@ async def _body(request: web.Request) -> dict:
     try:
         body = json.loads(await request.text() or "null")
     except (ValueError, RecursionError):  # not UTF-8 / nested thousands deep (tests/fuzz)
-        raise errors.auth_failed("Authentication failed") from None
+        raise errors.AuthFailed("Authentication failed") from None
     if not isinstance(body, dict):
-        raise errors.auth_failed("Authentication failed")
+        raise errors.AuthFailed("Authentication failed")
     return body
 
 
@@ -49,7 +49,7 @@ async def login(request: web.Request) -> web.Response:
 
 @route("GET", "/api/auth/login", "Not supported (ThingsBoard answers 401)", "auth", auth=False)
 async def login_get(request: web.Request) -> web.Response:
-    raise errors.auth_failed("Authentication method not supported")
+    raise errors.AuthFailed("Authentication method not supported")
 
 
 @route("POST", "/api/auth/token", "Exchange a refresh token for a new JWT pair", "auth", body="json", auth=False)

@@ -13,8 +13,8 @@ from typing import Any, Awaitable, Callable, Iterable
 
 from aiohttp import web
 
-from tbspark.platform import values
-from tbspark.platform.rest import errors
+from tbspark.platform import errors, values
+from tbspark.platform.rest.errors import json_error
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -70,9 +70,9 @@ def tenant_admin(request: web.Request):
     """The caller, who must be a tenant administrator (a sysadmin gets TB's 403)."""
     principal = request.get(PRINCIPAL_KEY)
     if principal is None:
-        raise errors.auth_failed()
+        raise errors.AuthFailed()
     if principal.authority != "TENANT_ADMIN":
-        raise errors.forbidden()
+        raise errors.Forbidden()
     return principal
 
 
@@ -82,7 +82,7 @@ def parse_uuid(value: str) -> str:
     try:
         return str(uuid.UUID(value))
     except (ValueError, AttributeError, TypeError):
-        raise errors.bad_request(f"Invalid UUID string: {value}") from None
+        raise errors.BadRequest(f"Invalid UUID string: {value}") from None
 
 
 def q_int(request: web.Request, name: str, default: int | None = None, required: bool = False,
@@ -90,19 +90,19 @@ def q_int(request: web.Request, name: str, default: int | None = None, required:
     raw = request.query.get(name)
     if raw is None or raw == "":
         if required:
-            raise errors.bad_request(f"Required request parameter '{name}' for method parameter type "
-                                     f"{'int' if default is None else 'long'} is not present")
+            raise errors.BadRequest(f"Required request parameter '{name}' for method parameter type "
+                                    f"{'int' if default is None else 'long'} is not present")
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise errors.bad_request(f"Failed to convert value of type 'java.lang.String' to required type 'long'; "
-                                 f"For input string: \"{raw}\"") from None
+        raise errors.BadRequest(f"Failed to convert value of type 'java.lang.String' to required type 'long'; "
+                                f"For input string: \"{raw}\"") from None
     if not -(2**63) <= value < 2**63:
-        raise errors.bad_request(f"Failed to convert value of type 'java.lang.String' to required type 'long'; "
-                                 f"For input string: \"{raw}\"")
+        raise errors.BadRequest(f"Failed to convert value of type 'java.lang.String' to required type 'long'; "
+                                f"For input string: \"{raw}\"")
     if minimum is not None and value < minimum:
-        raise errors.bad_request(f"Parameter '{name}' must be at least {minimum}")
+        raise errors.BadRequest(f"Parameter '{name}' must be at least {minimum}")
     return value
 
 
@@ -120,8 +120,8 @@ def q_bool(request: web.Request, name: str, default: bool = False) -> bool:
         return True
     if low in _FALSE:
         return False
-    raise errors.bad_request(f"Failed to convert value of type 'java.lang.String' to required type 'boolean'; "
-                             f"Invalid boolean value [{raw}]")
+    raise errors.BadRequest(f"Failed to convert value of type 'java.lang.String' to required type 'boolean'; "
+                            f"Invalid boolean value [{raw}]")
 
 
 def q_keys(request: web.Request, name: str = "keys") -> list[str] | None:
@@ -148,8 +148,8 @@ def body_deadline(timeout_s: float):
                 async with asyncio.timeout(timeout_s):
                     await request.read()
             except TimeoutError:
-                resp = errors.json_error(408, f"Request body not received within {timeout_s:g} s",
-                                         errors.BAD_REQUEST_PARAMS)
+                resp = json_error(408, f"Request body not received within {timeout_s:g} s",
+                                  errors.BAD_REQUEST_PARAMS)
                 # Answer, then close at once: aiohttp would otherwise linger to read the rest.
                 await resp.prepare(request)
                 await resp.write_eof()
@@ -165,17 +165,17 @@ async def stored(write: Awaitable[Any]) -> Any:
     try:
         return await write
     except sqlite3.OperationalError as exc:
-        raise errors.store_failed(exc) from None
+        raise errors.StoreFailed(exc) from None
 
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")  # Jackson refuses NaN and Infinity too
 
 
-def _unreadable(message: str) -> errors.TbHttpError:
+def _unreadable(message: str) -> errors.PlatformError:
     """Spring's HttpMessageNotReadableException / HttpMediaTypeNotSupportedException: ThingsBoard
     4.3.1.3 answers them 500 with errorCode 2 (checked live, tests/differential)."""
-    return errors.TbHttpError(500, message, errors.GENERAL)
+    return errors.PlatformError(message)
 
 
 async def json_body(request: web.Request) -> Any:
@@ -228,7 +228,7 @@ def eid(entity_type: str, value: str | None) -> dict | None:
 def required_name(body: dict, what: str) -> str:
     name = body.get("name")
     if not isinstance(name, str) or not name.strip():
-        raise errors.bad_request(f"{what} name should be specified!")
+        raise errors.BadRequest(f"{what} name should be specified!")
     return name
 
 
@@ -244,7 +244,7 @@ def id_from(body: dict, field_name: str, entity_type: str | None = None) -> str 
         return parse_uuid(raw)
     if isinstance(v, str):
         return parse_uuid(v)
-    raise errors.bad_request(f"Invalid {field_name}")
+    raise errors.BadRequest(f"Invalid {field_name}")
 
 
 PAGE_PARAMS = [
@@ -261,22 +261,22 @@ def require_paging(request: web.Request, lookup: str) -> None:
     if "pageSize" in request.query and "page" in request.query:
         return
     actual = ", ".join(f"{k}={{{v}}}" for k, v in request.query.items())
-    raise errors.bad_request(f'Parameter conditions "pageSize, page" OR "{lookup}" not met for actual request '
-                             f"parameters: {actual}")
+    raise errors.BadRequest(f'Parameter conditions "pageSize, page" OR "{lookup}" not met for actual request '
+                            f"parameters: {actual}")
 
 
 def _page_int(request: web.Request, name: str) -> int:
     """pageSize / page: Spring's ``int`` parameters (required; its conversion message)."""
     raw = request.query.get(name)
     if raw is None or raw == "":
-        raise errors.bad_request(f"Required request parameter '{name}' for method parameter type int is not present")
+        raise errors.BadRequest(f"Required request parameter '{name}' for method parameter type int is not present")
     try:
         value = int(raw)
     except ValueError:
         value = None
     if value is None or not -(2**31) <= value < 2**31:
-        raise errors.bad_request(f"Method parameter '{name}': Failed to convert value of type 'java.lang.String' "
-                                 f"to required type 'int'; For input string: \"{raw}\"")
+        raise errors.BadRequest(f"Method parameter '{name}': Failed to convert value of type 'java.lang.String' "
+                                f"to required type 'int'; For input string: \"{raw}\"")
     return value
 
 
@@ -286,9 +286,9 @@ def page(request: web.Request, items: list, sort_keys: dict[str, Callable[[Any],
     page_size = _page_int(request, "pageSize")
     page_no = _page_int(request, "page")
     if page_size < 1:
-        raise errors.bad_request(f"Incorrect page link page size '{page_size}'. Page size must be greater than zero.")
+        raise errors.BadRequest(f"Incorrect page link page size '{page_size}'. Page size must be greater than zero.")
     if page_no < 0:
-        raise errors.bad_request(f"Incorrect page link page '{page_no}'. Page must be positive integer.")
+        raise errors.BadRequest(f"Incorrect page link page '{page_no}'. Page must be positive integer.")
     text = request.query.get("textSearch")
     if text:
         low = text.lower()
@@ -299,9 +299,9 @@ def page(request: web.Request, items: list, sort_keys: dict[str, Callable[[Any],
     # with a sortProperty, and an unknown property reaches the database, which fails.
     if prop:
         if order is not None and order.upper() not in ("ASC", "DESC"):
-            raise errors.bad_request(f"Unsupported sort order '{order}'! Only 'ASC' or 'DESC' types are allowed.")
+            raise errors.BadRequest(f"Unsupported sort order '{order}'! Only 'ASC' or 'DESC' types are allowed.")
         if prop not in sort_keys:
-            raise errors.TbHttpError(500, "Database error", errors.DATABASE)
+            raise errors.PlatformError("Database error", error_code=errors.DATABASE)
         keyf = sort_keys[prop]
         items = sorted(items, key=lambda i: (keyf(i) is None, keyf(i) or ""),
                        reverse=(order or "ASC").upper() == "DESC")
@@ -325,7 +325,7 @@ def entity_profile(body: dict, tenant_id: str, kind: str, by_id: Callable[[str],
     if profile_id:
         profile = by_id(profile_id)
         if profile is None or profile.tenant_id != tenant_id:
-            raise errors.bad_request(f"{kind.capitalize()} is referencing non existing {kind} profile!")
+            raise errors.BadRequest(f"{kind.capitalize()} is referencing non existing {kind} profile!")
     elif isinstance(body.get("type"), str) and body["type"].strip():
         profile = find_or_create(tenant_id, body["type"])
     else:
@@ -339,14 +339,14 @@ def owned(request: web.Request, raw_id: str, lookup: Callable[[str], Any], what:
     item_id = parse_uuid(raw_id)
     item = lookup(item_id)
     if item is None or item.tenant_id != principal.tenant_id:
-        raise errors.not_found(f"{what} with id [{item_id}] is not found")
+        raise errors.NotFound(f"{what} with id [{item_id}] is not found")
     return item
 
 
 def required_query(request: web.Request, name: str) -> str:
     value = request.query.get(name)
     if value is None:
-        raise errors.bad_request(f"Required request parameter '{name}' for method parameter type String is not present")
+        raise errors.BadRequest(f"Required request parameter '{name}' for method parameter type String is not present")
     return value
 
 
@@ -355,7 +355,7 @@ def one_by_name(request: web.Request, name: str, lookup: Callable[[str, str], An
     principal = tenant_admin(request)
     item = lookup(principal.tenant_id, name)
     if item is None:
-        raise errors.not_found()
+        raise errors.NotFound()
     return ok_json(render(item))
 
 

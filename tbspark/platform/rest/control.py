@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from tbspark.platform.rest import errors
+from tbspark.platform import errors
 from tbspark.platform.rest.common import PRINCIPAL_KEY, ok_json, platform, route
 
 CONTROL_AUTHORITIES = ("TENANT_ADMIN", "SYS_ADMIN")
@@ -19,9 +19,9 @@ CONTROL_AUTHORITIES = ("TENANT_ADMIN", "SYS_ADMIN")
 def _operator(request: web.Request) -> None:
     principal = request.get(PRINCIPAL_KEY)
     if principal is None:
-        raise errors.auth_failed()
+        raise errors.AuthFailed()
     if principal.authority not in CONTROL_AUTHORITIES:
-        raise errors.forbidden()
+        raise errors.Forbidden()
 
 
 @route("GET", "/tbspark/health", "Liveness: 200 once the platform serves requests", "tbspark", auth=False)

@@ -21,8 +21,7 @@ import time
 
 from aiohttp import web
 
-from tbspark.platform import values
-from tbspark.platform.rest import errors
+from tbspark.platform import errors, values
 from tbspark.platform.rest.common import Param, platform, route
 from tbspark.platform.transport import device_api as api
 
@@ -67,10 +66,10 @@ async def _expired(timeout_ms: int) -> web.Response:
     return web.Response(status=503, text=json.dumps(body), content_type="application/json")
 
 
-def _conversion_error(name: str, raw: str, java_type: str) -> web.Response:
+def _conversion_error(name: str, raw: str, java_type: str) -> errors.BadRequest:
     """Spring's answer to a path or query value that is not a number (ThingsBoard's JSON 400)."""
-    return errors.bad_request(f"Method parameter '{name}': Failed to convert value of type 'java.lang.String' "
-                              f"to required type '{java_type}'; For input string: \"{raw}\"").response()
+    return errors.BadRequest(f"Method parameter '{name}': Failed to convert value of type 'java.lang.String' "
+                             f"to required type '{java_type}'; For input string: \"{raw}\"")
 
 
 def _too_large(request: web.Request) -> web.Response | None:
@@ -155,7 +154,7 @@ async def _long_poll(request: web.Request, subs: int) -> tuple[str, bytes] | web
         return _empty(401)
     timeout_ms = _timeout_ms(request)
     if timeout_ms is None:
-        return _conversion_error("timeout", request.query["timeout"], "long")
+        raise _conversion_error("timeout", request.query["timeout"], "long")
     mqtt = platform(request).mqtt
     poll = _LongPoll(device, subs)
     mqtt.by_device.setdefault(device.id, []).append(poll)
@@ -205,7 +204,7 @@ async def reply_rpc(request: web.Request) -> web.Response:
     try:
         rid = int(raw_id)
     except ValueError:
-        return _conversion_error("requestId", raw_id, "java.lang.Integer")
+        raise _conversion_error("requestId", raw_id, "java.lang.Integer") from None
     if device is None:
         return _empty(401)
     platform(request).mqtt.rpc.on_reply(device.id, rid, await request.read())

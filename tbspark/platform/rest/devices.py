@@ -7,8 +7,7 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from tbspark.platform import values
-from tbspark.platform.rest import errors
+from tbspark.platform import errors, values
 from tbspark.platform.rest.common import (
     PAGE_PARAMS, Param, eid, entity_profile, entity_sort, entity_types, id_from, json_object, ok_empty, ok_json,
     one_by_name, owned, parse_uuid, platform, required_name, required_query, route, stored, tenant_admin,
@@ -66,15 +65,14 @@ def _checked(body: dict) -> tuple[str, str | None]:
         label = repr(label)
     elif isinstance(label, (dict, list)):
         kind, token = ("Object", "START_OBJECT") if isinstance(label, dict) else ("Array", "START_ARRAY")
-        raise errors.TbHttpError(500, "JSON parse error: Cannot deserialize value of type "
-                                 f"`java.lang.String` from {kind} value (token `JsonToken.{token}`)",
-                                 errors.GENERAL)
+        raise errors.PlatformError("JSON parse error: Cannot deserialize value of type "
+                                   f"`java.lang.String` from {kind} value (token `JsonToken.{token}`)")
     try:
         values.check_name(name)
         if label is not None:
             values.check_name(label, "label")
     except values.ValidationError as exc:
-        raise errors.bad_request(str(exc)) from None
+        raise errors.BadRequest(str(exc)) from None
     return name, label
 
 
@@ -95,7 +93,7 @@ async def _save(request: web.Request, body: dict, token: str | None) -> Device:
         return await stored(store.save_device(d, expected_version=version if isinstance(version, int) else None))
     name = _unique_name(store, principal.tenant_id, name, request)
     if store.device_by_name(principal.tenant_id, name) is not None:
-        raise errors.bad_request("Device with such name already exists!")
+        raise errors.BadRequest("Device with such name already exists!")
     if token is not None and not token.strip():
         token = None
     d = store.new_device(principal.tenant_id, name, profile, token=token, additional_info=info,
@@ -121,9 +119,9 @@ async def save_device_with_credentials(request: web.Request) -> web.Response:
     body = await json_object(request)
     device, creds = body.get("device"), body.get("credentials") or {}
     if not isinstance(device, dict):
-        raise errors.bad_request("Device should be specified!")
+        raise errors.BadRequest("Device should be specified!")
     if creds.get("credentialsType", "ACCESS_TOKEN") != "ACCESS_TOKEN":
-        raise errors.bad_request("Only ACCESS_TOKEN credentials are supported by the embedded platform")
+        raise errors.BadRequest("Only ACCESS_TOKEN credentials are supported by the embedded platform")
     return ok_json(device_json(await _save(request, device, creds.get("credentialsId"))))
 
 
@@ -169,16 +167,16 @@ async def save_credentials(request: web.Request) -> web.Response:
     body = await json_object(request)
     device_id = id_from(body, "deviceId")
     if not device_id:
-        raise errors.bad_request("Device credentials should be assigned to device!")
+        raise errors.BadRequest("Device credentials should be assigned to device!")
     d = _own_device(request, device_id)
     if body.get("credentialsType", "ACCESS_TOKEN") != "ACCESS_TOKEN":
-        raise errors.bad_request("Only ACCESS_TOKEN credentials are supported by the embedded platform")
+        raise errors.BadRequest("Only ACCESS_TOKEN credentials are supported by the embedded platform")
     token = body.get("credentialsId")
     if not isinstance(token, str) or not token.strip():
-        raise errors.bad_request("Device credentials id should be specified!")
+        raise errors.BadRequest("Device credentials id should be specified!")
     other = platform(request).store.device_by_token(token)
     if other is not None and other.id != d.id:
-        raise errors.bad_request("Device credentials are already assigned to another device!")
+        raise errors.BadRequest("Device credentials are already assigned to another device!")
     d = await platform(request).store.save_device(replace(d, token=token))
     return ok_json(credentials_json(d))
 
@@ -214,7 +212,7 @@ async def devices_by_ids(request: web.Request) -> web.Response:
     principal = tenant_admin(request)
     raw = request.query.get("deviceIds")
     if raw is None:
-        raise errors.bad_request("Required request parameter 'deviceIds' for method parameter type String[] is not present")
+        raise errors.BadRequest("Required request parameter 'deviceIds' for method parameter type String[] is not present")
     store = platform(request).store
     out = []
     for part in raw.split(","):

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from tbspark.platform.rest import errors
+from tbspark.platform import errors
 from tbspark.platform.rest.common import (
     PAGE_PARAMS, Param, eid, id_from, json_object, ok_empty, ok_json, owned, page, platform, required_name, route,
     tenant_admin,
@@ -64,14 +64,14 @@ def _chain_ref(request: web.Request, body: dict, tenant_id: str) -> str | None:
     if chain_id:
         rc = platform(request).store.rule_chain(chain_id)
         if rc is None or rc.tenant_id != tenant_id:
-            raise errors.bad_request("Can't assign non-existent rule chain!")
+            raise errors.BadRequest("Can't assign non-existent rule chain!")
     return chain_id
 
 
 def _version(body: dict, current: int) -> int:
     v = body.get("version")
     if isinstance(v, int) and v != current:
-        raise errors.conflict("Profile")
+        raise errors.Conflict("Profile")
     return current + 1
 
 
@@ -91,7 +91,7 @@ async def _save_profile(request: web.Request, what: str, profile_type: type, ext
                     fields={**old.fields, **fields}, version=_version(body, old.version))
     else:
         if exists(principal.tenant_id, name):
-            raise errors.bad_request(f"{what} with such name already exists!")
+            raise errors.BadRequest(f"{what} with such name already exists!")
         p = profile_type(new_id(), principal.tenant_id, name, now_ms(), description=body.get("description"),
                          default_rule_chain_id=chain_id, fields={**defaults, **fields})
     p = await save(p)

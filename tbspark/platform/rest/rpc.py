@@ -18,8 +18,8 @@ import time
 
 from aiohttp import web
 
+from tbspark.platform import errors
 from tbspark.platform import rpc as rpc_mod
-from tbspark.platform.rest import errors
 from tbspark.platform.rest.common import PRINCIPAL_KEY, ok_json, parse_uuid, platform, route
 
 MIN_TIMEOUT_MS = 5000       # server.rest.server_side_rpc.min_timeout
@@ -30,8 +30,8 @@ _V2 = (504, 504)
 _V1 = (408, 409)
 
 
-def _invalid(detail: str) -> errors.TbHttpError:
-    return errors.bad_request(f"Invalid request body: {detail}")
+def _invalid(detail: str) -> errors.BadRequest:
+    return errors.BadRequest(f"Invalid request body: {detail}")
 
 
 def _number(body: dict, key: str) -> int | None:
@@ -52,11 +52,11 @@ def _number(body: dict, key: str) -> int | None:
 def parse_request(text: str, now_ms: int) -> tuple[str, object, int]:
     """(method, params, expires_at_ms) of an RPC request body; TB's 400 "Invalid request body" otherwise."""
     if not text.strip():
-        raise errors.bad_request("Required request body is missing")
+        raise errors.BadRequest("Required request body is missing")
     try:
         body = json.loads(text)
     except (ValueError, RecursionError):
-        raise errors.bad_request("Invalid request body") from None
+        raise errors.BadRequest("Invalid request body") from None
     if not isinstance(body, dict):
         raise _invalid("expected a JSON object {\"method\": ..., \"params\": ...}")
     method = body.get("method")
@@ -79,17 +79,17 @@ async def _handle(request: web.Request, oneway: bool, statuses: tuple[int, int])
     try:
         text = await request.text()
     except ValueError:  # bytes that are not UTF-8
-        raise errors.bad_request("Invalid request body") from None
+        raise errors.BadRequest("Invalid request body") from None
     method, params, expires = parse_request(text, int(time.time() * 1000))
     principal = request.get(PRINCIPAL_KEY)
     if principal is None:
-        raise errors.auth_failed()
+        raise errors.AuthFailed()
     if principal.authority == "SYS_ADMIN":  # AccessValidator.validateDevice
-        raise errors.bare(403, "System administrator is not allowed to perform this operation!")
+        raise errors.PlainTextError("System administrator is not allowed to perform this operation!", status=403)
     p = platform(request)
     device = p.store.device_by_id(device_id)
     if device is None or device.tenant_id != principal.tenant_id:
-        raise errors.bare(404, "Device with requested id wasn't found!")
+        raise errors.PlainTextError("Device with requested id wasn't found!", status=404)
     service = getattr(p.mqtt, "rpc", None)
     if service is None:  # no MQTT transport running: nobody can receive it
         outcome = rpc_mod.Outcome(rpc_mod.NO_ACTIVE_CONNECTION)

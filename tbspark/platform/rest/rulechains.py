@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from tbspark.platform.rest import errors
+from tbspark.platform import errors
 from tbspark.platform.rest.common import (
     PAGE_PARAMS, Param, eid, id_from, json_object, ok_empty, ok_json, page, parse_uuid, platform, required_name, route,
     tenant_admin,
@@ -61,7 +61,7 @@ def _own_chain(request: web.Request, raw_id: str) -> RuleChain:
     cid = parse_uuid(raw_id)
     rc = platform(request).store.rule_chain(cid)
     if rc is None or rc.tenant_id != principal.tenant_id:
-        raise errors.not_found(f"Rule chain with id [{cid}] is not found")
+        raise errors.NotFound(f"Rule chain with id [{cid}] is not found")
     return rc
 
 
@@ -71,7 +71,7 @@ def _validate(request: web.Request, meta: dict) -> None:
         return
     problems = engine.validate_chain(meta)
     if problems:
-        raise errors.bad_request("; ".join(problems))
+        raise errors.BadRequest("; ".join(problems))
 
 
 @route("POST", "/api/ruleChain", "Create or update a rule chain", "ruleChain", body="json")
@@ -81,7 +81,7 @@ async def save_rule_chain(request: web.Request) -> web.Response:
     name = required_name(body, "Rule chain")
     rtype = body.get("type") or "CORE"
     if rtype not in ("CORE", "EDGE"):
-        raise errors.bad_request(f"No enum constant org.thingsboard.server.common.data.rule.RuleChainType.{rtype}")
+        raise errors.BadRequest(f"No enum constant org.thingsboard.server.common.data.rule.RuleChainType.{rtype}")
     cid = id_from(body, "id")
     store = platform(request).store
     if cid:
@@ -116,7 +116,7 @@ async def save_metadata(request: web.Request) -> web.Response:
     body = await json_object(request)
     cid = id_from(body, "ruleChainId")
     if not cid:
-        raise errors.bad_request("Rule chain id should be specified!")
+        raise errors.BadRequest("Rule chain id should be specified!")
     rc = _own_chain(request, cid)
     _validate(request, body)
     return ok_json(await platform(request).store.save_rule_chain_metadata(rc.id, body))
@@ -145,7 +145,7 @@ async def set_root(request: web.Request) -> web.Response:
     principal = tenant_admin(request)
     rc = _own_chain(request, request.match_info["ruleChainId"])
     if rc.type != "CORE":
-        raise errors.bad_request("Only CORE rule chains can be root")
+        raise errors.BadRequest("Only CORE rule chains can be root")
     return ok_json(rule_chain_json(await platform(request).store.set_root_rule_chain(principal.tenant_id, rc.id)))
 
 
@@ -190,9 +190,9 @@ async def import_chains(request: web.Request) -> web.Response:
     body = await json_object(request)
     chains, metas = body.get("ruleChains"), body.get("metadata") or []
     if not isinstance(chains, list) or not all(isinstance(c, dict) for c in chains):
-        raise errors.bad_request("ruleChains must be a list of rule chains")
+        raise errors.BadRequest("ruleChains must be a list of rule chains")
     if not isinstance(metas, list) or not all(isinstance(m, dict) for m in metas):
-        raise errors.bad_request("metadata must be a list of rule chain metadata")
+        raise errors.BadRequest("metadata must be a list of rule chain metadata")
     for md in metas:
         _validate(request, md)
     overwrite = request.query.get("overwrite", "false").lower() == "true"
@@ -211,7 +211,7 @@ async def import_chains(request: web.Request) -> web.Response:
         try:
             required_name(raw, "Rule chain")
             if rtype not in ("CORE", "EDGE"):
-                raise errors.bad_request(f"No enum constant org.thingsboard.server.common.data.rule.RuleChainType.{rtype}")
+                raise errors.BadRequest(f"No enum constant org.thingsboard.server.common.data.rule.RuleChainType.{rtype}")
             fields = dict(name=name, type=rtype, debug_mode=bool(raw.get("debugMode")),
                           configuration=raw.get("configuration"), additional_info=raw.get("additionalInfo"))
             if existing is not None:
@@ -223,7 +223,7 @@ async def import_chains(request: web.Request) -> web.Response:
             if old_id:
                 new_ids[old_id] = rc.id
             results.append({"ruleChainId": eid("RULE_CHAIN", rc.id), "ruleChainName": rc.name, **result})
-        except errors.TbHttpError as exc:
+        except errors.PlatformError as exc:
             results.append({"ruleChainId": None, "ruleChainName": name, "error": exc.message})
     for md in metas:
         old_id = id_from(md, "ruleChainId")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from tbspark.platform.rest import errors
+from tbspark.platform import errors
 from tbspark.platform.rest.common import PRINCIPAL_KEY, json_object, ok_json, platform, route
 from tbspark.state import write_json_atomic
 
@@ -50,7 +50,7 @@ def _validate(body: dict) -> dict:
         if v is None:
             problems.append(f"{name} must not be null")
         elif not isinstance(v, int) or isinstance(v, bool):
-            raise errors.bad_request("Invalid request body")
+            raise errors.BadRequest("Invalid request body")
         elif v < 1:
             problems.append(f"{name} must be greater than or equal to 1")
         elif v > 24:
@@ -58,15 +58,15 @@ def _validate(body: dict) -> dict:
     attempts = body.get("maxFailedLoginAttempts")
     if attempts is not None and (not isinstance(attempts, int) or isinstance(attempts, bool)
                                  or not -(2**31) <= attempts < 2**31):
-        raise errors.bad_request("Invalid request body")
+        raise errors.BadRequest("Invalid request body")
     if problems:
-        raise errors.bad_request("Validation error: " + ", ".join(sorted(problems)))
+        raise errors.BadRequest("Validation error: " + ", ".join(sorted(problems)))
     return {**DEFAULTS, **{k: v for k, v in body.items() if k in DEFAULTS}}
 
 
 def _sysadmin(request: web.Request) -> None:
     if request[PRINCIPAL_KEY].authority != "SYS_ADMIN":
-        raise errors.forbidden()
+        raise errors.Forbidden()
 
 
 @route("GET", "/api/admin/securitySettings", "Security settings (system administrator)", "admin")

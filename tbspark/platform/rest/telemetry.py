@@ -10,12 +10,12 @@ import time
 
 from aiohttp import web
 
-from tbspark.platform import events, values
-from tbspark.platform.rest import errors
+from tbspark.platform import errors, events, values
 from tbspark.platform.rest.common import (
     PRINCIPAL_KEY, Param, ok_empty, ok_json, parse_uuid, platform, q_bool, q_int, q_keys, route, stored,
 )
 from tbspark.platform.store import intervals
+from tbspark.platform.store.telemetry import AGGREGATIONS
 
 P = "/api/plugins/telemetry"
 ENTITY_TYPES = {"TENANT", "CUSTOMER", "USER", "DASHBOARD", "ASSET", "DEVICE", "ALARM", "RULE_CHAIN", "RULE_NODE",
@@ -35,7 +35,7 @@ HISTORY_PARAMS = [
           description="Calendar buckets (WEEK = Sunday–Saturday, WEEK_ISO = Monday–Sunday) instead of interval"),
     Param("timeZone", description="Zone of the calendar buckets, e.g. Europe/Berlin (default: the server's)"),
     Param("limit", "integer", description="Max points per key when agg=NONE (default 100)"),
-    Param("agg", enum=["NONE", "AVG", "MIN", "MAX", "SUM", "COUNT"]),
+    Param("agg", enum=list(AGGREGATIONS)),
     Param("orderBy", enum=["ASC", "DESC"]),
     Param("useStrictDataTypes", "boolean", description="Native JSON types instead of strings"),
 ]
@@ -45,9 +45,9 @@ def _entity(request: web.Request, entity_type: str, raw_id: str) -> tuple[str, s
     """(entity type, uuid) of an entity the caller owns; TB's errors otherwise."""
     principal = request.get(PRINCIPAL_KEY)
     if principal is None:
-        raise errors.auth_failed()
+        raise errors.AuthFailed()
     if entity_type not in ENTITY_TYPES:
-        raise errors.bad_request(f"No enum constant org.thingsboard.server.common.data.EntityType.{entity_type}")
+        raise errors.BadRequest(f"No enum constant org.thingsboard.server.common.data.EntityType.{entity_type}")
     store = platform(request).store
     # Fast path: a known device id as ThingsBoard prints it (canonical uuid) needs no parsing.
     if entity_type == "DEVICE":
@@ -68,7 +68,7 @@ def _entity(request: web.Request, entity_type: str, raw_id: str) -> tuple[str, s
         found = None
     if found is None:
         title = _TITLE.get(entity_type, entity_type.replace("_", " ").capitalize())
-        raise errors.bare(404, f"{title} with requested id wasn't found!")
+        raise errors.PlainTextError(f"{title} with requested id wasn't found!", status=404)
     return entity_type, eid
 
 
@@ -84,16 +84,16 @@ async def _save_timeseries(request: web.Request, entity_type: str, raw_id: str, 
         text = await request.text()  # UnicodeDecodeError (a ValueError) on bytes that are not UTF-8
         obj = values.loads(text)  # (a lone surrogate in the text is a ValueError too)
     except ValueError:
-        raise errors.bare(400, "Unable to parse time series payload: Invalid JSON body!") from None
+        raise errors.PlainTextError("Unable to parse time series payload: Invalid JSON body!") from None
     try:
         parsed = values.parse_telemetry(obj, _now(), skip_nulls=False)
     except values.ValidationError as exc:  # KvUtils.validate's DataValidationException: its bare message
-        raise errors.bare(400, str(exc)) from None
+        raise errors.PlainTextError(str(exc)) from None
     except values.PayloadError as exc:
-        raise errors.bare(400, f"Unable to parse time series payload. Invalid JSON body: {exc}") from None
+        raise errors.PlainTextError(f"Unable to parse time series payload. Invalid JSON body: {exc}") from None
     entries = [(ts, k, kind, v) for ts, kv in parsed for k, (kind, v) in kv.items()]
     if not entries:
-        raise errors.bare(400, "No time series data found in request body!")
+        raise errors.PlainTextError("No time series data found in request body!")
     await stored(platform(request).store.save_timeseries(etype, eid, entries, batch=False, ttl_s=ttl_s))
     _post_event(request, etype, eid, lambda ent, user: events.timeseries_updated_msg(etype, ent, entries, user))
     return ok_empty()
@@ -125,8 +125,8 @@ async def save_timeseries_ttl(request: web.Request) -> web.Response:
     try:
         ttl_s = int(m["ttl"])
     except ValueError:
-        raise errors.bad_request(f"Method parameter 'ttl': Failed to convert value of type 'java.lang.String' to "
-                                 f"required type 'java.lang.Long'; For input string: \"{m['ttl']}\"") from None
+        raise errors.BadRequest(f"Method parameter 'ttl': Failed to convert value of type 'java.lang.String' to "
+                                f"required type 'java.lang.Long'; For input string: \"{m['ttl']}\"") from None
     # Points expire ttl seconds after the save, as on ThingsBoard with Cassandra (0: kept).
     return await _save_timeseries(request, m["entityType"], m["entityId"], max(ttl_s, 0))
 
@@ -134,32 +134,32 @@ async def save_timeseries_ttl(request: web.Request) -> web.Response:
 async def _save_attributes(request: web.Request, entity_type: str, raw_id: str, scope: str) -> web.Response:
     etype, eid = _entity(request, entity_type, raw_id)
     if scope not in SCOPES:  # Spring cannot convert the path variable to AttributeScope (checked live)
-        raise errors.bad_request(
+        raise errors.BadRequest(
             "Method parameter 'scope': Failed to convert value of type 'java.lang.String' to required type "
             "'org.thingsboard.server.common.data.AttributeScope'; Failed to convert from type [java.lang.String] "
             "to type [@io.swagger.v3.oas.annotations.Parameter @org.springframework.web.bind.annotation.PathVariable "
             f"org.thingsboard.server.common.data.AttributeScope] for value [{scope}]")
     if scope not in WRITABLE_SCOPES:
-        raise errors.bare(400, f"Invalid scope: {scope}")
+        raise errors.PlainTextError(f"Invalid scope: {scope}")
     try:
         text = await request.text()  # UnicodeDecodeError (a ValueError) on bytes that are not UTF-8
         obj = values.loads(text) if text.strip() else None
     except ValueError:
-        raise errors.bare(400, "Invalid JSON") from None
+        raise errors.PlainTextError("Invalid JSON") from None
     if obj is None:
-        raise errors.bare(400, "No attributes data found in request body!")
+        raise errors.PlainTextError("No attributes data found in request body!")
     if not isinstance(obj, dict):
-        raise errors.bare(400, "Request is not a JSON object")
+        raise errors.PlainTextError("Request is not a JSON object")
     if not obj:
-        raise errors.bare(400, "No attributes data found in request body!")
+        raise errors.PlainTextError("No attributes data found in request body!")
     if any(not k.strip() for k in obj):
-        raise errors.bare(400, "Key cannot be blank")
+        raise errors.PlainTextError("Key cannot be blank")
     try:
         typed = values.parse_attributes(obj, skip_nulls=False)
     except values.ValidationError as exc:  # KvUtils.validate: 400 with its bare message (live)
-        raise errors.bare(400, str(exc)) from None
+        raise errors.PlainTextError(str(exc)) from None
     except values.PayloadError as exc:  # JsonConverter's exception escapes the controller: a 500 (live)
-        raise errors.TbHttpError(500, str(exc), errors.GENERAL) from None
+        raise errors.PlatformError(str(exc)) from None
     await stored(platform(request).store.save_attributes(etype, eid, scope, typed, _now()))
     _post_event(request, etype, eid, lambda ent, user: events.attributes_updated_msg(etype, ent, scope, typed, user))
     devstate = platform(request).devstate
@@ -192,10 +192,10 @@ async def save_device_attributes(request: web.Request) -> web.Response:
 async def _delete_attributes(request: web.Request, entity_type: str, raw_id: str, scope: str) -> web.Response:
     etype, eid = _entity(request, entity_type, raw_id)
     if scope not in SCOPES:
-        raise errors.bare(400, f"Invalid scope: {scope}")
+        raise errors.PlainTextError(f"Invalid scope: {scope}")
     keys = q_keys(request)
     if not keys:
-        raise errors.bad_request("Required request parameter 'keys' for method parameter type String is not present")
+        raise errors.BadRequest("Required request parameter 'keys' for method parameter type String is not present")
     await stored(platform(request).store.delete_attributes(eid, scope, keys))
     return ok_empty()
 
@@ -207,7 +207,7 @@ async def delete_timeseries(request: web.Request) -> web.Response:
     etype, eid = _entity(request, m["entityType"], m["entityId"])
     keys = q_keys(request)
     if not keys:
-        raise errors.bad_request("Required request parameter 'keys' for method parameter type String is not present")
+        raise errors.BadRequest("Required request parameter 'keys' for method parameter type String is not present")
     await stored(platform(request).store.delete_timeseries(eid, keys))
     return ok_empty()
 
@@ -234,23 +234,23 @@ async def _history(request: web.Request, eid: str, keys: list[str] | None) -> we
     interval = q_int(request, "interval", 0)
     limit = q_int(request, "limit", 100)
     if limit is None or limit < 1:
-        raise errors.bad_request("Parameter 'limit' must be at least 1")
+        raise errors.BadRequest("Parameter 'limit' must be at least 1")
     agg = (request.query.get("agg") or "NONE").upper()
-    if agg not in ("NONE", "AVG", "MIN", "MAX", "SUM", "COUNT"):
-        raise errors.bad_request(f"No enum constant org.thingsboard.server.common.data.kv.Aggregation.{agg}")
+    if agg not in AGGREGATIONS:
+        raise errors.BadRequest(f"No enum constant org.thingsboard.server.common.data.kv.Aggregation.{agg}")
     order = (request.query.get("orderBy") or "DESC").upper()
     if order not in ("ASC", "DESC"):
-        raise errors.bad_request(f"Unsupported sort order '{order}'! Only 'ASC' or 'DESC' types are allowed.")
+        raise errors.BadRequest(f"Unsupported sort order '{order}'! Only 'ASC' or 'DESC' types are allowed.")
     itype = request.query.get("intervalType") or "MILLISECONDS"
     if itype not in intervals.INTERVAL_TYPES:
-        raise errors.bad_request(f"Method parameter 'intervalType': Failed to convert value of type "
-                                 f"'java.lang.String' to required type "
-                                 f"'org.thingsboard.server.common.data.kv.IntervalType'; Failed to convert from type "
-                                 f"[java.lang.String] to type [@org.springframework.web.bind.annotation.RequestParam "
-                                 f"org.thingsboard.server.common.data.kv.IntervalType] for value [{itype}]")
+        raise errors.BadRequest(f"Method parameter 'intervalType': Failed to convert value of type "
+                                f"'java.lang.String' to required type "
+                                f"'org.thingsboard.server.common.data.kv.IntervalType'; Failed to convert from type "
+                                f"[java.lang.String] to type [@org.springframework.web.bind.annotation.RequestParam "
+                                f"org.thingsboard.server.common.data.kv.IntervalType] for value [{itype}]")
     tz = intervals.zone(request.query.get("timeZone")) if itype != "MILLISECONDS" else None
     if interval < 0:
-        raise errors.bad_request("Parameter 'interval' must not be negative")
+        raise errors.BadRequest("Parameter 'interval' must not be negative")
     strict = q_bool(request, "useStrictDataTypes")
     if keys is not None and not keys:
         return ok_json({})
@@ -313,7 +313,7 @@ async def get_attributes_by_scope(request: web.Request) -> web.Response:
     m = request.match_info
     etype, eid = _entity(request, m["entityType"], m["entityId"])
     if m["scope"] not in SCOPES:
-        raise errors.bad_request(f"Invalid attribute scope: {m['scope']}")
+        raise errors.BadRequest(f"Invalid attribute scope: {m['scope']}")
     return ok_json(_attr_list(platform(request).store, etype, eid, (m["scope"],), q_keys(request)))
 
 
@@ -336,5 +336,5 @@ async def attribute_keys_by_scope(request: web.Request) -> web.Response:
     m = request.match_info
     _, eid = _entity(request, m["entityType"], m["entityId"])
     if m["scope"] not in SCOPES:
-        raise errors.bad_request(f"Invalid attribute scope: {m['scope']}")
+        raise errors.BadRequest(f"Invalid attribute scope: {m['scope']}")
     return ok_json(platform(request).store.attribute_keys(eid, m["scope"]))

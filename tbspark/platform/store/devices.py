@@ -10,7 +10,7 @@ import sqlite3
 from dataclasses import replace
 from typing import Any, Callable
 
-from tbspark.platform.rest.errors import bad_request, conflict
+from tbspark.platform.errors import BadRequest, Conflict
 from tbspark.platform.store.entities import put
 from tbspark.platform.store.models import NULL_UUID, Asset, Device, DeviceProfile, new_id, now_ms, random_token
 
@@ -37,13 +37,13 @@ class DeviceStore:
             try:
                 put(conn, d, d.name)
             except sqlite3.IntegrityError as exc:
-                raise bad_request("Device with such name already exists!") from exc
+                raise BadRequest("Device with such name already exists!") from exc
             if token_changed:
                 conn.execute("DELETE FROM credentials WHERE device_id=?", (d.id,))
                 try:
                     conn.execute("INSERT INTO credentials(token, device_id) VALUES (?,?)", (d.token, d.id))
                 except sqlite3.IntegrityError as exc:
-                    raise bad_request("Device credentials are already assigned to another device!") from exc
+                    raise BadRequest("Device credentials are already assigned to another device!") from exc
         return fn
 
     def new_device(self, tenant_id: str, name: str, profile: DeviceProfile, token: str | None = None,
@@ -75,7 +75,7 @@ class DeviceStore:
         old = self._devices.get(d.id)
         if old is not None:
             if expected_version is not None and expected_version != old.version:
-                raise conflict("Device")
+                raise Conflict("Device")
             d = replace(d, version=old.version + 1)
         await self._write(self._device_write(d, old is None or old.token != d.token))
         self._cache_device(d)
@@ -103,7 +103,7 @@ class DeviceStore:
         old = self._assets.get(a.id)
         if old is not None:
             if expected_version is not None and expected_version != old.version:
-                raise conflict("Asset")
+                raise Conflict("Asset")
             a = replace(a, version=old.version + 1)
         await self._write(self._unique(lambda c: put(c, a, a.name), "Asset with such name already exists!"))
         self._cache_asset(a)

@@ -13,7 +13,7 @@ import sqlite3
 from dataclasses import replace
 from typing import Any, Callable, Iterable
 
-from tbspark.platform.rest.errors import bad_request, not_found
+from tbspark.platform.errors import BadRequest, NotFound
 from tbspark.platform.store.models import (
     NULL_UUID, Asset, AssetProfile, Device, DeviceProfile, Tenant, User, new_id, now_ms,
 )
@@ -69,7 +69,7 @@ class EntityStore:
             try:
                 return fn(conn)
             except sqlite3.IntegrityError as exc:
-                raise bad_request(message) from exc
+                raise BadRequest(message) from exc
         return run
 
     # -- caches ----------------------------------------------------------------------------------
@@ -152,9 +152,9 @@ class EntityStore:
     async def _delete_profile(self, profiles: dict, profile_id: str, entities: Iterable, kind: str) -> None:
         """``kind`` ("device" or "asset") words TB's refusals; ``entities`` are all of that kind."""
         if profiles[profile_id].is_default:
-            raise bad_request(f"Deletion of Default {kind.capitalize()} Profile is prohibited!")
+            raise BadRequest(f"Deletion of Default {kind.capitalize()} Profile is prohibited!")
         if any(e.profile_id == profile_id for e in entities):
-            raise bad_request(f"The {kind} profile referenced by the {kind}s cannot be deleted!")
+            raise BadRequest(f"The {kind} profile referenced by the {kind}s cannot be deleted!")
         await self._write(lambda c: c.execute("DELETE FROM entity WHERE id=?", (profile_id,)))
         profiles.pop(profile_id, None)
 
@@ -198,7 +198,7 @@ class EntityStore:
     async def save_device_profile(self, p: DeviceProfile) -> DeviceProfile:
         old = self._device_profiles.get(p.id)
         if old and old.tenant_id != p.tenant_id:
-            raise not_found(f"Device profile with id [{p.id}] is not found")
+            raise NotFound(f"Device profile with id [{p.id}] is not found")
         await self._write(self._unique(lambda c: put(c, p, p.name), "Device profile with such name already exists!"))
         self._cache_device_profile(p)
         if old is None or old.default_rule_chain_id != p.default_rule_chain_id:

@@ -7,10 +7,11 @@ Pure functions, no store."""
 from __future__ import annotations
 
 import functools
-import os
 import re
 from datetime import datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from tbspark import settings
 
 CALENDAR_TYPES = ("WEEK", "WEEK_ISO", "MONTH", "QUARTER")
 INTERVAL_TYPES = ("MILLISECONDS", *CALENDAR_TYPES)
@@ -23,7 +24,7 @@ _OFFSET = re.compile(r"^(?:UTC|GMT|UT)?([+-])(\d{1,2})(?::?(\d{2}))?(?::?(\d{2})
 @functools.lru_cache(maxsize=1)
 def system_zone() -> tzinfo:
     """The server's zone, which ThingsBoard uses when timeZone is absent or unknown (read once)."""
-    name = os.environ.get("TZ", "").lstrip(":")
+    name = settings.system_time_zone()
     if name:
         try:
             return ZoneInfo(name)

@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import replace
 from typing import Any, Callable
 
-from tbspark.platform.rest.errors import bad_request, conflict
+from tbspark.platform.errors import BadRequest, Conflict
 from tbspark.platform.rules.validate import cycle_error
 from tbspark.platform.store.models import RuleChain, new_id, now_ms
 
@@ -91,7 +91,7 @@ class RuleChainStore:
         old = self._rule_chains.get(rc.id)
         if old is not None:
             if expected_version is not None and expected_version != old.version:
-                raise conflict("Rule chain")
+                raise Conflict("Rule chain")
             rc = replace(rc, version=old.version + 1, root=old.root, metadata=old.metadata,
                          metadata_version=old.metadata_version, first_rule_node_id=old.first_rule_node_id)
         await self._write(lambda c: _put_chain(c, rc))
@@ -107,12 +107,12 @@ class RuleChainStore:
         """Fill in node ids (kept when given) and the chain's first node, as ThingsBoard stores them."""
         expected = meta.get("version")
         if expected is not None and expected != rc.metadata_version:
-            raise conflict("Rule chain metadata")
+            raise Conflict("Rule chain metadata")
         nodes = []
         ts = now_ms()
         for node in meta.get("nodes") or []:
             if not isinstance(node, dict) or not node.get("type"):
-                raise bad_request("Rule node type should be specified!")
+                raise BadRequest("Rule node type should be specified!")
             n = dict(node)
             nid = (n.get("id") or {}).get("id") if isinstance(n.get("id"), dict) else None
             n["id"] = {"entityType": "RULE_NODE", "id": nid or new_id()}
@@ -129,18 +129,18 @@ class RuleChainStore:
             nodes.append(n)
         first = meta.get("firstNodeIndex")
         if first is not None and not (isinstance(first, int) and 0 <= first < len(nodes)):
-            raise bad_request("Invalid firstNodeIndex")
+            raise BadRequest("Invalid firstNodeIndex")
         loop = cycle_error(meta.get("connections"))  # RuleChainDataValidator: no chain may loop
         if loop is not None:
-            raise bad_request(loop)
+            raise BadRequest(loop)
         connections = []
         for conn_info in meta.get("connections") or []:
             try:
                 fi, ti, typ = conn_info["fromIndex"], conn_info["toIndex"], conn_info["type"]
             except (KeyError, TypeError):
-                raise bad_request("Rule chain connection must have fromIndex, toIndex and type") from None
+                raise BadRequest("Rule chain connection must have fromIndex, toIndex and type") from None
             if not (isinstance(fi, int) and isinstance(ti, int) and 0 <= fi < len(nodes) and 0 <= ti < len(nodes)):
-                raise bad_request("Rule chain connection refers to a node index out of range")
+                raise BadRequest("Rule chain connection refers to a node index out of range")
             connections.append({"fromIndex": fi, "toIndex": ti, "type": typ})
         version = rc.metadata_version + 1
         stored = {"ruleChainId": {"entityType": "RULE_CHAIN", "id": rc.id}, "version": version,
@@ -180,10 +180,10 @@ class RuleChainStore:
     async def delete_rule_chain(self, chain_id: str) -> None:
         rc = self._rule_chains[chain_id]
         if rc.root:
-            raise bad_request("Deletion of Root Tenant Rule Chain is prohibited!")
+            raise BadRequest("Deletion of Root Tenant Rule Chain is prohibited!")
         if any(p.default_rule_chain_id == chain_id for p in self._device_profiles.values()):
             # ThingsBoard: the fk_default_rule_chain_device_profile constraint, turned into this 400.
-            raise bad_request("The rule chain referenced by the device profiles cannot be deleted!")
+            raise BadRequest("The rule chain referenced by the device profiles cannot be deleted!")
         await self._write(lambda conn: conn.execute("DELETE FROM entity WHERE id=?", (chain_id,)))
         self._rule_chains.pop(chain_id, None)
         self._notify_chains(None)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import re
 
+from tbspark.mqtt.topics import ATTRIBUTES_TOPIC, TELEMETRY_TOPIC
 from tbspark.platform import lenient_json, values
 from tbspark.platform.rules.msg import POST_ATTRIBUTES, POST_TELEMETRY, TO_SERVER_RPC, TbMsg
 
-TELEMETRY_TOPIC = "v1/devices/me/telemetry"
 TELEMETRY_TOPICS = (TELEMETRY_TOPIC, "v2/t", "v2/t/j")
-ATTRIBUTES_TOPICS = ("v1/devices/me/attributes", "v2/a", "v2/a/j")
+ATTRIBUTES_TOPICS = (ATTRIBUTES_TOPIC, "v2/a", "v2/a/j")
 ATTR_REQUEST_PREFIX = "v1/devices/me/attributes/request/"
 ATTR_RESPONSE_PREFIX = "v1/devices/me/attributes/response/"
 RPC_REQUEST_PREFIX = "v1/devices/me/rpc/request/"
