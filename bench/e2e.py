@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
 import statistics
 import sys
 import tempfile
@@ -51,6 +52,7 @@ from tbspark.testing.pipeline import Pipeline, Proc, describe, keep_up_limit_s
 from tbspark.testing.platform import TENANT
 
 REPO = Path(__file__).resolve().parents[1]
+SENT_SHARE_OK = 0.90  # --search: a run whose simulator sent less than this share of the offered rate
 SETTLE_S = 240  # after the simulation: the last window closes, the job catches up, verify holds
 
 
@@ -439,6 +441,9 @@ def mosquitto_reference(p: Pipeline, scenario: Path, duration_s: float, root: Pa
 
 
 def main(argv: list[str] | None = None) -> int:
+    # SIGTERM (a timeout, a kill) unwinds like Ctrl-C, so the stack it started is stopped by PID
+    # (Python's default handler would exit at once and leave the brokers and the platform running).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenario", type=Path, default=REPO / "scenarios" / "fleet-3000.yaml")
     ap.add_argument("--devices", type=int, default=None)
@@ -522,7 +527,11 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.search_steps):
                 r = run_at(rate, i)
                 i += 1
-                if r["sustained_msg_per_s"] and r["msg_per_s"] >= 0.97 * r["offered_msg_per_s"]:
+                # Kept up and exact, and the simulator was not held back by the platform's sockets.
+                # Its sent rate is over the simulation's wall time, which includes connecting the
+                # fleet: quiet single-stack runs that kept up sent 94-95 % of the offered rate
+                # (fleet-3000, 2026-12-05), so 0.97 failed every run; below 90 % it was held back.
+                if r["sustained_msg_per_s"] and r["msg_per_s"] >= SENT_SHARE_OK * r["offered_msg_per_s"]:
                     lo = rate
                     rate = rate * 2 if hi is None else (lo + hi) / 2
                 else:
