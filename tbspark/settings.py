@@ -487,7 +487,7 @@ def read_stack_record(state_root: Path) -> dict | None:
     record = StackRecord.find(state)
     stack = record.to_json() if record is not None else {}
     if not stack.get("platform"):
-        endpoint = _read_json(state.root / "platform" / "endpoint.json")
+        endpoint = _read_json(state.endpoint_file)
         if endpoint:
             stack["platform"] = endpoint
     return stack or None

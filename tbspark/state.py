@@ -52,6 +52,11 @@ class StateDir:
         return self.root / "platform"
 
     @property
+    def endpoint_file(self) -> Path:
+        """Where `tbspark platform serve` says it listens (written once it is ready)."""
+        return self.platform_dir / "endpoint.json"
+
+    @property
     def provision_file(self) -> Path:
         return self.root / "provision.json"
 

@@ -260,7 +260,7 @@ class Platform:
 
 
 def endpoint_file(state_dir: Path) -> Path:
-    return StateDir(Path(state_dir)).platform_dir / "endpoint.json"
+    return StateDir(Path(state_dir)).endpoint_file
 
 
 def stop_grace_s() -> float:

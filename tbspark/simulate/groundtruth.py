@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tbspark.errors import StateError, UsageError
-from tbspark.state import DeviceTruth, GroundTruthRecord, WindowTruth
+from tbspark.state import DeviceTruth, GroundTruthRecord, StateDir, WindowTruth
 
 NEAR_EDGE_MS = 250  # a server-stamped message this close to an edge may land in the neighbour window
 
@@ -219,7 +219,7 @@ def load(root: Path, what_to_run: str) -> GroundTruthRecord | None:
     they are newer (None when there is neither). Shards of one run must all be there: a missing one
     is a StateError that names it. ``what_to_run``: the simulate command, for the hint."""
     root = Path(root)
-    whole = root / "groundtruth.json"
+    whole = StateDir(root).groundtruth_file
     shards: dict[int, dict[int, Path]] = {}
     for p in root.glob(SHARD_GLOB):
         m = _SHARD_NAME.match(p.name)

@@ -141,7 +141,7 @@ def stack_status(state_dir: Path, probe: bool = True) -> dict:
 
 def _platform_paths(state: StateDir) -> dict[str, Path]:
     d = state.platform_dir
-    return {"dir": d, "endpoint": d / "endpoint.json", "log": d / "platform.log", "pid": d / "platform.pid"}
+    return {"dir": d, "endpoint": state.endpoint_file, "log": d / "platform.log", "pid": d / "platform.pid"}
 
 
 def _platform_marker(state: StateDir) -> str:

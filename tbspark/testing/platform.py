@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import requests
 
 from tbspark import settings
+from tbspark.state import StateDir
 from tbspark.testing.wait import WaitTimeout, wait_until
 
 # The checkout (tests and benchmarks run from it); the child's working directory.
@@ -64,7 +65,7 @@ def start_platform(state_dir: Path, timeout_s: float = 30, extra_env: dict | Non
     under (e.g. ``taskset -c 0``, which execs it: same PID); ``preexec_fn`` runs in the child before
     it starts (e.g. to raise its file limit). Raises RuntimeError with the log's tail when it exits
     or is not ready within ``timeout_s``."""
-    endpoint = state_dir / "platform" / "endpoint.json"
+    endpoint = StateDir(state_dir).endpoint_file
     endpoint.unlink(missing_ok=True)
     state_dir.mkdir(parents=True, exist_ok=True)
     log = state_dir / log_name
