@@ -39,6 +39,7 @@ from tbspark.stack.kafka import ensure_topic
 from tbspark.stack.services import stack_down, stack_up
 from tbspark.state import StateDir
 from tbspark.thingsboard.rest import TbRestClient
+from tbspark.testing.kafka import produce_all
 from tbspark.testing.wait import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,19 +57,9 @@ aggregation: {{window_s: 10, watermark_s: 5, trigger_s: 1.0}}
 
 
 def fill(bootstrap: str, topic: str, n: int, zones: int = 10) -> float:
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.num.messages": 10000,
-                  "queue.buffering.max.messages": 1_000_000, "compression.type": "lz4"})
-    t = time.monotonic()
-    for i in range(n):
-        body = b'{"windSpeed":"%d","geoZone":"Zone %d","ts":"%d"}' % (30 + i % 31, i % zones, T0 + i // 10)
-        while True:
-            try:
-                p.produce(topic, body)
-                break
-            except BufferError:
-                p.poll(0.05)
-    p.flush(120)
-    return time.monotonic() - t
+    return produce_all(bootstrap, topic, (b'{"windSpeed":"%d","geoZone":"Zone %d","ts":"%d"}'
+                                          % (30 + i % 31, i % zones, T0 + i // 10) for i in range(n)),
+                       timeout_s=120)
 
 
 def batch_reference(spark, bootstrap: str, topic: str) -> tuple[float, int]:

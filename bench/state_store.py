@@ -65,6 +65,7 @@ from typing import Any, Iterable, Sequence
 
 from tbspark.aggregate.tuning import DEFAULT_TUNING
 from tbspark.testing.cpu import cpu_seconds
+from tbspark.testing.kafka import produce_all
 from tbspark.testing.window_model import (DELAY_MS, WINDOW_MS, Agg, Record, compare, encode,
                                           expected_windows, make_records)
 
@@ -243,24 +244,8 @@ def measure(spark: Any, q: Query, records: int, want: dict, want_late: int, jvm_
 
 
 def fill(bootstrap: str, topic: str, records: Sequence[Record]) -> float:
-    from confluent_kafka import Producer
-
     # Idempotence keeps the offset order = the generated order (expected_windows relies on it).
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.num.messages": 10000,
-                  "enable.idempotence": True, "queue.buffering.max.messages": 1_000_000,
-                  "compression.type": "lz4"})
-    t = time.monotonic()
-    for rec in records:
-        body = encode(rec)
-        while True:
-            try:
-                p.produce(topic, body)
-                break
-            except BufferError:
-                p.poll(0.05)
-    if p.flush(300):
-        raise RuntimeError(f"could not produce every record to {topic}")
-    return time.monotonic() - t
+    return produce_all(bootstrap, topic, map(encode, records), idempotent=True)
 
 
 def restart_check(variant: str, bootstrap: str, topic: str, records: Sequence[Record], max_offsets: int,
